@@ -1,0 +1,95 @@
+"""The contract between the engine and a backend: how one task attempt is started.
+
+A backend knows how to start a process somewhere (this machine, a container, a pod) and
+nothing of KFP. The engine hands it a fully resolved LaunchSpec (placeholders substituted,
+executor input written) and gets back an exit status. Paths in a LaunchSpec are host paths;
+a backend that runs elsewhere makes them visible at the same path (Docker bind mounts) or
+stages them (Kubernetes), so artifact URIs mean the same thing on every backend.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable, Optional
+
+from localrunner.environments.python_env import PythonEnv
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """A host path the task needs, visible at the same path inside a container."""
+    path: str
+    read_only: bool = True
+
+
+@dataclasses.dataclass
+class Resources:
+    cpu_limit: Optional[float] = None          # cores
+    memory_limit: Optional[int] = None         # bytes
+    cpu_request: Optional[float] = None
+    memory_request: Optional[int] = None
+    accelerator_type: Optional[str] = None
+    accelerator_count: int = 0
+    gpu_ids: tuple[str, ...] = ()              # assigned by the scheduler, never part of a cache key
+
+
+@dataclasses.dataclass
+class LaunchSpec:
+    task: str                                  # '/'-joined task path, for names and logs
+    image: str                                 # the component's image (ignored by subprocess)
+    argv: list[str]                            # resolved command + args
+    env: dict[str, str]                        # the component's env (not the host's)
+    workdir: str                               # this attempt's folder (host path), writable
+    log_path: str                              # combined stdout+stderr of this attempt
+    python_env: Optional[PythonEnv] = None     # set when KFP's pip prologue was lifted off argv
+    mounts: list[Mount] = dataclasses.field(default_factory=list)
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    volumes: dict[str, str] = dataclasses.field(default_factory=dict)   # host dir -> path in task (PVCs, secrets)
+
+
+class LaunchError(Exception):
+    """The task could not be started. retryable=False for errors a retry cannot fix
+    (missing image, no GPU runtime, more GPUs asked than exist)."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Execution(abc.ABC):
+    """A started attempt."""
+
+    @abc.abstractmethod
+    def wait(self) -> int:
+        """Blocks until the attempt ends; returns its exit status. Output goes to
+        spec.log_path and, line by line, to the on_line callback given to launch()."""
+
+    @abc.abstractmethod
+    def terminate(self) -> None:
+        """Stops the attempt (idempotent, callable from any thread) and cleans up
+        whatever the backend created for it (processes, containers)."""
+
+
+LineSink = Callable[[str], None]
+LogSink = Callable[[str], None]
+
+
+class Backend(abc.ABC):
+    name: str = 'base'
+
+    @abc.abstractmethod
+    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+        """An immutable identity of what the task will run in (Docker image id + python env
+        key; interpreter + python env key). Enters the cache key. Must not build anything."""
+
+    def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
+        """Builds what the attempt needs (venv, derived image) once; later calls are cheap.
+        Raises LaunchError when that cannot be done."""
+
+    @abc.abstractmethod
+    def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
+        """Starts the attempt. Raises LaunchError when it cannot be started."""
+
+    def close(self) -> None:
+        """Releases what the backend holds (clients, pools)."""

@@ -1,0 +1,112 @@
+"""Lifts KFP's pip-install prologue off a lightweight component's command.
+
+KFP compiles a lightweight Python component into
+    sh -c "<ensure pip>; python3 -m pip install ... 'kfp==X' ... && \"$0\" \"$@\"" sh -ec '<run executor>' ...
+i.e. it installs kfp and packages_to_install before EVERY execution. We parse the pip
+install steps out of the prologue, build that environment once (a venv or a derived image,
+keyed by the steps), and run the rest of the command ("$0" "$@") inside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shlex
+from typing import Optional
+
+# Options of `pip install` that change what gets installed (and so the environment key).
+_VALUE_OPTIONS = {'--index-url', '-i', '--extra-index-url', '--trusted-host', '--find-links', '-f',
+                  '--constraint', '-c', '--requirement', '-r'}
+# Options that change nothing about the result.
+_IGNORED_FLAGS = {'--quiet', '-q', '--no-warn-script-location', '--upgrade', '-U', '--user',
+                  '--disable-pip-version-check', '--no-cache-dir'}
+_PIP_INSTALL = re.compile(r'python3?\s+-m\s+pip\s+install\s+')
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallStep:
+    """One `pip install` of the prologue: requirement strings and the options that matter."""
+    requirements: tuple[str, ...]
+    index_urls: tuple[str, ...] = ()          # first is --index-url (when given), rest extras
+    extra_index_urls: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
+    no_deps: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PythonEnv:
+    """The environment a lightweight component asks for: ordered pip install steps."""
+    steps: tuple[InstallStep, ...]
+
+    def key(self) -> str:
+        """A stable digest of the steps: same steps, same environment."""
+        blob = json.dumps([s.to_json() for s in self.steps], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return tuple(r for s in self.steps for r in s.requirements)
+
+    def describe(self) -> dict:
+        return {'steps': [s.to_json() for s in self.steps]}
+
+
+def _parse_install_args(text: str) -> Optional[InstallStep]:
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        return None
+    reqs, index, extra, trusted, no_deps = [], [], [], [], False
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in ('&&', ';', '||'):
+            break
+        if tok in ('--index-url', '-i'):
+            index.append(tokens[i + 1]); i += 2; continue
+        if tok == '--extra-index-url':
+            extra.append(tokens[i + 1]); i += 2; continue
+        if tok == '--trusted-host':
+            trusted.append(tokens[i + 1]); i += 2; continue
+        if tok == '--no-deps':
+            no_deps = True; i += 1; continue
+        if tok in _IGNORED_FLAGS:
+            i += 1; continue
+        if tok in _VALUE_OPTIONS or tok.startswith('-'):
+            return None  # an option we do not model: don't guess
+        reqs.append(tok)
+        i += 1
+    if not reqs:
+        return None
+    return InstallStep(tuple(reqs), tuple(index), tuple(extra), tuple(trusted), no_deps)
+
+
+def lift_prologue(command: list[str], args: list[str]) -> tuple[Optional[PythonEnv], list[str]]:
+    """Returns (environment, argv to run inside it); (None, command+args) when the command
+    is not KFP's lightweight-component form."""
+    argv = list(command) + list(args)
+    if len(command) < 3 or command[0] != 'sh' or command[1] != '-c':
+        return None, argv
+    script = command[2]
+    if 'pip install' not in script or not script.rstrip().endswith('"$0" "$@"'):
+        return None, argv
+    steps = []
+    for match in _PIP_INSTALL.finditer(script):
+        rest = script[match.end():]
+        # one install command ends at the next && / newline
+        end = len(rest)
+        for sep in ('&&', '\n'):
+            pos = rest.find(sep)
+            if pos != -1:
+                end = min(end, pos)
+        step = _parse_install_args(rest[:end])
+        if step is None:
+            return None, argv
+        steps.append(step)
+    if not steps:
+        return None, argv
+    return PythonEnv(tuple(steps)), list(command[3:]) + list(args)
