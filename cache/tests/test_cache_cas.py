@@ -1,0 +1,229 @@
+import os
+import stat
+
+import pytest
+
+from conftest import write_tree
+from localrunner_cache import CAS, CacheError, digest_bytes, digest_tree
+
+SPEC = {
+    "a.txt": b"alpha",
+    "run.sh": ("exec", b"#!/bin/sh\necho hi\n"),
+    "nested/deeper/big.bin": os.urandom(3 * (1 << 20) + 5),
+    "nested/same.txt": b"alpha",  # deduplicated with a.txt
+    "empty": {},
+    "link": ("symlink", "a.txt"),
+    "dangling": ("symlink", "../outside/nowhere"),
+    "ünïcode name.txt": b"u",
+}
+
+
+def _corrupt(cas, digest, data=b"garbage"):
+    path = cas.path_of(digest)
+    os.chmod(path, 0o644)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _assert_same_tree(a, b):
+    for dirpath, dirnames, filenames in os.walk(a):
+        rel = os.path.relpath(dirpath, a)
+        other = os.path.join(b, rel)
+        assert sorted(os.listdir(dirpath)) == sorted(os.listdir(other))
+        for name in filenames + dirnames:
+            pa, pb = os.path.join(dirpath, name), os.path.join(other, name)
+            if os.path.islink(pa):
+                assert os.readlink(pa) == os.readlink(pb)
+            elif os.path.isfile(pa):
+                assert open(pa, "rb").read() == open(pb, "rb").read()
+                assert bool(os.stat(pa).st_mode & stat.S_IXUSR) == bool(os.stat(pb).st_mode & stat.S_IXUSR)
+                assert os.stat(pa).st_ino != os.stat(pb).st_ino
+
+
+def test_layout_and_put_bytes(cas, store):
+    d = cas.put_bytes(b"hello")
+    assert d == digest_bytes(b"hello")
+    assert cas.path_of(d) == os.path.join(store, "objects", d[:2], d[2:])
+    assert open(cas.path_of(d), "rb").read() == b"hello"
+    assert cas.has(d) and cas.kind(d) == "file"
+    assert not os.stat(cas.path_of(d)).st_mode & 0o222  # read-only objects
+    assert cas.put_bytes(b"hello") == d
+    assert list(cas.iter_digests()) == [d]
+    assert os.listdir(os.path.join(store, "tmp")) == []
+
+
+def test_missing_and_invalid_digests(cas):
+    d = digest_bytes(b"absent")
+    assert not cas.has(d) and cas.kind(d) is None
+    for bad in ["../../etc/passwd", "ABCDEF" * 6, "0" * 31, "", None]:
+        with pytest.raises(CacheError):
+            cas.path_of(bad)
+
+
+def test_put_file_copies_never_links(cas, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"original")
+    d = cas.put_file(src)
+    assert os.stat(cas.path_of(d)).st_ino != os.stat(src).st_ino
+    assert os.stat(src).st_nlink == 1
+    src.write_bytes(b"modified by a task later")
+    assert cas.verify(d)
+    assert open(cas.path_of(d), "rb").read() == b"original"
+
+
+def test_put_file_large_streams_and_dedups(cas, tmp_path):
+    data = os.urandom(5 * (1 << 20) + 3)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(data)
+    assert cas.put_file(tmp_path / "a") == cas.put_file(tmp_path / "b") == digest_bytes(data)
+    assert len(list(cas.iter_digests())) == 1
+    assert cas.total_size() == len(data)
+
+
+def test_put_file_missing_source_raises_cache_error(cas, tmp_path):
+    with pytest.raises(CacheError, match="cannot read"):
+        cas.put_file(tmp_path / "nope")
+
+
+def test_put_tree_matches_digest_tree_and_stores_everything(cas, tmp_path):
+    src = write_tree(tmp_path / "src", SPEC)
+    t = cas.put_tree(src)
+    assert t == digest_tree(src)
+    assert cas.kind(t) == "tree" and cas.is_complete(t)
+    names = {e["name"]: e for e in cas.read_tree(t)}
+    assert names["run.sh"]["mode"] == "exec" and names["link"]["mode"] == "symlink"
+    assert names["empty"]["mode"] == "dir" and cas.kind(names["empty"]["digest"]) == "tree"
+    assert all(cas.verify(d) for d in cas.iter_digests())
+    assert cas.put_path(src) == (t, "tree")
+    assert cas.put_path(os.path.join(src, "a.txt")) == (digest_bytes(b"alpha"), "file")
+    with pytest.raises(CacheError):
+        cas.put_path(tmp_path / "nope")
+
+
+def test_materialize_tree_round_trip(cas, tmp_path):
+    src = write_tree(tmp_path / "src", SPEC)
+    t = cas.put_tree(src)
+    dest = tmp_path / "out" / "restored"
+    cas.materialize(t, dest)
+    _assert_same_tree(src, str(dest))
+    _assert_same_tree(str(dest), src)
+    assert digest_tree(dest) == t
+    for dirpath, _, filenames in os.walk(dest):  # never sharing an inode with the store
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                assert os.stat(p).st_nlink == 1
+                assert os.stat(p).st_mode & stat.S_IWUSR
+    assert [n for n in os.listdir(tmp_path / "out") if n != "restored"] == []
+
+
+def test_materialize_file_is_an_independent_copy(cas, tmp_path):
+    d = cas.put_bytes(b"content")
+    dest = tmp_path / "x" / "file"
+    cas.materialize(d, dest)
+    assert dest.read_bytes() == b"content"
+    assert os.stat(dest).st_ino != os.stat(cas.path_of(d)).st_ino
+    dest.write_bytes(b"a task writes to its input")
+    assert cas.verify(d)
+
+
+def test_materialize_replaces_existing_destination(cas, tmp_path):
+    t1 = cas.put_tree(write_tree(tmp_path / "one", {"a": b"1", "old": b"x"}))
+    t2 = cas.put_tree(write_tree(tmp_path / "two", {"a": b"2"}))
+    f = cas.put_bytes(b"file")
+    dest = tmp_path / "dest"
+    cas.materialize(t1, dest)
+    cas.materialize(t2, dest)
+    assert sorted(os.listdir(dest)) == ["a"] and (dest / "a").read_bytes() == b"2"
+    cas.materialize(f, dest)
+    assert dest.read_bytes() == b"file"
+    cas.materialize(t1, dest)
+    assert sorted(os.listdir(dest)) == ["a", "old"]
+    assert sorted(os.listdir(tmp_path)) == ["dest", "one", "store", "two"]
+
+
+def test_materialize_kind_hint_wins_over_content(cas, tmp_path):
+    # A file whose bytes happen to be a tree object: the caller's kind decides.
+    t = cas.put_tree(write_tree(tmp_path / "src", {"a": b"1"}))
+    raw = open(cas.path_of(t), "rb").read()
+    cas.materialize(t, tmp_path / "as_file", kind="file")
+    assert (tmp_path / "as_file").read_bytes() == raw
+    with pytest.raises(CacheError):
+        cas.materialize(t, tmp_path / "bad", kind="blob")
+
+
+def test_materialize_missing_object_raises(cas, tmp_path):
+    with pytest.raises(CacheError, match="missing"):
+        cas.materialize(digest_bytes(b"never stored"), tmp_path / "d")
+    assert not os.path.lexists(tmp_path / "d")
+
+
+def test_materialize_corrupt_blob_raises_quarantines_and_leaves_nothing(cas, store, tmp_path):
+    src = write_tree(tmp_path / "src", {"a": b"good", "b": b"also good"})
+    t = cas.put_tree(src)
+    bad = digest_bytes(b"also good")
+    _corrupt(cas, bad, b"evil bits")
+    dest = tmp_path / "dest"
+    with pytest.raises(CacheError, match="corrupt"):
+        cas.materialize(t, dest)
+    assert not os.path.lexists(dest)
+    assert sorted(os.listdir(tmp_path)) == ["src", "store"]
+    assert not cas.has(bad)
+    assert any(n.startswith(bad) for n in os.listdir(os.path.join(store, "quarantine")))
+    assert not cas.is_complete(t)
+
+
+def test_verify_and_verify_all_quarantine_corrupt_objects(cas, store):
+    good = cas.put_bytes(b"good")
+    bad = cas.put_bytes(b"bad")
+    _corrupt(cas, bad)
+    assert cas.verify(good)
+    report = cas.verify_all()
+    assert report == {"checked": 2, "corrupt": [bad]}
+    assert not cas.has(bad) and cas.has(good)
+    assert len(os.listdir(os.path.join(store, "quarantine"))) == 1
+    assert cas.verify(bad) is False
+    assert cas.put_bytes(b"bad") == bad and cas.verify(bad)  # a later put heals it
+
+
+def test_corrupt_tree_object_is_detected(cas, tmp_path):
+    t = cas.put_tree(write_tree(tmp_path / "src", {"a": b"1"}))
+    _corrupt(cas, t, open(cas.path_of(t), "rb").read().replace(b'"a"', b'"b"'))
+    with pytest.raises(CacheError, match="corrupt"):
+        cas.read_tree(t)
+    assert not cas.has(t)
+
+
+def test_delete_total_size_iter(cas):
+    ds = [cas.put_bytes(b"x" * n) for n in (1, 10, 100)]
+    assert sorted(cas.iter_digests()) == sorted(ds)
+    assert cas.total_size() == 111
+    assert cas.delete(ds[0]) and not cas.delete(ds[0])
+    assert cas.total_size() == 110
+
+
+def test_incomplete_tree_is_reported(cas, tmp_path):
+    t = cas.put_tree(write_tree(tmp_path / "src", {"d/a": b"1", "b": b"2"}))
+    assert cas.is_complete(t)
+    cas.delete(digest_bytes(b"1"))
+    assert cas.has(t) and not cas.is_complete(t)
+
+
+def test_clean_tmp_removes_only_stale_files(cas, store):
+    stale = os.path.join(store, "tmp", "obj-stale")
+    fresh = os.path.join(store, "tmp", "obj-fresh")
+    for p in (stale, fresh):
+        open(p, "wb").close()
+    os.utime(stale, (0, 0))
+    assert cas.clean_tmp() == 1
+    assert os.listdir(os.path.join(store, "tmp")) == ["obj-fresh"]
+
+
+def test_cas_usable_from_threads(cas, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    blobs = [os.urandom(200000) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        digests = list(pool.map(cas.put_bytes, blobs * 4))
+    assert digests == [digest_bytes(b) for b in blobs] * 4
+    assert cas.verify_all() == {"checked": 8, "corrupt": []}
