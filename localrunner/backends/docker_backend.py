@@ -1,0 +1,341 @@
+"""Runs each task attempt in a Docker container (docker SDK).
+
+- Paths keep their meaning: the attempt folder and every mount appear at the SAME path in
+  the container (inputs read-only), so artifact URIs are valid on both sides.
+- Host networking: on machines where only the host can reach the package index / proxy.
+- Lightweight components (spec.python_env) run in a derived image built once per
+  environment (localrunner.environments.images), never pip-installing per task.
+- Every container carries the labels localrunner.run / localrunner.task and is removed
+  after success, failure, terminate(), Ctrl-C in wait(), and at interpreter exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import uuid
+import weakref
+from typing import Optional
+
+from localrunner.backends.base import Backend, Execution, LaunchError, LaunchSpec, LineSink, LogSink
+from localrunner.environments import images
+
+RUN_LABEL = 'localrunner.run'
+TASK_LABEL = 'localrunner.task'
+MANAGED_LABEL = 'localrunner.managed'
+_KILLED = 137   # what `docker wait` reports for SIGKILL; used when the status is lost
+
+
+def _docker():
+    import docker  # imported lazily: the subprocess backend must not need it
+    return docker
+
+
+class _RunState:
+    """What the exit-time sweep needs; holds no reference to the backend itself."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = None
+        self.created_any = False
+
+
+def _sweep(state: _RunState) -> None:
+    """Removes any container of this run still there (interpreter exit, close())."""
+    if not state.created_any or state.client is None:
+        return
+    with contextlib.suppress(Exception):
+        for container in state.client.containers.list(
+                all=True, filters={'label': f'{RUN_LABEL}={state.run_id}'}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+class DockerBackend(Backend):
+    name = 'docker'
+
+    def __init__(self, client=None, *, run_id: Optional[str] = None, pull_timeout: float = 30.0,
+                 stop_grace: float = 5.0, user: Optional[str] = 'host',
+                 pip: Optional[images.PipSettings] = None, env_lock_dir: Optional[str] = None):
+        """user='host': containers run as this process's uid:gid unless it is root (files
+        they write into mounted folders stay the host user's); None: the image's user."""
+        self._state = _RunState(run_id or uuid.uuid4().hex[:12])
+        self._state.client = client
+        self.pull_timeout = pull_timeout
+        self.stop_grace = stop_grace
+        self._user = user
+        self._pip = pip
+        self._env_lock_dir = env_lock_dir
+        self._lock = threading.Lock()
+        self._image_ids: dict[str, str] = {}
+        self._env_images: dict[tuple[str, str], str] = {}
+        self._ncpu: Optional[int] = None
+        self._live: set[DockerExecution] = set()
+        self._finalizer = weakref.finalize(self, _sweep, self._state)
+
+    # ------------------------------------------------------------ client and images
+
+    @property
+    def run_id(self) -> str:
+        return self._state.run_id
+
+    @property
+    def client(self):
+        if self._state.client is None:
+            docker = _docker()
+            try:
+                client = docker.from_env()
+                client.ping()
+            except docker.errors.DockerException as exc:
+                raise LaunchError(f'no Docker engine answers ({exc}); start dockerd or use '
+                                  'the subprocess backend', retryable=False) from exc
+            self._state.client = client
+        return self._state.client
+
+    def image_id(self, ref: str) -> str:
+        """The immutable id (sha256:...) of image REF, pulling it when it is not here.
+        Resolved once per backend (= per run), so every task of a run sees the same image."""
+        with self._lock:
+            if ref in self._image_ids:
+                return self._image_ids[ref]
+        docker = _docker()
+        try:
+            image_id = self.client.images.get(ref).id
+        except docker.errors.ImageNotFound:
+            image_id = self._pull(ref)
+        except docker.errors.APIError as exc:
+            raise LaunchError(f'cannot inspect image {ref}: {exc}', retryable=True) from exc
+        with self._lock:
+            self._image_ids[ref] = image_id
+        return image_id
+
+    def _pull(self, ref: str) -> str:
+        docker = _docker()
+        repo, tag = docker.utils.parse_repository_tag(ref)
+        result: dict = {}
+
+        def pull():
+            try:
+                result['id'] = self.client.images.pull(repo, tag=tag or 'latest').id
+            except Exception as exc:  # reported below, from the caller's thread
+                result['error'] = exc
+
+        # The SDK's pull has no timeout; a thread lets a dead registry fail in bounded time.
+        worker = threading.Thread(target=pull, name=f'pull {ref}', daemon=True)
+        worker.start()
+        worker.join(self.pull_timeout)
+        if worker.is_alive():
+            raise LaunchError(f'image {ref} is not on this machine and pulling it did not finish '
+                              f'within {self.pull_timeout:.0f}s (no registry reachable?)',
+                              retryable=False)
+        if 'error' in result:
+            raise LaunchError(f"image {ref} is not on this machine and cannot be pulled: "
+                              f"{result['error']}", retryable=False)
+        return result['id']
+
+    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+        image_id = self.image_id(spec.image)
+        return f'{image_id}+{spec.python_env.key()}' if spec.python_env else image_id
+
+    def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
+        self.run_image(spec, log)
+
+    def run_image(self, spec: LaunchSpec, log: Optional[LogSink] = None) -> str:
+        """The id of the image the attempt runs in: spec.image, or its derived environment
+        image (built now when missing) for a lightweight component."""
+        base_id = self.image_id(spec.image)
+        if spec.python_env is None:
+            return base_id
+        env_key = (base_id, spec.python_env.key())
+        with self._lock:
+            if env_key in self._env_images:
+                return self._env_images[env_key]
+        built = images.ensure_env_image(self.client, base_id, spec.python_env,
+                                        log or (lambda line: None), pip=self._pip,
+                                        lock_dir=self._env_lock_dir)
+        with self._lock:
+            self._env_images[env_key] = built.image_id
+        return built.image_id
+
+    # ------------------------------------------------------------ containers
+
+    def _cpu_count(self) -> int:
+        if self._ncpu is None:
+            self._ncpu = int(self.client.info().get('NCPU') or os.cpu_count() or 1)
+        return self._ncpu
+
+    def container_config(self, spec: LaunchSpec, image_id: str) -> dict:
+        """Keyword arguments for containers.create() (pure: no engine calls but NCPU)."""
+        docker = _docker()
+        if not spec.argv:
+            raise LaunchError(f'task {spec.task}: empty command', retryable=False)
+        # workdir writable; mounts at the same path; read-only wins over a duplicate rw
+        # (an input must never be writable: it may alias a cache object).
+        wanted: dict[str, tuple[str, bool]] = {}
+        for mount in spec.mounts:
+            if os.path.abspath(mount.path) == os.path.abspath(spec.workdir):
+                continue
+            read_only = mount.read_only or wanted.get(mount.path, ('', False))[1]
+            wanted[mount.path] = (mount.path, read_only)
+        for source, target in spec.volumes.items():
+            wanted[target] = (source, False)
+        wanted[spec.workdir] = (spec.workdir, False)
+        for source, _ in wanted.values():
+            if not os.path.exists(source):
+                raise LaunchError(f'task {spec.task}: {source} (to mount in the container) does '
+                                  'not exist', retryable=False)
+        mounts = [docker.types.Mount(target, source, type='bind', read_only=ro)
+                  for target, (source, ro) in sorted(wanted.items())]
+        res = spec.resources
+        if res.accelerator_count and len(res.gpu_ids) != res.accelerator_count:
+            raise LaunchError(f'task {spec.task} asks for {res.accelerator_count} GPUs but was '
+                              f'given ids {list(res.gpu_ids)}', retryable=False)
+        labels = {MANAGED_LABEL: 'true', RUN_LABEL: self.run_id, TASK_LABEL: spec.task,
+                  **spec.labels}
+        config = dict(
+            image=image_id,
+            # Kubernetes semantics: the component's command replaces the image's ENTRYPOINT.
+            entrypoint=[spec.argv[0]], command=list(spec.argv[1:]),
+            environment=dict(spec.env), working_dir=spec.workdir, mounts=mounts,
+            network_mode='host', labels=labels, detach=True,
+            init=True,  # tini as PID 1: SIGTERM reaches the task, zombies get reaped
+            name=f"lr-{re.sub(r'[^a-zA-Z0-9_.-]+', '-', spec.task)[:40].strip('-.')}-"
+                 f'{uuid.uuid4().hex[:8]}')
+        if self._user == 'host' and os.getuid() != 0:
+            config['user'] = f'{os.getuid()}:{os.getgid()}'
+        elif self._user not in (None, 'host'):
+            config['user'] = self._user
+        if res.cpu_limit:
+            # a cluster-sized limit must not stop a local run: clamp to this machine's CPUs
+            config['nano_cpus'] = int(min(res.cpu_limit, self._cpu_count()) * 1e9)
+        if res.memory_limit:
+            config['mem_limit'] = int(res.memory_limit)
+        if res.gpu_ids:
+            config['device_requests'] = [docker.types.DeviceRequest(
+                device_ids=list(res.gpu_ids), capabilities=[['gpu']])]
+        return config
+
+    def create_container(self, spec: LaunchSpec, log: Optional[LogSink] = None):
+        """Creates (does not start) the attempt's container."""
+        docker = _docker()
+        config = self.container_config(spec, self.run_image(spec, log))
+        self._state.created_any = True
+        try:
+            return self.client.containers.create(**config)
+        except docker.errors.APIError as exc:
+            raise LaunchError(f'cannot create a container for task {spec.task}: {exc}',
+                              retryable=exc.is_server_error()) from exc
+
+    def launch(self, spec: LaunchSpec, on_line: LineSink) -> 'DockerExecution':
+        docker = _docker()
+        container = self.create_container(spec, on_line)
+        execution = DockerExecution(self, container, spec, on_line)
+        try:
+            container.start()
+        except BaseException as exc:  # incl. KeyboardInterrupt: never leave it behind
+            execution._remove()
+            if isinstance(exc, docker.errors.APIError):
+                raise _start_error(spec, exc) from exc
+            raise
+        with self._lock:
+            self._live.add(execution)
+        execution._follow_logs()
+        return execution
+
+    def cleanup(self) -> None:
+        """Terminates live attempts and removes every container labelled with this run."""
+        with self._lock:
+            live = list(self._live)
+        for execution in live:
+            execution.terminate()
+        _sweep(self._state)
+
+    def close(self) -> None:
+        self.cleanup()
+        self._finalizer.detach()
+        if self._state.client is not None:
+            with contextlib.suppress(Exception):
+                self._state.client.close()
+            self._state.client = None
+
+
+def _start_error(spec: LaunchSpec, exc) -> LaunchError:
+    text = str(exc)
+    if spec.resources.gpu_ids and ('device driver' in text or 'nvidia' in text.lower()):
+        return LaunchError(f'task {spec.task} needs GPUs {",".join(spec.resources.gpu_ids)} but '
+                           f'the Docker engine has no GPU runtime (install the NVIDIA Container '
+                           f'Toolkit): {text}', retryable=False)
+    return LaunchError(f'cannot start the container of task {spec.task}: {text}',
+                       retryable=exc.is_server_error() and 'OCI runtime' not in text)
+
+
+class DockerExecution(Execution):
+    def __init__(self, backend: DockerBackend, container, spec: LaunchSpec, on_line: LineSink):
+        self._backend = backend
+        self.container = container
+        self.container_id: str = container.id
+        self._spec = spec
+        self._on_line = on_line
+        self._lock = threading.Lock()
+        self._terminated = False
+        self._removed = False
+        self._status: Optional[int] = None
+        self._pump: Optional[threading.Thread] = None
+
+    def _follow_logs(self) -> None:
+        self._pump = threading.Thread(target=self._pump_logs, daemon=True,
+                                      name=f'logs {self._spec.task}')
+        self._pump.start()
+
+    def _pump_logs(self) -> None:
+        parent = os.path.dirname(self._spec.log_path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(self._spec.log_path, 'a', encoding='utf-8') as fh:
+            # follow=True replays from the container's start, so no early line is lost
+            with contextlib.suppress(Exception):  # the stream ends when terminate() removes it
+                for line in images.iter_lines(self.container.logs(stream=True, follow=True)):
+                    fh.write(line + '\n')
+                    fh.flush()
+                    with contextlib.suppress(Exception):  # a broken sink must not stop logging
+                        self._on_line(line)
+
+    def wait(self) -> int:
+        docker = _docker()
+        try:
+            try:
+                result = self.container.wait()
+                status = int(result.get('StatusCode', -1))
+            except docker.errors.NotFound:   # terminate() removed it first
+                status = self._status if self._status is not None else _KILLED
+            if self._pump is not None:
+                self._pump.join(timeout=30)
+        except BaseException:  # KeyboardInterrupt (or anything) while waiting: clean up
+            self.terminate()
+            raise
+        self._remove()
+        return status
+
+    def terminate(self) -> None:
+        docker = _docker()
+        with self._lock:
+            if self._terminated:
+                return
+            self._terminated = True
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.stop(timeout=max(0, int(self._backend.stop_grace)))  # TERM, then KILL
+            self.container.reload()
+            self._status = int(self.container.attrs['State']['ExitCode'])
+        self._remove()
+
+    def _remove(self) -> None:
+        docker = _docker()
+        with self._lock:
+            if self._removed:
+                return
+            self._removed = True
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.remove(force=True)
+        with self._backend._lock:
+            self._backend._live.discard(self)
