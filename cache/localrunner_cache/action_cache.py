@@ -98,7 +98,10 @@ class ActionCache:
         try:
             os.makedirs(self.locks_dir, exist_ok=True)
             # No eviction: what leaves the cache is decided by prune()/gc(), never silently.
-            self._cache = diskcache.Cache(os.path.join(self.root, "actions"), eviction_policy="none")
+            # Every value inside sqlite (no side files): a failed write, e.g. on a full
+            # disk, then rolls back whole instead of leaving an orphaned value file.
+            self._cache = diskcache.Cache(os.path.join(self.root, "actions"), eviction_policy="none",
+                                          disk_min_file_size=1 << 30)
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(f"cannot open the action cache at {self.root}: {exc}") from exc
 
