@@ -43,6 +43,25 @@ def _reflink(src_fd: int, dst_fd: int) -> bool:
         return False
 
 
+def _copy_in_kernel(src_fd: int, dst_fd: int) -> bool:
+    """copy_file_range the whole of src into an empty dst (no user-space copy, about
+    twice as fast as read/write); False where the kernel or FS cannot, before any write."""
+    remaining = os.fstat(src_fd).st_size
+    offset = 0
+    try:
+        while remaining > 0:
+            n = os.copy_file_range(src_fd, dst_fd, remaining, offset, offset)
+            if n == 0:
+                break
+            offset += n
+            remaining -= n
+        return True
+    except OSError as exc:
+        if offset == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            return False
+        raise
+
+
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         n = os.write(fd, view)
@@ -311,6 +330,8 @@ class CAS:
                 os.fchmod(fd, mode)  # exact mode, whatever the umask
                 if _reflink(src.fileno(), fd):
                     return  # verifying would mean reading it all: not cheap here
+                if not verify and _copy_in_kernel(src.fileno(), fd):
+                    return
                 hasher = xxhash.xxh3_128() if verify else None
                 view = _buffer()
                 while True:

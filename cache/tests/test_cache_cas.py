@@ -261,3 +261,11 @@ def test_reflink_unsupported_falls_back_to_copy(cas, tmp_path):
     a.write_bytes(b"x")
     with open(a, "rb") as fa, open(b, "wb") as fb:
         assert _reflink(fa.fileno(), fb.fileno()) in (True, False)  # never raises
+
+
+def test_materialize_without_verify_copies_in_kernel(cas, tmp_path):
+    src = write_tree(tmp_path / "src", SPEC)
+    t = cas.put_tree(src)
+    cas.materialize(t, tmp_path / "out", verify=False)
+    _assert_same_tree(src, str(tmp_path / "out"))
+    assert digest_tree(tmp_path / "out") == t
