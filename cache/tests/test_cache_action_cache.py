@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from conftest import run_worker, write_tree
+from lrcache_helpers import run_worker, write_tree
 from localrunner_cache import ActionCache, ActionResult, CacheError, LockTimeout, digest_bytes
 
 

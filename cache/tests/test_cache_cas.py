@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from conftest import write_tree
-from localrunner_cache import CAS, CacheError, digest_bytes, digest_tree
+from lrcache_helpers import write_tree
+from localrunner_cache import CacheError, digest_bytes, digest_tree
 
 SPEC = {
     "a.txt": b"alpha",

@@ -4,7 +4,7 @@ import os
 import pytest
 import xxhash
 
-from conftest import write_tree
+from lrcache_helpers import write_tree
 from localrunner_cache import CacheError, digest_bytes, digest_file, digest_tree
 from localrunner_cache.digest import TREE_MAGIC, decode_tree, encode_tree
 
@@ -80,3 +80,16 @@ def test_decode_tree_rejects_unsafe_names():
         decode_tree(bad)
     with pytest.raises(CacheError):
         decode_tree(b"not a tree")
+
+
+def test_library_never_imports_localrunner():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, localrunner_cache, localrunner_cache.remote, localrunner_cache.gc;"
+        "bad = [m for m in sys.modules if m == 'localrunner' or m.startswith('localrunner.')];"
+        "assert not bad, bad"
+    )
+    pkg = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {pkg!r}); {code}"], check=True)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import write_tree
+from lrcache_helpers import write_tree
 from localrunner_cache import CAS, ActionCache, ActionResult, CacheError, digest_bytes
 
 

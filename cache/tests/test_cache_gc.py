@@ -1,7 +1,7 @@
 import os
 import time
 
-from conftest import write_tree
+from lrcache_helpers import write_tree
 from localrunner_cache import ActionResult, digest_bytes, gc, prune
 
 

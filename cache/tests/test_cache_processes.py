@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import run_worker
+from lrcache_helpers import run_worker
 from localrunner_cache import CAS, ActionCache
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import write_tree
+from lrcache_helpers import write_tree
 from localrunner_cache import CAS, ActionResult, CacheError, RemoteStore, digest_bytes, digest_tree
 
 
