@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 import uuid
 import weakref
 from typing import Optional
@@ -278,6 +279,7 @@ class DockerExecution(Execution):
         self._spec = spec
         self._on_line = on_line
         self._lock = threading.Lock()
+        self._remove_lock = threading.Lock()
         self._terminated = False
         self._removed = False
         self._status: Optional[int] = None
@@ -331,11 +333,21 @@ class DockerExecution(Execution):
 
     def _remove(self) -> None:
         docker = _docker()
-        with self._lock:
+        with self._remove_lock:   # wait() and terminate() may both get here
             if self._removed:
                 return
+            # A remove racing a stop gets 409 "removal in progress / is stopping": retry it,
+            # or the container outlives the attempt.
+            for attempt in range(50):
+                try:
+                    self.container.remove(force=True)
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError:
+                    if attempt == 49:
+                        break   # close() sweeps by label as a last resort
+                    time.sleep(0.1)
             self._removed = True
-        with contextlib.suppress(docker.errors.APIError):
-            self.container.remove(force=True)
         with self._backend._lock:
             self._backend._live.discard(self)
