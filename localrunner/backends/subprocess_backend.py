@@ -1,0 +1,102 @@
+"""The default backend: each attempt is a process on this machine, no daemon needed.
+
+A lightweight component runs inside its cached venv (the venv's bin/ first on PATH, so the
+component's `python3` is the venv's); a container component's command runs as it is.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Optional
+
+from localrunner.backends.base import Backend, Execution, LaunchError, LaunchSpec, LineSink, LogSink
+from localrunner.environments.venvs import VenvCache, interpreter_identity
+
+_KILL_GRACE_S = 5.0
+
+
+class _ProcessExecution(Execution):
+    def __init__(self, proc: subprocess.Popen, spec: LaunchSpec, on_line: LineSink):
+        self._proc = proc
+        self._spec = spec
+        self._on_line = on_line
+        self._terminated = threading.Event()
+
+    def wait(self) -> int:
+        with open(self._spec.log_path, 'ab') as log:
+            for raw in iter(self._proc.stdout.readline, b''):
+                log.write(raw)
+                log.flush()
+                self._on_line(raw.decode(errors='replace').rstrip('\n'))
+        self._proc.stdout.close()
+        return self._proc.wait()
+
+    def terminate(self) -> None:
+        if self._terminated.is_set() or self._proc.poll() is not None:
+            return
+        self._terminated.set()
+        try:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self._proc.wait(timeout=_KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class SubprocessBackend(Backend):
+    name = 'subprocess'
+
+    def __init__(self, env_dir: Optional[str] = None, cwd: Optional[str] = None, **_options):
+        self.venvs = VenvCache(env_dir)
+        self.cwd = cwd or os.getcwd()
+
+    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+        if spec.python_env is None:
+            # a container component's command runs on the host: its image does not apply
+            return f'host:{os.uname().sysname}'
+        return f'venv:{interpreter_identity()}:{spec.python_env.key()}'
+
+    def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
+        if spec.python_env is not None:
+            self.venvs.ensure(spec.python_env, log)
+
+    def _environ(self, spec: LaunchSpec) -> dict[str, str]:
+        env = dict(os.environ)
+        # The runner's own venv/interpreter must not leak into the component's.
+        for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
+            env.pop(leak, None)
+        if spec.python_env is not None:
+            venv = self.venvs.path(spec.python_env)
+            env['VIRTUAL_ENV'] = venv
+            env['PATH'] = os.path.join(venv, 'bin') + os.pathsep + env.get('PATH', '')
+        tmp = os.path.join(spec.workdir, 'tmp')
+        os.makedirs(tmp, exist_ok=True)
+        env['TMPDIR'] = tmp                         # KFP's `mktemp -d` lands in the attempt folder
+        env['PYTHONUNBUFFERED'] = '1'               # logs stream line by line
+        if spec.resources.gpu_ids or spec.resources.accelerator_count:
+            env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
+        env.update(spec.env)
+        return env
+
+    def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
+        if not spec.argv:
+            raise LaunchError(f'{spec.task}: empty command', retryable=False)
+        env = self._environ(spec)
+        try:
+            proc = subprocess.Popen(spec.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except FileNotFoundError:
+            raise LaunchError(f'{spec.task}: command not found on this machine: {spec.argv[0]}',
+                              retryable=False) from None
+        except OSError as e:
+            raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
+        return _ProcessExecution(proc, spec, on_line)

@@ -1,0 +1,101 @@
+"""`localrunner` command line. Exit codes: 0 succeeded, 1 pipeline failed, 2 bad input or
+usage, 130 interrupted (Ctrl-C: run CANCELED)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional
+
+from localrunner.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):       # argparse's usage errors: one line, exit 2
+        raise UsageError(f'{self.prog}: {message}')
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        if '=' not in v:
+            raise UsageError(f'{flag} {v}: expected NAME=PATH')
+        k, path = v.split('=', 1)
+        out[k] = os.path.abspath(os.path.expanduser(path))
+        if flag != '--pvc' and not os.path.exists(out[k]):
+            raise UsageError(f'{flag} {v}: {out[k]} does not exist')
+    return out
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('pipeline', help='compiled KFP v2 pipeline (IR YAML or JSON)')
+    p.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
+                   help='pipeline parameter (repeatable); converted by the type the pipeline declares')
+    p.add_argument('--params-file', help='JSON or YAML mapping of parameter values')
+    p.add_argument('--backend', default=None, help='subprocess (default), docker or kubernetes')
+    p.add_argument('--cluster', action='store_true', help='same as --backend kubernetes')
+    p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')
+    p.add_argument('--result-json', help='write the result contract (ARCHITECTURE.md) to this file')
+    p.add_argument('--no-cache', action='store_true', help='run every task; results are still recorded')
+    p.add_argument('--cache-max-age', metavar='AGE', help='ignore cached results older than AGE (e.g. 7d, 12h)')
+    p.add_argument('--max-parallel', type=int, default=None, help='tasks at once (default: number of cores)')
+    p.add_argument('--fail-fast', action='store_true', help='cancel everything else at the first failure')
+    p.add_argument('--gpus', default=None, help='GPU ids to schedule: all, N or 0,2 (default: detected)')
+    p.add_argument('--secret', action='append', default=[], metavar='NAME=PATH',
+                   help='local values of a Kubernetes secret (folder of key files, JSON/YAML, or KEY=VALUE lines)')
+    p.add_argument('--config-map', action='append', default=[], metavar='NAME=PATH', help='likewise for a config map')
+    p.add_argument('--pvc', action='append', default=[], metavar='NAME=DIR', help='host folder backing a PVC')
+    p.add_argument('--quiet', '-q', action='store_true', help='print only the result line')
+    p.add_argument('--dry-run', action='store_true',
+                   help='run nothing: say which tasks would be served from the cache and why the others miss')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog='localrunner', description='Run Kubeflow Pipelines v2 pipelines locally, cached.')
+    sub = parser.add_subparsers(dest='command', parser_class=_Parser)
+    run = sub.add_parser('run', help='run a compiled pipeline')
+    _add_run_options(run)
+    explain = sub.add_parser('explain-cache', help='which tasks would hit the cache, and why the others miss')
+    _add_run_options(explain)
+    cache = sub.add_parser('cache', help='inspect and maintain the cache')
+    cache.add_argument('action', choices=['stats', 'ls', 'show', 'verify', 'gc', 'prune'])
+    cache.add_argument('key', nargs='?')
+    cache.add_argument('--root', default='.localrunner')
+    cache.add_argument('--older-than', metavar='AGE')
+    cache.add_argument('--max-size', metavar='SIZE')
+    cache.add_argument('--keep-runs', type=int, default=None, help='gc: runs whose outputs stay reachable')
+    cache.add_argument('--json', action='store_true')
+    runs = sub.add_parser('runs', help='list or show past runs')
+    runs.add_argument('action', choices=['ls', 'show'])
+    runs.add_argument('run_id', nargs='?')
+    runs.add_argument('--root', default='.localrunner')
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command in ('run', 'explain-cache'):
+            from localrunner.faces.run_command import run_command
+            return run_command(args, explain=args.command == 'explain-cache')
+        if args.command == 'cache':
+            from localrunner.faces.cache_command import cache_command
+            return cache_command(args)
+        if args.command == 'runs':
+            from localrunner.faces.runs_command import runs_command
+            return runs_command(args)
+        build_parser().print_help()
+        return EXIT_USAGE
+    except UsageError as e:
+        print(f'localrunner: error: {e}', file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print('localrunner: interrupted; run CANCELED', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The engine's use of localrunner_cache: action keys, lookups, recording, explaining misses.
+
+The action key is the xxh3-128 digest of the canonical JSON of everything that can change a
+task's result (docs/cache-key.md): executor (image identity, command, args, env, python env),
+input parameter values, input artifacts' type + metadata + CONTENT digest, declared outputs,
+accelerator type and count, and the key-schema version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Optional
+
+import diskcache
+
+from localrunner_cache import CAS, ActionCache, ActionResult, StatMemo, digest_bytes
+
+KEY_SCHEMA_VERSION = 1
+
+
+def canonical(value: Any) -> Any:
+    """One form per value: floats that are whole become ints (KFP's proto numbers are doubles:
+    5 and 5.0 are the same parameter value), dict keys sorted by json.dumps."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(canonical(value), sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+
+
+def action_key(parts: dict) -> str:
+    return digest_bytes(canonical_json(parts).encode())
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '12h', '7d', '2w' or plain seconds -> seconds."""
+    units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+    t = str(text).strip().lower()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError:
+        raise ValueError(f'not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)') from None
+
+
+def diff_parts(old: Any, new: Any, path: str = '') -> list[str]:
+    """Where two key descriptions differ, as dotted paths (for explain-cache)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            p = f'{path}.{k}' if path else str(k)
+            if k not in old:
+                out.append(f'{p} (new)')
+            elif k not in new:
+                out.append(f'{p} (removed)')
+            else:
+                out += diff_parts(old[k], new[k], p)
+        return out
+    if canonical(old) != canonical(new):
+        return [path or '(everything)']
+    return []
+
+
+@dataclasses.dataclass
+class CacheSettings:
+    enabled: bool = True                 # --no-cache turns lookups off (results still recorded)
+    max_age_s: Optional[float] = None    # --cache-max-age
+    disabled_by_default: bool = False    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT
+
+
+class TaskCache:
+    """Per run root: <root>/cache/{cas,actions,memo.db,last}."""
+
+    def __init__(self, root: str, settings: CacheSettings):
+        self.dir = os.path.join(root, 'cache')
+        os.makedirs(self.dir, exist_ok=True)
+        self.cas = CAS(os.path.join(self.dir, 'cas'))
+        self.actions = ActionCache(os.path.join(self.dir, 'actions'))
+        self.memo = StatMemo(os.path.join(self.dir, 'memo.db'))
+        self.settings = settings
+        self._last: Optional[diskcache.Cache] = None
+
+    @property
+    def last(self) -> diskcache.Cache:
+        """(pipeline, task path) -> the last key and its parts, to explain a later miss."""
+        if self._last is None:
+            self._last = diskcache.Cache(os.path.join(self.dir, 'last'))
+        return self._last
+
+    def wants_cache(self, task_enable: Optional[bool]) -> bool:
+        """Whether a lookup is allowed for a task with the IR's cachingOptions.enableCache."""
+        if not self.settings.enabled:
+            return False
+        if task_enable is None:
+            return not self.settings.disabled_by_default
+        return bool(task_enable)
+
+    def lookup(self, key: str) -> Optional[ActionResult]:
+        return self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)
+
+    def put_output(self, path: str) -> tuple[Optional[str], Optional[str]]:
+        """Stores what a task left at an output path: (digest, kind), or (None, None) if nothing."""
+        if not os.path.lexists(path):
+            return None, None
+        return self.cas.put_path(path, memo=None)
+
+    def digest_input(self, path: str) -> tuple[Optional[str], Optional[str]]:
+        """An artifact not produced in this run (importer): digest with the stat memo, store it too."""
+        if not os.path.exists(path):
+            return None, None
+        return self.cas.put_path(path, memo=self.memo)
+
+    def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict) -> None:
+        self.actions.put(key, ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
+                                           producer=producer, key_parts=parts), cas=self.cas)
+
+    def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
+        self.last.set(f'{pipeline}\0{task}', {'key': key, 'parts': canonical(parts), 'run': run_id})
+
+    def previous(self, pipeline: str, task: str) -> Optional[dict]:
+        return self.last.get(f'{pipeline}\0{task}')
+
+    def close(self) -> None:
+        for closer in (self.actions.close, getattr(self.memo, 'close', None)):
+            if closer:
+                try:
+                    closer()
+                except Exception:
+                    pass
+        if self._last is not None:
+            self._last.close()

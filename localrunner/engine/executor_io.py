@@ -1,0 +1,104 @@
+"""Executor input (what KFP's executor reads) and executor output (what it writes back)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from localrunner.engine.model import Artifact
+
+
+class OutputError(Exception):
+    pass
+
+
+def output_artifacts(component: dict, task_dir: str) -> dict[str, list[Artifact]]:
+    """Where each declared output artifact goes: <task dir>/artifacts/<name> (uri == path)."""
+    out = {}
+    for name, d in component.get('outputDefinitions', {}).get('artifacts', {}).items():
+        schema = d.get('artifactType', {})
+        out[name] = [Artifact(name=name, schema_title=schema.get('schemaTitle', 'system.Artifact'),
+                              schema_version=schema.get('schemaVersion', '0.0.1'),
+                              uri=os.path.join(task_dir, 'artifacts', name), metadata={})]
+    return out
+
+
+def output_parameter_files(component: dict, task_dir: str) -> dict[str, str]:
+    return {name: os.path.join(task_dir, 'parameters', name)
+            for name in component.get('outputDefinitions', {}).get('parameters', {})}
+
+
+def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, list[Artifact]],
+          out_param_files: dict[str, str], output_file: str) -> dict:
+    return {
+        'inputs': {
+            'parameterValues': params,
+            'artifacts': {name: {'artifacts': [a.runtime() for a in lst]} for name, lst in arts.items()},
+        },
+        'outputs': {
+            'parameters': {name: {'outputFile': path} for name, path in out_param_files.items()},
+            'artifacts': {name: {'artifacts': [a.runtime() for a in lst]} for name, lst in out_arts.items()},
+            'outputFile': output_file,
+        },
+    }
+
+
+def _convert_text(text: str, ptype: str) -> Any:
+    if ptype == 'STRING':
+        return text
+    if ptype == 'NUMBER_INTEGER':
+        return int(float(text.strip()))
+    if ptype == 'NUMBER_DOUBLE':
+        return float(text.strip())
+    if ptype == 'BOOLEAN':
+        t = text.strip().lower()
+        if t in ('true', '1'):
+            return True
+        if t in ('false', '0'):
+            return False
+        raise ValueError(f'not a boolean: {text!r}')
+    return json.loads(text)
+
+
+def read_outputs(component: dict, out_arts: dict[str, list[Artifact]], out_param_files: dict[str, str],
+                 output_file: str) -> dict[str, Any]:
+    """Reads executor output (if any) and output parameter files; updates out_arts in place
+    (custom URIs, metadata). Returns the output parameters."""
+    declared = component.get('outputDefinitions', {}).get('parameters', {})
+    executor_output = {}
+    if os.path.exists(output_file):
+        try:
+            with open(output_file) as f:
+                executor_output = json.load(f) or {}
+        except ValueError as e:
+            raise OutputError(f'executor output {output_file} is not JSON: {e}') from None
+    params = dict(executor_output.get('parameterValues', {}) or {})
+    for name, path in out_param_files.items():
+        if name in params:
+            continue
+        if os.path.exists(path):
+            with open(path, encoding='utf-8', errors='replace') as f:
+                text = f.read()
+            ptype = declared.get(name, {}).get('parameterType', 'STRING')
+            try:
+                params[name] = _convert_text(text, ptype)
+            except ValueError:
+                raise OutputError(f'output parameter {name!r}: {text[:60]!r} is not a valid {ptype}') from None
+    missing = [n for n, d in declared.items() if n not in params and not d.get('isOptional')]
+    if missing:
+        raise OutputError(f'output parameter {missing[0]!r} was not written '
+                          f'(expected in {out_param_files.get(missing[0])} or the executor output)')
+    for name, entry in (executor_output.get('artifacts', {}) or {}).items():
+        if name not in out_arts:
+            continue
+        produced = entry.get('artifacts', []) or []
+        template = out_arts[name][0]
+        updated = []
+        for i, a in enumerate(produced):
+            base = out_arts[name][i] if i < len(out_arts[name]) else template
+            updated.append(Artifact(name=base.name, schema_title=base.schema_title,
+                                    schema_version=base.schema_version,
+                                    uri=a.get('uri') or base.uri, metadata=a.get('metadata') or {}))
+        if updated:
+            out_arts[name] = updated
+    return params

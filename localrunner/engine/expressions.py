@@ -1,0 +1,80 @@
+"""CEL, as KFP uses it: trigger conditions and loop-item field selectors.
+
+KFP compiles dsl.If/Elif/Else into CEL over `inputs.parameter_values[...]` and a loop item's
+field access into `parseJson(string_value)["field"]`. We evaluate both with a real CEL
+implementation (cel-python), never by rewriting the text.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+_ENV = celpy.Environment()
+
+
+class ExpressionError(Exception):
+    pass
+
+
+def _parse_json(text: Any) -> Any:
+    try:
+        return celpy.json_to_cel(json.loads(str(text)))
+    except ValueError as e:
+        raise ExpressionError(f'parseJson: not JSON: {text!r}') from e
+
+
+@functools.lru_cache(maxsize=512)
+def _program(expression: str):
+    try:
+        ast = _ENV.compile(expression)
+    except celpy.CELParseError as e:
+        raise ExpressionError(f'cannot parse CEL expression {expression!r}: {" ".join(str(e).split())}') from None
+    return _ENV.program(ast, functions={'parseJson': _parse_json})
+
+
+def to_python(value: Any) -> Any:
+    """CEL value -> plain JSON value."""
+    if isinstance(value, celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, (celtypes.IntType, celtypes.UintType)):
+        return int(value)
+    if isinstance(value, celtypes.DoubleType):
+        return float(value)
+    if isinstance(value, celtypes.StringType):
+        return str(value)
+    if isinstance(value, celtypes.ListType):
+        return [to_python(v) for v in value]
+    if isinstance(value, celtypes.MapType):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if value is None or isinstance(value, type(None)):
+        return None
+    return value
+
+
+def _evaluate(expression: str, activation: dict) -> Any:
+    program = _program(expression)
+    try:
+        result = program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()})
+    except Exception as e:  # cel-python raises several types; all mean "cannot evaluate"
+        raise ExpressionError(f'cannot evaluate {expression!r}: {" ".join(str(e).split())}') from None
+    if isinstance(result, celpy.CELEvalError):
+        raise ExpressionError(f'cannot evaluate {expression!r}: {" ".join(str(result.args).split())}')
+    return result
+
+
+def evaluate_condition(expression: str, parameter_values: dict) -> bool:
+    """A trigger condition over the task's resolved input parameters."""
+    result = _evaluate(expression, {'inputs': {'parameter_values': parameter_values}})
+    if not isinstance(result, celtypes.BoolType):
+        raise ExpressionError(f'condition {expression!r} gave {to_python(result)!r}, not a boolean')
+    return bool(result)
+
+
+def select(expression: str, value: Any) -> Any:
+    """A parameterExpressionSelector applied to a value (KFP passes it as string_value)."""
+    string_value = value if isinstance(value, str) else json.dumps(value)
+    return to_python(_evaluate(expression, {'string_value': string_value}))

@@ -1,0 +1,85 @@
+"""dsl.importer: make an artifact out of an existing URI (a local path or file:// URI here).
+
+Its identity downstream is its content digest, so a file changed in place is a new input
+and identical bytes elsewhere are the same input.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import TYPE_CHECKING, Any
+
+from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
+
+if TYPE_CHECKING:
+    from localrunner.engine.runtime import Run
+
+_WHOLE_PARAM = re.compile(r"^\{\{\$\.inputs\.parameters\[['\"]{1,2}(.+?)['\"]{1,2}\]\}\}$")
+_ANY_PARAM = re.compile(r"\{\{\$\.inputs\.parameters\[['\"]{1,2}(.+?)['\"]{1,2}\]\}\}")
+
+
+def _resolve_metadata(value: Any, params: dict) -> Any:
+    if isinstance(value, dict):
+        return {_resolve_metadata(k, params): _resolve_metadata(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_metadata(v, params) for v in value]
+    if isinstance(value, str):
+        whole = _WHOLE_PARAM.match(value)
+        if whole:
+            return params.get(whole.group(1))
+        return _ANY_PARAM.sub(lambda m: str(params.get(m.group(1), '')), value)
+    return value
+
+
+async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_name: str, spec: dict,
+                       params: dict) -> Outcome:
+    record = TaskRecord(name=name, display_name=display, state=State.SUCCEEDED, kind='importer',
+                        component=comp_name, started=time.time())
+    run.register(record)
+    source = spec.get('artifactUri', {})
+    uri = source.get('constant') if 'constant' in source else params.get(source.get('runtimeParameter', 'uri'))
+    if isinstance(uri, dict):           # {stringValue: ...} in older IR
+        uri = uri.get('stringValue')
+    if not uri:
+        return _fail(run, record, 'importer: artifact URI is empty')
+    uri = str(uri)
+    schema = spec.get('typeSchema', {})
+    metadata = _resolve_metadata(spec.get('metadata', {}) or {}, params)
+    path = local_path(uri)
+    if path is None and '://' not in uri:
+        path = os.path.abspath(uri)
+        uri = path
+    digest = kind = None
+    if path is not None:
+        if not os.path.exists(path):
+            return _fail(run, record, f'importer: {path} does not exist')
+        if spec.get('downloadToWorkspace'):
+            target = os.path.join(run.workspace, 'imports', name, os.path.basename(path.rstrip('/')) or 'artifact')
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.isdir(path):
+                shutil.copytree(path, target, dirs_exist_ok=True)
+            else:
+                shutil.copy2(path, target)
+            path = uri = target
+        digest, kind = await run.in_thread(run.cache.digest_input, path)
+    else:
+        run.warn(f'{name}: importer URI {uri} is not local; it is passed on as a URI only', task=name)
+    artifact = Artifact(name='artifact', schema_title=schema.get('schemaTitle', 'system.Artifact'),
+                        schema_version=schema.get('schemaVersion', '0.0.1'), uri=uri, metadata=metadata,
+                        digest=digest, kind=kind)
+    outcome = Outcome(State.SUCCEEDED, artifacts={'artifact': [artifact]})
+    record.finished = time.time()
+    run.bus.emit('task_succeeded', name, duration_s=record.finished - record.started)
+    run.finish(record, outcome)
+    return outcome
+
+
+def _fail(run: 'Run', record: TaskRecord, message: str) -> Outcome:
+    record.error = message
+    record.state = State.FAILED
+    run.bus.emit('task_failed', record.name, error=message, log_tail=[], log_path=None, attempts=1)
+    outcome = Outcome(State.FAILED, error=message)
+    run.finish(record, outcome)
+    return outcome

@@ -1,0 +1,175 @@
+"""The local meaning of kfp-kubernetes settings (the IR's platforms.kubernetes section).
+
+Honoured: podMetadata + fieldPathAsEnv, secrets and config maps as env or volume (values
+from `--secret NAME=PATH` / `--config-map NAME=PATH`), PVC mounts (`--pvc NAME=DIR`, default
+a folder under the run root), CreatePVC/DeletePVC as folders. Scheduling settings (node
+selector, affinity, tolerations, pull secrets...) have no local effect: recorded, warned once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+from typing import Any, Optional
+
+import yaml
+
+NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecret', 'imagePullPolicy',
+                   'activeDeadlineSeconds', 'enabledSharedMemory', 'emptyDirMounts', 'genericEphemeralVolume')
+CREATE_PVC_IMAGE = 'argostub/createpvc'
+DELETE_PVC_IMAGE = 'argostub/deletepvc'
+_FIELD = re.compile(r"""^metadata\.(labels|annotations)\[['"](.+)['"]\]$""")
+
+
+@dataclasses.dataclass
+class LocalSources:
+    """Where local values for cluster objects come from (CLI options)."""
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict)       # name -> file or folder
+    config_maps: dict[str, str] = dataclasses.field(default_factory=dict)
+    pvcs: dict[str, str] = dataclasses.field(default_factory=dict)          # name -> host folder
+    pvc_root: str = ''                                                      # default folder for PVCs
+
+
+@dataclasses.dataclass
+class K8sEffect:
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    volumes: dict[str, str] = dataclasses.field(default_factory=dict)       # host folder -> mount path
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    ignored: list[str] = dataclasses.field(default_factory=list)
+
+
+def read_key_values(path: str) -> dict[str, str]:
+    """A secret/config map from a folder (one file per key), a JSON/YAML mapping, or KEY=VALUE lines."""
+    if os.path.isdir(path):
+        out = {}
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            if os.path.isfile(full):
+                with open(full, encoding='utf-8', errors='replace') as f:
+                    out[name] = f.read()
+        return out
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    stripped = text.strip()
+    first = stripped.splitlines()[0] if stripped else ''
+    if stripped.startswith('{') or (':' in first and '=' not in first):
+        data = json.loads(text) if stripped.startswith('{') else yaml.safe_load(text)
+        if isinstance(data, dict):
+            return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+    out = {}
+    for line in text.splitlines():
+        if '=' in line and not line.lstrip().startswith('#'):
+            k, v = line.split('=', 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _param(ref: Any, params: dict) -> Optional[Any]:
+    """Value of a name-parameter: {componentInputParameter}, {runtimeValue: {constant}} or a bare string."""
+    if ref is None:
+        return None
+    if isinstance(ref, str):
+        return ref
+    if 'componentInputParameter' in ref:
+        return params.get(ref['componentInputParameter'])
+    if 'runtimeValue' in ref:
+        return ref['runtimeValue'].get('constant')
+    if 'constant' in ref:
+        return ref['constant']
+    return None
+
+
+def _name(item: dict, kind: str, params: dict) -> Optional[str]:
+    value = _param(item.get(f'{kind}NameParameter'), params) or item.get(f'{kind}Name')
+    return str(value) if value not in (None, '') else None
+
+
+def field_value(field_path: str, pod_name: str, labels: dict, annotations: dict) -> str:
+    m = _FIELD.match(field_path)
+    if m:
+        source = labels if m.group(1) == 'labels' else annotations
+        return str(source.get(m.group(2), ''))
+    return {
+        'metadata.name': pod_name,
+        'metadata.namespace': 'local',
+        'metadata.uid': pod_name,
+        'spec.nodeName': socket.gethostname(),
+        'spec.serviceAccountName': 'default',
+        'status.podIP': '127.0.0.1',
+        'status.hostIP': '127.0.0.1',
+    }.get(field_path, '')
+
+
+def apply(config: dict, params: dict, sources: LocalSources, pod_name: str, task: str) -> K8sEffect:
+    effect = K8sEffect()
+    meta = config.get('podMetadata') or {}
+    effect.labels = {str(k): str(v) for k, v in (meta.get('labels') or {}).items()}
+    effect.annotations = {str(k): str(v) for k, v in (meta.get('annotations') or {}).items()}
+    for item in config.get('fieldPathAsEnv') or []:
+        effect.env[item['name']] = field_value(item.get('fieldPath', ''), pod_name, effect.labels, effect.annotations)
+
+    for kind, store, what in (('secret', sources.secrets, 'secret'), ('configMap', sources.config_maps, 'config map')):
+        for item in config.get(f'{kind}AsEnv') or []:
+            name = _name(item, kind, params)
+            values = _lookup(name, store, what, item.get('optional', False), task, effect)
+            for pair in item.get('keyToEnv') or []:
+                key = pair.get('secretKey') or pair.get('configMapKey')
+                if values is not None and key in values:
+                    effect.env[pair['envVar']] = values[key]
+                elif values is not None and not item.get('optional'):
+                    effect.warnings.append(f'{task}: {what} {name!r} has no key {key!r}')
+        for item in config.get(f'{kind}AsVolume') or []:
+            name = _name(item, kind, params)
+            if _lookup(name, store, what, item.get('optional', False), task, effect) is not None:
+                effect.volumes[os.path.abspath(store[name])] = item['mountPath']
+
+    for item in config.get('pvcMount') or []:
+        name = _param(item.get('pvcNameParameter'), params) or _param(item, params) or item.get('constant')
+        if not name:
+            effect.warnings.append(f'{task}: pvcMount at {item.get("mountPath")} names no PVC')
+            continue
+        effect.volumes[pvc_folder(str(name), sources)] = item['mountPath']
+
+    for key in NO_LOCAL_EFFECT:
+        if config.get(key):
+            effect.ignored.append(key)
+    return effect
+
+
+def _lookup(name, store, what, optional, task, effect) -> Optional[dict]:
+    if not name:
+        if not optional:
+            effect.warnings.append(f'{task}: {what} name is empty')
+        return None
+    path = store.get(name)
+    if path is None:
+        if not optional:
+            flag = '--secret' if what == 'secret' else '--config-map'
+            effect.warnings.append(f'{task}: {what} {name!r} is not defined locally (give it with {flag} {name}=PATH); '
+                                   f'on a cluster this task would not start')
+        return None
+    return read_key_values(path)
+
+
+def pvc_folder(name: str, sources: LocalSources) -> str:
+    folder = sources.pvcs.get(name) or os.path.join(sources.pvc_root, name)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.abspath(folder)
+
+
+def create_pvc(params: dict, sources: LocalSources, run_id: str) -> str:
+    """CreatePVC: the claim's name (as the cluster would name it) backed by a local folder."""
+    name = params.get('pvc_name') or f'{run_id}-{params.get("pvc_name_suffix") or "pvc"}'.lstrip('-')
+    pvc_folder(str(name), sources)
+    return str(name)
+
+
+def delete_pvc(params: dict, sources: LocalSources) -> None:
+    import shutil
+    name = params.get('pvc_name')
+    if name and name not in sources.pvcs:       # never delete a folder the user mapped in
+        shutil.rmtree(os.path.join(sources.pvc_root, str(name)), ignore_errors=True)

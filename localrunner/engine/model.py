@@ -1,0 +1,113 @@
+"""The values that flow through a run: artifacts, task outcomes, task records."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Optional
+
+LOCAL_PREFIXES = ('file://',)
+
+
+class State(str, enum.Enum):
+    SUCCEEDED = 'SUCCEEDED'
+    CACHED = 'CACHED'
+    FAILED = 'FAILED'
+    SKIPPED = 'SKIPPED'
+    CANCELED = 'CANCELED'
+
+    @property
+    def ok(self) -> bool:
+        return self in (State.SUCCEEDED, State.CACHED)
+
+
+def local_path(uri: str) -> Optional[str]:
+    """The host path of a URI, when it is local (KFP's local convention: path == uri)."""
+    if uri.startswith('file://'):
+        return uri[len('file://'):]
+    if uri.startswith('/'):
+        return uri
+    return None
+
+
+@dataclasses.dataclass
+class Artifact:
+    name: str
+    schema_title: str
+    schema_version: str
+    uri: str
+    metadata: dict = dataclasses.field(default_factory=dict)
+    digest: Optional[str] = None          # content digest in the CAS (None: nothing at the path)
+    kind: Optional[str] = None            # 'file' | 'tree' | None
+
+    @property
+    def path(self) -> Optional[str]:
+        return local_path(self.uri)
+
+    def runtime(self) -> dict:
+        """The form KFP's executor reads in executor input."""
+        return {'name': self.name,
+                'type': {'schemaTitle': self.schema_title, 'schemaVersion': self.schema_version},
+                'uri': self.uri, 'metadata': self.metadata}
+
+    def result(self) -> dict:
+        return {'name': self.name, 'type': self.schema_title, 'uri': self.uri, 'path': self.path,
+                'digest': self.digest, 'metadata': self.metadata}
+
+    def key_form(self) -> dict:
+        """What enters a consumer's cache key: type, metadata, content; never uri or path."""
+        return {'type': self.schema_title, 'version': self.schema_version,
+                'metadata': self.metadata, 'digest': self.digest, 'kind': self.kind}
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a task (leaf or DAG) ended with."""
+    state: State
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[str, list[Artifact]] = dataclasses.field(default_factory=dict)
+    error: Optional[str] = None
+
+
+@dataclasses.dataclass
+class TaskRecord:
+    """One line of the result contract."""
+    name: str
+    display_name: str
+    state: State
+    kind: str                              # 'container' | 'importer' | 'dag' | 'loop' | 'condition'
+    component: str
+    outputs: Optional[Outcome] = None
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    attempts: int = 0
+    cached_from: Optional[dict] = None
+    cache_key: Optional[str] = None
+    error: Optional[str] = None
+    task_dir: Optional[str] = None
+    logs: list[str] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict:
+        out = self.outputs or Outcome(self.state)
+        d = {
+            'name': self.name,
+            'display_name': self.display_name,
+            'state': self.state.value,
+            'type': self.kind,
+            'component': self.component,
+            'outputs': {
+                'parameters': out.parameters,
+                'artifacts': {k: [a.result() for a in v] for k, v in out.artifacts.items()},
+            },
+            'attempts': self.attempts,
+            'duration_s': (round(self.finished - self.started, 3)
+                           if self.started and self.finished else None),
+        }
+        if self.cached_from:
+            d['cached_from'] = self.cached_from
+        if self.cache_key:
+            d['cache_key'] = self.cache_key
+        if self.error:
+            d['error'] = self.error
+        if self.logs:
+            d['logs'] = self.logs
+        return d

@@ -1,0 +1,386 @@
+"""A run: the root DAG and every sub-DAG (condition, loop, exit handler, nested pipeline),
+expanded when it becomes ready, with KFP's semantics.
+
+One asyncio loop owns all state; blocking work (cache I/O, environment builds, waiting for
+a process or container) runs in a thread pool. A DAG waits on each task's upstreams
+(dependentTasks and data producers), then the task is skipped, expanded or executed.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import secrets
+import shutil
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+from localrunner.backends.base import Backend, Execution
+from localrunner.engine import inputs as task_inputs
+from localrunner.engine.caching import CacheSettings, TaskCache
+from localrunner.engine.container_task import ContainerTask
+from localrunner.engine.events import EventBus
+from localrunner.engine.expressions import ExpressionError, evaluate_condition
+from localrunner.engine.k8s_local import LocalSources
+from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
+from localrunner.engine.placeholders import RunContext
+from localrunner.engine.slots import ResourcePool
+from localrunner.spec import Pipeline, task_upstreams
+
+COMPLETED_STRATEGY = 'ALL_UPSTREAM_TASKS_COMPLETED'
+
+
+@dataclasses.dataclass
+class RunOptions:
+    root: str = '.localrunner'
+    max_parallel: int = os.cpu_count() or 2
+    fail_fast: bool = False
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    k8s: LocalSources = dataclasses.field(default_factory=LocalSources)
+    dry_run: bool = False
+    gpu_ids: tuple[str, ...] = ()
+    cpus: Optional[float] = None
+    memory: Optional[int] = None
+    run_id: Optional[str] = None
+    run_dir: Optional[str] = None          # default <root>/runs/<run id>
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_id: str
+    pipeline: str
+    state: State
+    outputs: Outcome
+    records: list[TaskRecord]
+    run_dir: str
+    started: float
+    finished: float
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            'run_id': self.run_id,
+            'pipeline': self.pipeline,
+            'state': self.state.value,
+            'outputs': {'parameters': self.outputs.parameters,
+                        'artifacts': {k: [a.result() for a in v] for k, v in self.outputs.artifacts.items()}},
+            'tasks': [r.to_json() for r in self.records],
+            'run_dir': self.run_dir,
+            'started': self.started,
+            'finished': self.finished,
+            'duration_s': round(self.finished - self.started, 3),
+            'warnings': self.warnings,
+        }
+
+
+def new_run_id(pipeline_name: str) -> str:
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    return f'{pipeline_name}-{stamp}-{secrets.token_hex(3)}'
+
+
+class Run:
+    def __init__(self, pipeline: Pipeline, params: dict, backend: Backend, options: RunOptions,
+                 bus: Optional[EventBus] = None, root_artifacts: Optional[dict] = None):
+        self.pipeline = pipeline
+        self.params = params
+        self.root_artifacts = root_artifacts or {}
+        self.backend = backend
+        self.options = options
+        self.bus = bus or EventBus()
+        self.run_id = options.run_id or new_run_id(pipeline.name)
+        self.root = os.path.abspath(options.root)
+        self.run_dir = options.run_dir or os.path.join(self.root, 'runs', self.run_id)
+        self.workspace = os.path.join(self.run_dir, 'workspace')
+        if not options.k8s.pvc_root:
+            options.k8s.pvc_root = os.path.join(self.root, 'pvcs')
+        self.cache = TaskCache(self.root, options.cache)
+        self.pool = ResourcePool(options.max_parallel, options.cpus, options.memory, options.gpu_ids)
+        self.records: list[TaskRecord] = []
+        self.executions: set[Execution] = set()
+        self.cancelled = False
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
+        self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+    # ------------------------------------------------------------------ services for tasks
+    async def in_thread(self, fn: Callable, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+
+    def key_lock(self, key: str) -> asyncio.Lock:
+        return self._key_locks.setdefault(key, asyncio.Lock())
+
+    def context(self, task_name: str, task_id: str) -> RunContext:
+        return RunContext(job_name=self.run_id, job_id=self.run_id, task_name=task_name.rsplit('/', 1)[-1],
+                          task_id=task_id, create_time=self.created, pipeline_root=self.run_dir,
+                          workspace=self.workspace)
+
+    def register(self, record: TaskRecord) -> None:
+        self.records.append(record)
+
+    def finish(self, record: TaskRecord, outcome: Outcome, quiet: bool = False) -> None:
+        record.state = outcome.state if record.state != State.CACHED else record.state
+        record.outputs = outcome
+        if record.finished is None:
+            record.finished = time.time()
+        if record not in self.records:
+            self.records.append(record)
+
+    def warn(self, message: str, task: Optional[str] = None) -> None:
+        self.warnings.append(message)
+        self.bus.emit('warning', task, message=message)
+
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.warn(message)
+
+    def cancel(self) -> None:
+        """Fail-fast or Ctrl-C: nothing new starts; running attempts are terminated."""
+        self.cancelled = True
+        for execution in list(self.executions):
+            self._threads.submit(execution.terminate)
+
+    # ------------------------------------------------------------------ entry points
+    def execute(self) -> RunResult:
+        started = time.time()
+        os.makedirs(self.run_dir, exist_ok=True)
+        os.makedirs(self.workspace, exist_ok=True)
+        self.bus.emit('run_started', None, run_id=self.run_id, pipeline=self.pipeline.name,
+                      run_dir=self.run_dir, total=self.count_leaf_tasks())
+        outcome = Outcome(State.FAILED)
+        interrupted = False
+        try:
+            outcome = asyncio.run(self._main())
+        except KeyboardInterrupt:
+            interrupted = True
+            self.cancel()
+            outcome = Outcome(State.CANCELED)
+        finally:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+            self.cache.close()
+        state = outcome.state
+        if interrupted or (self.cancelled and not any(r.state == State.FAILED for r in self.records)):
+            state = State.CANCELED
+            for r in self.records:
+                if r.finished is None:
+                    r.state, r.finished = State.CANCELED, time.time()
+        elif any(r.state == State.FAILED for r in self.records) or state == State.FAILED:
+            state = State.FAILED
+        else:
+            state = State.SUCCEEDED
+        result = RunResult(self.run_id, self.pipeline.name, state, outcome, self.records, self.run_dir,
+                           started, time.time(), self.warnings)
+        self.bus.emit('run_finished', None, result=result)
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
+
+    async def _main(self) -> Outcome:
+        try:
+            return await self.run_dag(self.pipeline.root, self.params, self.root_artifacts, '')
+        except asyncio.CancelledError:
+            self.cancel()
+            raise KeyboardInterrupt from None
+
+    def count_leaf_tasks(self) -> int:
+        """Executor tasks in the static IR (loop bodies counted once)."""
+        def count(comp: dict) -> int:
+            n = 0
+            for task in comp.get('dag', {}).get('tasks', {}).values():
+                sub = self.pipeline.component(task['componentRef']['name'])
+                n += count(sub) if 'dag' in sub else 1
+            return n
+        return count(self.pipeline.root)
+
+    # ------------------------------------------------------------------ DAGs
+    async def run_dag(self, component: dict, params: dict, arts: dict, prefix: str) -> Outcome:
+        dag = component.get('dag', {})
+        tasks: dict = dag.get('tasks', {})
+        scope = task_inputs.Scope(params, arts, {}, prefix)
+        done = {name: asyncio.Event() for name in tasks}
+
+        async def one(name: str) -> None:
+            task = tasks[name]
+            for up in task_upstreams(task):
+                await done[up].wait()
+            try:
+                outcome = await self.run_task(name, task, scope)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as e:    # an engine bug must fail this task, not hang the DAG
+                outcome = self._record_simple(prefix + name, task, State.FAILED, kind='internal',
+                                              error=f'internal error: {type(e).__name__}: {e}')
+            scope.outcomes[name] = outcome
+            if outcome.state == State.FAILED and self.options.fail_fast and not self.cancelled:
+                self.cancel()
+            done[name].set()
+
+        await asyncio.gather(*(one(name) for name in tasks))
+        states = [o.state for o in scope.outcomes.values()]
+        if State.FAILED in states:
+            state = State.FAILED
+        elif State.CANCELED in states:
+            state = State.CANCELED
+        else:
+            state = State.SUCCEEDED
+        out_params, out_arts = self._dag_outputs(dag, scope.outcomes)
+        failed = [f'{prefix}{n}' for n, o in scope.outcomes.items() if o.state == State.FAILED]
+        return Outcome(state, out_params, out_arts,
+                       error=f'task {failed[0]} failed' if failed else None)
+
+    @staticmethod
+    def _dag_outputs(dag: dict, outcomes: dict[str, Outcome]) -> tuple[dict, dict]:
+        spec = dag.get('outputs', {}) or {}
+        params = {}
+        for name, sel in (spec.get('parameters', {}) or {}).items():
+            selectors = ([sel['valueFromParameter']] if 'valueFromParameter' in sel
+                         else sel.get('valueFromOneof', {}).get('parameterSelectors', []))
+            for s in selectors:
+                o = outcomes.get(s['producerSubtask'])
+                if o is not None and s['outputParameterKey'] in o.parameters:
+                    params[name] = o.parameters[s['outputParameterKey']]
+                    break
+        arts = {}
+        for name, sel in (spec.get('artifacts', {}) or {}).items():
+            for s in sel.get('artifactSelectors', []):
+                o = outcomes.get(s['producerSubtask'])
+                if o is not None and o.artifacts.get(s['outputArtifactKey']):
+                    arts[name] = o.artifacts[s['outputArtifactKey']]
+                    break
+        return params, arts
+
+    # ------------------------------------------------------------------ one task of a DAG
+    async def run_task(self, key: str, task: dict, scope: task_inputs.Scope) -> Outcome:
+        name = scope.prefix + key
+        comp_name = task['componentRef']['name']
+        component = self.pipeline.component(comp_name)
+        policy = task.get('triggerPolicy', {}) or {}
+        if self.cancelled:
+            return self._record_simple(name, task, State.CANCELED)
+        upstream = [scope.outcomes[u] for u in task_upstreams(task)]
+        if policy.get('strategy') != COMPLETED_STRATEGY:
+            blocked = [o for o in upstream if not o.state.ok]
+            if blocked:
+                state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
+                return self._record_simple(name, task, state, quiet=True)
+        is_loop = 'parameterIterator' in task or 'artifactIterator' in task
+        exempt = frozenset()
+        if is_loop:
+            iterator = task.get('parameterIterator') or task.get('artifactIterator')
+            exempt = frozenset([iterator.get('itemInput', '')])
+        try:
+            params, arts = task_inputs.resolve(task, component, scope, self.context(name, ''),
+                                               check_required='dag' not in component, exempt=exempt)
+        except task_inputs.InputError as e:
+            return self._record_simple(name, task, State.FAILED, error=str(e))
+        condition = policy.get('condition')
+        if condition:
+            try:
+                passed = evaluate_condition(condition, params)
+            except ExpressionError as e:
+                return self._record_simple(name, task, State.FAILED, error=f'condition: {e}')
+            if not passed:
+                return self._record_simple(name, task, State.SKIPPED, kind='condition', quiet=True)
+        if is_loop:
+            return await self._run_loop(name, task, comp_name, component, params, arts)
+        if 'dag' in component:
+            return await self._run_sub_dag(name, task, comp_name, component, params, arts)
+        label = component['executorLabel']
+        executor = self.pipeline.executors[label]
+        display = task.get('taskInfo', {}).get('name', key)
+        if 'importer' in executor:
+            from localrunner.engine.importer import run_importer
+            return await run_importer(self, name, display, task, comp_name, executor['importer'], params)
+        if 'container' not in executor:
+            return self._record_simple(name, task, State.FAILED,
+                                       error=f'executor {label}: only container and importer executors exist in KFP v2 IR')
+        return await ContainerTask(self, name, display, task, comp_name, component, label, params, arts).execute()
+
+    async def _run_sub_dag(self, name, task, comp_name, component, params, arts) -> Outcome:
+        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
+                            state=State.SUCCEEDED, kind='dag', component=comp_name, started=time.time())
+        outcome = await self.run_dag(component, params, arts, name + '/')
+        record.error = outcome.error
+        self.finish(record, outcome, quiet=True)
+        return outcome
+
+    async def _run_loop(self, name, task, comp_name, component, params, arts) -> Outcome:
+        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
+                            state=State.SUCCEEDED, kind='loop', component=comp_name, started=time.time())
+        if 'parameterIterator' in task:
+            iterator = task['parameterIterator']
+            spec = iterator.get('items', {})
+            if 'raw' in spec:
+                items = spec['raw']
+            else:
+                items = params.get(spec.get('inputParameter'))
+            if isinstance(items, str):
+                try:
+                    items = json.loads(items)
+                except ValueError:
+                    items = None
+            if not isinstance(items, list):
+                return self._record_simple(name, task, State.FAILED, kind='loop',
+                                           error=f'loop items are not a list: {str(items)[:80]!r}')
+            item_is_artifact = False
+        else:
+            iterator = task['artifactIterator']
+            items = arts.get(iterator.get('items', {}).get('inputArtifact'), []) or []
+            item_is_artifact = True
+            self.warn_once(f'{name}: ParallelFor over artifacts runs here, but the KFP cluster backend '
+                           f'does not support it (parity warning)')
+        item_input = iterator.get('itemInput')
+        limit = int((task.get('iteratorPolicy', {}) or {}).get('parallelismLimit', 0) or 0)
+        gate = asyncio.Semaphore(limit) if limit > 0 else None
+
+        async def iteration(index: int, item: Any) -> Outcome:
+            p, a = dict(params), dict(arts)
+            if item_is_artifact:
+                a[item_input] = [item]
+            else:
+                p[item_input] = item
+            if gate is None:
+                return await self.run_dag(component, p, a, f'{name}.{index}/')
+            async with gate:
+                return await self.run_dag(component, p, a, f'{name}.{index}/')
+
+        results = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)))
+        collected_params: dict[str, list] = {}
+        collected_arts: dict[str, list[Artifact]] = {}
+        out_spec = component.get('dag', {}).get('outputs', {}) or {}
+        for out_name in out_spec.get('parameters', {}) or {}:
+            collected_params[out_name] = [r.parameters[out_name] for r in results if out_name in r.parameters]
+        for out_name in out_spec.get('artifacts', {}) or {}:
+            collected_arts[out_name] = [a for r in results for a in r.artifacts.get(out_name, [])]
+        states = [r.state for r in results]
+        state = State.FAILED if State.FAILED in states else State.CANCELED if State.CANCELED in states \
+            else State.SUCCEEDED
+        error = next((r.error for r in results if r.state == State.FAILED), None)
+        outcome = Outcome(state, collected_params, collected_arts, error=error)
+        self.finish(record, outcome, quiet=True)
+        return outcome
+
+    def _record_simple(self, name: str, task: dict, state: State, kind: Optional[str] = None,
+                       error: Optional[str] = None, quiet: bool = False) -> Outcome:
+        comp_name = task['componentRef']['name']
+        component = self.pipeline.component(comp_name)
+        if kind is None:
+            kind = 'dag' if 'dag' in component else 'container'
+        now = time.time()
+        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name), state=state,
+                            kind=kind, component=comp_name, started=now, finished=now, error=error)
+        outcome = Outcome(state, error=error)
+        self.finish(record, outcome)
+        event = {State.SKIPPED: 'task_skipped', State.CANCELED: 'task_canceled',
+                 State.FAILED: 'task_failed'}.get(state)
+        if event and kind != 'dag':
+            self.bus.emit(event, name, error=error, log_tail=[], log_path=None, attempts=0)
+        return outcome

@@ -1,0 +1,162 @@
+"""What a person sees: a live view while running (rich, on a terminal), plain lines otherwise,
+then a summary table. A subscriber of the engine's events; the engine itself never prints."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Optional, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from localrunner.engine.events import Event
+
+_STYLE = {'SUCCEEDED': 'green', 'CACHED': 'cyan', 'FAILED': 'bold red', 'SKIPPED': 'dim', 'CANCELED': 'yellow'}
+_METRIC_TYPES = ('system.Metrics',)
+
+
+class ConsoleView:
+    def __init__(self, stream: TextIO = sys.stdout, quiet: bool = False, live: Optional[bool] = None):
+        self.console = Console(file=stream, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self.live_mode = self.console.is_terminal if live is None else live
+        self.running: dict[str, float] = {}
+        self.finished = 0
+        self.total = 0
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._live: Optional[Live] = None
+
+    # ---------------------------------------------------------------- events
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, f'_on_{event.kind}', None)
+        if handler:
+            with self._lock:
+                handler(event)
+
+    def _line(self, text: str, style: str = '') -> None:
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.console.print(Text(text, style=style))
+        else:
+            self.console.print(Text(text, style=style))
+
+    def _on_run_started(self, e: Event) -> None:
+        self.total = e.data.get('total', 0)
+        self.started = e.time
+        self._line(f'run {e.data["run_id"]}  ({e.data["run_dir"]})', 'bold')
+        if self.live_mode and not self.quiet:
+            self._live = Live(self._status(), console=self.console, refresh_per_second=8, transient=True)
+            self._live.start()
+
+    def _on_task_started(self, e: Event) -> None:
+        self.running[e.task] = e.time
+        attempt = e.data.get('attempt', 1)
+        if not self.live_mode:
+            self._line(f'  start   {e.task}' + (f' (attempt {attempt})' if attempt > 1 else ''))
+        self._refresh()
+
+    def _done(self, e: Event, word: str, style: str, extra: str = '') -> None:
+        began = self.running.pop(e.task, None)
+        self.finished += 1
+        took = f' {e.time - began:.1f}s' if began else ''
+        self._line(f'  {word:<8}{e.task}{took}{extra}', style)
+        self._refresh()
+
+    def _on_task_succeeded(self, e: Event) -> None:
+        self._done(e, 'done', 'green')
+
+    def _on_task_cached(self, e: Event) -> None:
+        run = (e.data.get('cached_from') or {}).get('run', '?')
+        self._done(e, 'cached', 'cyan', f'  (from {run})')
+
+    def _on_task_skipped(self, e: Event) -> None:
+        self.finished += 1
+        self._refresh()
+
+    def _on_task_canceled(self, e: Event) -> None:
+        self.running.pop(e.task, None)
+        self.finished += 1
+        self._refresh()
+
+    def _on_task_failed(self, e: Event) -> None:
+        self._done(e, 'FAILED', 'bold red', f': {e.data.get("error")}')
+        tail = e.data.get('log_tail') or []
+        if tail and not self.quiet:
+            for line in tail:
+                self._line(f'    | {line}', 'red')
+        if e.data.get('log_path'):
+            self._line(f'    full log: {e.data["log_path"]}', 'red')
+
+    def _on_task_retry(self, e: Event) -> None:
+        self.running.pop(e.task, None)
+        self._line(f'  retry   {e.task} after attempt {e.data["attempt"]} ({e.data["error"]}); '
+                   f'waiting {e.data["delay_s"]:.0f}s', 'yellow')
+
+    def _on_task_would_run(self, e: Event) -> None:
+        self._line(f'  would run {e.task}: {e.data["why"]}', 'yellow')
+
+    def _on_warning(self, e: Event) -> None:
+        self._line(f'warning: {e.data["message"]}', 'yellow')
+
+    def _on_environment(self, e: Event) -> None:
+        line = e.data.get('line', '')
+        if line.startswith('building environment') or line.startswith('building image'):
+            self._line(f'  {line}', 'dim')
+
+    def _on_run_finished(self, e: Event) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if not self.quiet:
+            self.print_summary(e.data['result'])
+
+    # ---------------------------------------------------------------- live status
+    def _status(self) -> Text:
+        names = ', '.join(list(self.running)[:4]) + (' ...' if len(self.running) > 4 else '')
+        return Text(f'  {self.finished} done, {len(self.running)} running, {self.total} in plan  '
+                    f'{time.time() - self.started:.1f}s  {names}', style='bold blue')
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._status())
+
+    # ---------------------------------------------------------------- summary
+    def print_summary(self, result) -> None:
+        table = Table(title=f'{result.pipeline}: {result.state.value} in {result.finished - result.started:.1f}s',
+                      title_style=_STYLE.get(result.state.value, ''))
+        for col in ('task', 'state', 'time', 'cached from', 'metrics'):
+            table.add_column(col)
+        for r in result.records:
+            if r.kind in ('dag', 'loop', 'condition') and r.state != 'FAILED':
+                continue
+            took = f'{r.finished - r.started:.1f}s' if r.started and r.finished else ''
+            cached = (r.cached_from or {}).get('run', '') if r.cached_from else ''
+            table.add_row(r.name, Text(r.state.value, style=_STYLE.get(r.state.value, '')), took, cached,
+                          _metrics(r))
+        self.console.print(table)
+        params = result.outputs.parameters
+        if params:
+            self.console.print('outputs: ' + ', '.join(f'{k}={v!r}' for k, v in params.items()))
+        failed = [r for r in result.records if r.state.value == 'FAILED' and r.kind not in ('dag', 'loop')]
+        for r in failed:
+            where = r.logs[-1] if r.logs else r.task_dir
+            self.console.print(Text(f'{r.name} failed: {r.error}' + (f' (log: {where})' if where else ''),
+                                    style='red'))
+
+
+def _metrics(record) -> str:
+    if not record.outputs:
+        return ''
+    shown = []
+    for lst in record.outputs.artifacts.values():
+        for a in lst:
+            if a.schema_title in _METRIC_TYPES:
+                for k, v in a.metadata.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        shown.append(f'{k}={v:.4g}')
+    return ' '.join(shown[:4])

@@ -1,0 +1,105 @@
+"""`localrunner run` and `localrunner explain-cache`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from localrunner.engine.caching import CacheSettings, parse_duration
+from localrunner.engine.events import EventBus
+from localrunner.engine.k8s_local import LocalSources
+from localrunner.engine.runtime import Run, RunOptions, RunResult
+from localrunner.errors import UsageError
+from localrunner.faces.console import ConsoleView
+from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params
+from localrunner.spec import load_pipeline
+
+EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.result-')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def _truthy_env(name: str) -> bool:
+    return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def build_options(args, explain: bool) -> RunOptions:
+    from localrunner.backends.gpus import detect_gpus, parse_gpus
+    max_age = None
+    if args.cache_max_age:
+        try:
+            max_age = parse_duration(args.cache_max_age)
+        except ValueError as e:
+            raise UsageError(f'--cache-max-age: {e}') from None
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError('--max-parallel: must be at least 1')
+    try:
+        gpu_ids = parse_gpus(args.gpus, detect_gpus()) if args.gpus else detect_gpus()
+    except Exception as e:
+        raise UsageError(f'--gpus {args.gpus}: {e}') from None
+    return RunOptions(
+        root=args.root,
+        max_parallel=args.max_parallel or os.cpu_count() or 2,
+        fail_fast=args.fail_fast,
+        cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age,
+                            disabled_by_default=_truthy_env('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT')),
+        k8s=LocalSources(secrets=_pairs(args.secret, '--secret'), config_maps=_pairs(args.config_map, '--config-map'),
+                         pvcs=_pairs(args.pvc, '--pvc')),
+        dry_run=explain or args.dry_run,
+        gpu_ids=tuple(gpu_ids),
+    )
+
+
+def _pairs(values, flag):
+    from localrunner.cli import _pairs as pairs
+    return pairs(values, flag)
+
+
+def make_backend(name: str, root: str, run_id: str):
+    from localrunner.backends.registry import backend_class
+    cls = backend_class(name)
+    if name == 'docker':
+        return cls(run_id=run_id)
+    return cls()
+
+
+def run_command(args, explain: bool = False) -> int:
+    pipeline = load_pipeline(args.pipeline)
+    from_file = read_params_file(args.params_file) if args.params_file else {}
+    params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
+                                     from_file)
+    options = build_options(args, explain)
+    backend_name = 'kubernetes' if args.cluster else (args.backend or 'subprocess')
+    from localrunner.engine.runtime import new_run_id
+    options.run_id = new_run_id(pipeline.name)
+    if options.dry_run:
+        # explain must not leave a run behind: its run folder is scratch
+        options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
+    backend = make_backend(backend_name, args.root, options.run_id)
+    bus = EventBus()
+    view = ConsoleView(quiet=args.quiet)
+    bus.subscribe(view)
+    run = Run(pipeline, params, backend, options, bus)
+    try:
+        result = run.execute()
+    finally:
+        backend.close()
+        if options.dry_run:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+    data = result.to_json()
+    if not options.dry_run:
+        write_json_atomic(os.path.join(result.run_dir, 'result.json'), data)
+    if args.result_json:
+        write_json_atomic(args.result_json, data)
+    if args.quiet:
+        print(f'{result.run_id} {result.state.value}')
+    return EXIT_CODES.get(result.state.value, 1)

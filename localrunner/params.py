@@ -1,0 +1,130 @@
+"""Pipeline parameters: `-p NAME=VALUE`, `--params-file`, IR defaults, typed by the IR."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import yaml
+
+from localrunner.errors import UsageError
+
+_TRUE = {'true', '1', 'yes', 'y', 'on'}
+_FALSE = {'false', '0', 'no', 'n', 'off'}
+
+
+def read_params_file(path: str) -> dict:
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError(f'{path}: cannot read params file: {e.strerror or e}') from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith('{') else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise UsageError(f'{path}: malformed params file: {" ".join(str(e).split())}') from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f'{path}: params file must hold a mapping of parameter names to values')
+    return data
+
+
+def parse_cli_params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if '=' not in pair:
+            raise UsageError(f'-p {pair}: expected NAME=VALUE')
+        name, value = pair.split('=', 1)
+        out[name.strip()] = value
+    return out
+
+
+def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
+    """Converts one value to the IR's declared type, or raises UsageError naming it."""
+    def bad(why: str = '') -> UsageError:
+        shown = value if isinstance(value, str) else json.dumps(value)
+        return UsageError(f'parameter {name!r}: {shown!r} is not a valid {ptype}{why}')
+
+    if ptype == 'STRING':
+        if isinstance(value, str):
+            return value
+        if from_text:
+            return str(value)
+        raise bad()
+    if ptype == 'NUMBER_INTEGER':
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if ptype == 'NUMBER_DOUBLE':
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                result = float(value.strip())
+            except ValueError:
+                raise bad() from None
+            if math.isnan(result) or math.isinf(result):
+                raise bad(' (must be finite)')
+            return result
+        raise bad()
+    if ptype == 'BOOLEAN':
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad()
+    if ptype in ('LIST', 'STRUCT'):
+        want = list if ptype == 'LIST' else dict
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise bad(' (expected JSON)') from None
+        if not isinstance(value, want):
+            raise bad()
+        return value
+    return value
+
+
+def resolve_pipeline_params(input_defs: dict, cli: dict[str, str], from_file: dict) -> dict[str, Any]:
+    """Returns the root DAG's parameter values: given values converted, defaults filled.
+    Missing required, unknown and ill-typed values raise UsageError naming them."""
+    declared = input_defs.get('parameters', {}) or {}
+    known = sorted(declared)
+    unknown = sorted((set(cli) | set(from_file)) - set(declared))
+    if unknown:
+        listing = ', '.join(known) if known else '(none)'
+        raise UsageError(f'unknown parameter {unknown[0]!r}; this pipeline takes: {listing}')
+    values = {}
+    for name, spec in declared.items():
+        ptype = spec.get('parameterType', 'STRING')
+        if name in cli:
+            values[name] = convert(name, ptype, cli[name], from_text=True)
+        elif name in from_file:
+            values[name] = convert(name, ptype, from_file[name], from_text=False)
+        elif 'defaultValue' in spec:
+            values[name] = convert(name, ptype, spec['defaultValue'], from_text=False)
+        elif spec.get('isOptional'):
+            continue
+        else:
+            hint = f' (-p {name}=...)'
+            raise UsageError(f'missing required parameter {name!r} of type {ptype}{hint}; '
+                             f'this pipeline takes: {", ".join(known)}')
+    return values
+
+
+def expand_path(value: str) -> str:
+    return os.path.abspath(os.path.expanduser(value))
