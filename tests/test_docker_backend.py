@@ -86,8 +86,10 @@ def test_trivial_container_succeeds_and_streams_output(backend, base_image, tmp_
 
 def test_failing_container_returns_its_real_exit_code(backend, base_image, tmp_path):
     spec = make_spec(tmp_path, base_image, ['python3', '-c', 'import sys; print("bye"); sys.exit(7)'])
-    status, lines = run(backend, spec)
-    assert (status, lines) == (7, ['bye'])
+    lines = []
+    execution = backend.launch(spec, lines.append)
+    assert (execution.wait(), lines) == (7, ['bye'])
+    assert execution.wait() == 7   # asking again does not change the answer
     missing = make_spec(tmp_path, base_image, ['no-such-program'])
     assert run(backend, missing)[0] not in (0, None)
 
@@ -254,6 +256,26 @@ def test_environment_image_is_built_once_across_processes(client, fresh_base, ba
     spec = make_spec(tmp_path, fresh_base, ['python3', '-c', 'import six; print(six.__version__)'],
                      python_env=PythonEnv((InstallStep(('six==1.16.0',)),)))
     assert run(backend, spec) == (0, ['1.16.0'])
+
+
+@pytest.mark.slow
+def test_environment_image_is_built_once_across_threads(client, fresh_base, tmp_path, monkeypatch):
+    monkeypatch.setenv('LOCALRUNNER_ENV_DIR', str(tmp_path / 'envs'))
+    env = PythonEnv((InstallStep(('six==1.16.0',)),))
+    spec = make_spec(tmp_path, fresh_base, ['true'], python_env=env)
+    backends = [DockerBackend(), DockerBackend()]   # two engines' worth of state, one process
+    logs = [[], []]
+    threads = [threading.Thread(target=b.prepare, args=(spec, log.append))
+               for b, log in zip(backends, logs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    built = [sum('building environment image' in line for line in log) for log in logs]
+    assert sorted(built) == [0, 1]
+    assert backends[0].run_image(spec) == backends[1].run_image(spec)
+    for b in backends:
+        b.close()
 
 
 @pytest.mark.slow

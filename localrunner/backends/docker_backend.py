@@ -282,7 +282,8 @@ class DockerExecution(Execution):
         self._remove_lock = threading.Lock()
         self._terminated = False
         self._removed = False
-        self._status: Optional[int] = None
+        self._status: Optional[int] = None   # exit status seen by terminate()
+        self._exit: Optional[int] = None     # what wait() returned
         self._pump: Optional[threading.Thread] = None
 
     def _follow_logs(self) -> None:
@@ -305,10 +306,14 @@ class DockerExecution(Execution):
 
     def wait(self) -> int:
         docker = _docker()
+        if self._exit is not None:
+            return self._exit
         try:
             try:
                 result = self.container.wait()
                 status = int(result.get('StatusCode', -1))
+                if status == 0 and (result.get('Error') or {}).get('Message'):
+                    status = -1   # the engine failed to wait on it: never report success
             except docker.errors.NotFound:   # terminate() removed it first
                 status = self._status if self._status is not None else _KILLED
             if self._pump is not None:
@@ -317,6 +322,7 @@ class DockerExecution(Execution):
             self.terminate()
             raise
         self._remove()
+        self._exit = status
         return status
 
     def terminate(self) -> None:
