@@ -99,7 +99,8 @@ class ContainerTask:
         self.component = component
         self.label = executor_label
         self.container = run.pipeline.executors[executor_label]['container']
-        self.params = params
+        self.params = executor_io.coerce_inputs(
+            params, component.get('inputDefinitions', {}).get('parameters', {}))
         self.arts = arts
         self.task_dir = os.path.join(run.run_dir, 'tasks', name)
         self.record = TaskRecord(name=name, display_name=display, state=State.SUCCEEDED, kind='container',
@@ -150,6 +151,12 @@ class ContainerTask:
 
         lock = run.key_lock(key)
         async with lock:                                   # identical tasks in this run: one at a time
+            if spec.resources.accelerator_count and not run.pool.gpu_ids:
+                # no GPU on this machine and none declared: run on the CPU, say so
+                run.warn_once(f'{self.name}: asks for {spec.resources.accelerator_count} '
+                              f'{spec.resources.accelerator_type or "GPU"}; no GPU here (detected or '
+                              f'declared with --gpus), running without one')
+                spec.resources.accelerator_count = 0
             try:
                 run.pool.check(spec.resources.accelerator_count)
             except GpuShortage as e:

@@ -43,6 +43,29 @@ def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, lis
     }
 
 
+def _copy_into(source: str, target: str) -> None:
+    import shutil
+    if os.path.isdir(source):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def coerce_inputs(params: dict, definitions: dict) -> dict:
+    """KFP carries numbers as doubles (YAML defaults say 5.0 for an int): give each input the
+    type its component declares, as the KFP driver does."""
+    for name, d in definitions.items():
+        value = params.get(name)
+        ptype = d.get('parameterType')
+        if ptype == 'NUMBER_INTEGER' and isinstance(value, float) and value.is_integer():
+            params[name] = int(value)
+        elif ptype == 'NUMBER_DOUBLE' and isinstance(value, int) and not isinstance(value, bool):
+            params[name] = float(value)
+    return params
+
+
 def _convert_text(text: str, ptype: str) -> Any:
     if ptype == 'STRING':
         return text
@@ -96,9 +119,14 @@ def read_outputs(component: dict, out_arts: dict[str, list[Artifact]], out_param
         updated = []
         for i, a in enumerate(produced):
             base = out_arts[name][i] if i < len(out_arts[name]) else template
+            custom = a.get('custom_path')
+            if custom and os.path.lexists(custom):
+                # set_path(): the component wrote elsewhere; KFP's launcher moves it to the uri
+                _copy_into(custom, base.path)
             updated.append(Artifact(name=base.name, schema_title=base.schema_title,
                                     schema_version=base.schema_version,
-                                    uri=a.get('uri') or base.uri, metadata=a.get('metadata') or {}))
+                                    uri=base.uri if custom else (a.get('uri') or base.uri),
+                                    metadata=a.get('metadata') or {}))
         if updated:
             out_arts[name] = updated
     return params

@@ -124,11 +124,14 @@ class VenvCache:
         # proxy or offline; uv does not read pip.conf itself.
         for url in _host_pip_setting('extra-index-url') + _env_list('PIP_EXTRA_INDEX_URL'):
             args += ['--extra-index-url', url]
-        for path in _host_pip_setting('find-links') + _env_list('PIP_FIND_LINKS'):
+        for path in dict.fromkeys(_host_pip_setting('find-links') + _env_list('PIP_FIND_LINKS')):
             if os.path.exists(path.replace('file://', '')):
                 args += ['--find-links', path]
         if step.no_deps:
             args.append('--no-deps')
+        # pip weighs every index equally; uv's default (first index wins) would refuse a
+        # version that only a later index has.
+        args += ['--index-strategy', 'unsafe-best-match']
         return args + list(step.requirements)
 
     @staticmethod

@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 
+from localrunner.api import make_backend
 from localrunner.engine.caching import CacheSettings, parse_duration
 from localrunner.engine.events import EventBus
 from localrunner.engine.k8s_local import LocalSources
@@ -64,14 +65,6 @@ def _pairs(values, flag):
     return pairs(values, flag)
 
 
-def make_backend(name: str, root: str, run_id: str):
-    from localrunner.backends.registry import backend_class
-    cls = backend_class(name)
-    if name == 'docker':
-        return cls(run_id=run_id)
-    return cls()
-
-
 def run_command(args, explain: bool = False) -> int:
     pipeline = load_pipeline(args.pipeline)
     from_file = read_params_file(args.params_file) if args.params_file else {}
@@ -84,7 +77,7 @@ def run_command(args, explain: bool = False) -> int:
     if options.dry_run:
         # explain must not leave a run behind: its run folder is scratch
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
-    backend = make_backend(backend_name, args.root, options.run_id)
+    backend = make_backend(backend_name, run_id=options.run_id)
     bus = EventBus()
     view = ConsoleView(quiet=args.quiet)
     bus.subscribe(view)
