@@ -156,7 +156,12 @@ class PipSettings:
                                  capture_output=True, text=True, timeout=60).stdout
         except (OSError, subprocess.SubprocessError):
             out = ''
-        return cls.from_values(parse_pip_config_list(out), dict(os.environ))
+        values = parse_pip_config_list(out)
+        # no pip in this interpreter (a uv venv): PIP_* variables still say what the user wants
+        for name, value in os.environ.items():
+            if name.startswith('PIP_'):
+                values.setdefault(name[4:].lower().replace('_', '-'), value)
+        return cls.from_values(values, dict(os.environ))
 
     def script_env(self) -> dict[str, str]:
         """Environment for pip inside the build container (exported by the script, so
