@@ -46,6 +46,7 @@ class LaunchSpec:
     resources: Resources = dataclasses.field(default_factory=Resources)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)   # host dir -> path in task (PVCs, secrets)
+    platform: dict = dataclasses.field(default_factory=dict)  # the IR's kfp-kubernetes settings for this executor
 
 
 class LaunchError(Exception):

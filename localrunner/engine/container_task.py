@@ -211,7 +211,7 @@ class ContainerTask:
                           workdir=self.task_dir, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},
-                          volumes=k8s.volumes)
+                          volumes=k8s.volumes, platform=run.pipeline.k8s_executor_config(self.label))
         parts = {
             'schema': 1,
             'executor': {'image': self.container.get('image', ''),
