@@ -92,6 +92,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UsageError as e:
         print(f'localrunner: error: {e}', file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:          # `localrunner cache ls | head`
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print('localrunner: interrupted; run CANCELED', file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -140,7 +140,8 @@ class ContainerTask:
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(self.task.get('cachingOptions', {}).get('enableCache'))
         previous = run.cache.previous(run.pipeline.name, self.name)
-        run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
+        if not run.options.dry_run:
+            run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
 
         if use_cache:
             hit = await run.in_thread(run.cache.lookup, key)

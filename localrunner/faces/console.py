@@ -19,7 +19,10 @@ _METRIC_TYPES = ('system.Metrics',)
 
 
 class ConsoleView:
-    def __init__(self, stream: TextIO = sys.stdout, quiet: bool = False, live: Optional[bool] = None):
+    def __init__(self, stream: TextIO = sys.stdout, quiet: bool = False, live: Optional[bool] = None,
+                 explain: bool = False):
+        self.explain = explain
+        self.would_run = 0
         self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self.live_mode = self.console.is_terminal if live is None else live
@@ -98,6 +101,7 @@ class ConsoleView:
                    f'waiting {e.data["delay_s"]:.0f}s', 'yellow')
 
     def _on_task_would_run(self, e: Event) -> None:
+        self.would_run += 1
         self._line(f'  would run {e.task}: {e.data["why"]}', 'yellow')
 
     def _on_warning(self, e: Event) -> None:
@@ -112,7 +116,12 @@ class ConsoleView:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        if not self.quiet:
+        if self.explain:
+            result = e.data['result']
+            hits = sum(1 for r in result.records if r.state.value == 'CACHED')
+            self.console.print(f'explain-cache: {hits} task(s) would be served from the cache, '
+                               f'{self.would_run} would run (tasks downstream of those run after them)')
+        elif not self.quiet:
             self.print_summary(e.data['result'])
 
     # ---------------------------------------------------------------- live status

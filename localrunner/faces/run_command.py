@@ -79,7 +79,7 @@ def run_command(args, explain: bool = False) -> int:
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
     backend = make_backend(backend_name, run_id=options.run_id)
     bus = EventBus()
-    view = ConsoleView(quiet=args.quiet)
+    view = ConsoleView(quiet=args.quiet, explain=options.dry_run)
     bus.subscribe(view)
     run = Run(pipeline, params, backend, options, bus)
     try:

@@ -1,0 +1,122 @@
+"""`localrunner cache stats | ls | show KEY | verify | gc | prune`."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import sys
+
+from localrunner.engine.caching import parse_duration
+from localrunner.errors import UsageError
+from localrunner_cache import CAS, ActionCache, gc, prune
+
+_SIZE = re.compile(r'^\s*([0-9.]+)\s*([kmgt]?i?b?)\s*$', re.I)
+_SIZE_UNITS = {'': 1, 'b': 1, 'k': 10**3, 'kb': 10**3, 'ki': 2**10, 'kib': 2**10, 'm': 10**6, 'mb': 10**6,
+               'mi': 2**20, 'mib': 2**20, 'g': 10**9, 'gb': 10**9, 'gi': 2**30, 'gib': 2**30,
+               't': 10**12, 'tb': 10**12, 'ti': 2**40, 'tib': 2**40}
+# objects younger than this survive a gc: a run in progress stores objects before recording them
+GC_GRACE_S = 3600.0
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text or '')
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise UsageError(f'--max-size {text}: not a size (e.g. 500M, 10G)')
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _human(n: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if n < 1024 or unit == 'TiB':
+            return f'{n:.1f} {unit}' if unit != 'B' else f'{int(n)} B'
+        n /= 1024
+    return str(n)
+
+
+def _age(created: float) -> str:
+    return datetime.datetime.fromtimestamp(created).strftime('%Y-%m-%d %H:%M:%S')
+
+
+def _open(root: str) -> tuple[CAS, ActionCache]:
+    base = os.path.join(os.path.abspath(root), 'cache')
+    if not os.path.isdir(base):
+        raise UsageError(f'{root}: no cache here (run a pipeline with --root {root} first)')
+    return CAS(os.path.join(base, 'cas')), ActionCache(os.path.join(base, 'actions'))
+
+
+def kept_run_digests(root: str, keep_runs: int | None) -> set[str]:
+    """Digests that kept runs' results reference (newest first; all runs when keep_runs is None)."""
+    runs_dir = os.path.join(os.path.abspath(root), 'runs')
+    if not os.path.isdir(runs_dir):
+        return set()
+    runs = sorted((os.path.join(runs_dir, d) for d in os.listdir(runs_dir)), key=os.path.getmtime, reverse=True)
+    if keep_runs is not None:
+        runs = runs[:keep_runs]
+    keep = set()
+    for run in runs:
+        try:
+            with open(os.path.join(run, 'result.json')) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for task in result.get('tasks', []):
+            for arts in task.get('outputs', {}).get('artifacts', {}).values():
+                keep.update(a['digest'] for a in arts if a.get('digest'))
+    return keep
+
+
+def _find(ac: ActionCache, prefix: str):
+    matches = [(k, r) for k, r in ac.entries() if k.startswith(prefix)]
+    if not matches:
+        raise UsageError(f'cache show {prefix}: no such action key')
+    if len(matches) > 1:
+        raise UsageError(f'cache show {prefix}: ambiguous, {len(matches)} keys start with it')
+    return matches[0]
+
+
+def cache_command(args) -> int:
+    cas, ac = _open(args.root)
+    out = sys.stdout
+    if args.action == 'stats':
+        digests = list(cas.iter_digests())
+        stats = {'actions': len(ac), 'objects': len(digests), 'bytes': cas.total_size(),
+                 'root': os.path.abspath(args.root)}
+        if args.json:
+            print(json.dumps(stats), file=out)
+        else:
+            print(f'action results: {stats["actions"]}\nCAS objects:    {stats["objects"]} '
+                  f'({_human(stats["bytes"])})\nroot:           {stats["root"]}', file=out)
+    elif args.action == 'ls':
+        rows = sorted(ac.entries(), key=lambda kr: kr[1].created, reverse=True)
+        if args.json:
+            print(json.dumps([{'key': k, 'created': r.created, 'producer': r.producer} for k, r in rows]), file=out)
+        for key, r in rows if not args.json else []:
+            print(f'{key[:16]}  {_age(r.created)}  {r.producer.get("task", "?")}  '
+                  f'(run {r.producer.get("run", "?")})', file=out)
+    elif args.action == 'show':
+        if not args.key:
+            raise UsageError('cache show: give an action key (or a prefix of one)')
+        key, r = _find(ac, args.key)
+        print(json.dumps({'key': key, **json.loads(r.to_json())}, indent=1), file=out)
+    elif args.action == 'verify':
+        report = cas.verify_all()
+        print(json.dumps(report) if args.json else
+              f'checked {report["checked"]} objects; corrupt (quarantined): {len(report["corrupt"])}', file=out)
+        return 1 if report['corrupt'] else 0
+    elif args.action == 'gc':
+        stats = gc(cas, ac, keep=kept_run_digests(args.root, args.keep_runs), grace_s=GC_GRACE_S)
+        print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
+    elif args.action == 'prune':
+        if not args.older_than and not args.max_size:
+            raise UsageError('cache prune: give --older-than AGE and/or --max-size SIZE')
+        try:
+            older = parse_duration(args.older_than) if args.older_than else None
+        except ValueError as e:
+            raise UsageError(f'--older-than: {e}') from None
+        size = parse_size(args.max_size) if args.max_size else None
+        stats = prune(cas, ac, older_than_s=older, max_size_bytes=size,
+                      keep=frozenset(kept_run_digests(args.root, args.keep_runs)) if args.keep_runs else frozenset())
+        print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
+    ac.close()
+    return 0

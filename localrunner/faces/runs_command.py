@@ -1,0 +1,44 @@
+"""`localrunner runs ls | show RUN_ID`: past runs from their result.json records."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+from localrunner.errors import UsageError
+
+
+def _load(run_dir: str):
+    try:
+        with open(os.path.join(run_dir, 'result.json')) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def runs_command(args) -> int:
+    runs_dir = os.path.join(os.path.abspath(args.root), 'runs')
+    names = sorted(os.listdir(runs_dir), key=lambda n: os.path.getmtime(os.path.join(runs_dir, n))) \
+        if os.path.isdir(runs_dir) else []
+    if args.action == 'ls':
+        for name in names:
+            result = _load(os.path.join(runs_dir, name))
+            if result is None:
+                print(f'{name}  (no result: interrupted or running)')
+                continue
+            when = datetime.datetime.fromtimestamp(result.get('started', 0)).strftime('%Y-%m-%d %H:%M:%S')
+            leaf = [t for t in result['tasks'] if t.get('type') in ('container', 'importer')]
+            cached = sum(1 for t in leaf if t['state'] == 'CACHED')
+            print(f'{name}  {when}  {result["state"]:<9}  {len(leaf)} tasks, {cached} cached, '
+                  f'{result.get("duration_s", 0):.1f}s')
+        return 0
+    if not args.run_id:
+        raise UsageError('runs show: give a run id (see `localrunner runs ls`)')
+    matches = [n for n in names if n.startswith(args.run_id)]
+    if len(matches) != 1:
+        raise UsageError(f'runs show {args.run_id}: {"no such run" if not matches else "ambiguous"}')
+    result = _load(os.path.join(runs_dir, matches[0]))
+    if result is None:
+        raise UsageError(f'runs show {args.run_id}: the run left no result (interrupted?)')
+    print(json.dumps(result, indent=1))
+    return 0
