@@ -5,8 +5,10 @@ Execution"), written as lightweight ``@dsl.component`` functions, with one chang
 runs offline: instead of reading ``gs://my-bucket/data/raw.csv`` it reads a small CSV
 shipped in this repository (``examples/data/iris.csv``, Fisher's iris measurements).
 
-``data_path`` may be absolute or relative to the working directory of the step, so the
-compiled YAML works from any clone when run from the repository root::
+The CSV enters the pipeline through ``dsl.importer``: ``data_path`` (absolute, or relative
+to the directory localrunner is started from) becomes a Dataset artifact, identified by its
+content, so the same pipeline runs on the subprocess and Docker backends and an edited CSV
+re-runs exactly the steps that depend on it::
 
     localrunner run examples/ml_pipeline.yaml
 
@@ -24,35 +26,19 @@ ML_PACKAGES = ["pandas>=2,<3", "scikit-learn>=1.3,<2"]
 
 @dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
 def preprocess_data(
-    data_path: str,
+    raw_data: Input[Dataset],
     test_size: float,
     random_state: int,
     train_dataset: Output[Dataset],
     test_dataset: Output[Dataset],
     data_stats: Output[Metrics],
 ):
-    """Load the CSV (label column ``target``), clean it and split it into train/test sets.
-
-    ``data_path`` is used as is when it is absolute or a URL (``scheme://...``);
-    otherwise it is resolved against the current working directory.
-    """
-    import os
-
+    """Load the CSV (label column ``target``), clean it and split it into train/test sets."""
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    if "://" in data_path or os.path.isabs(data_path):
-        resolved = data_path
-    else:
-        resolved = os.path.abspath(data_path)
-        if not os.path.exists(resolved):
-            raise FileNotFoundError(
-                f"data_path {data_path!r} is relative and was not found under the working "
-                f"directory {os.getcwd()!r}; run from the repository root or pass an "
-                "absolute path"
-            )
-    print(f"Reading {resolved}")
-    df = pd.read_csv(resolved)
+    print(f"Reading {raw_data.path}")
+    df = pd.read_csv(raw_data.path)
 
     # Handle missing values
     df = df.dropna(subset=["target"])
@@ -191,9 +177,13 @@ def ml_training_pipeline(
     accuracy_threshold: float = 0.85,
     model_name: str = "iris-classifier",
 ):
+    # Step 0: bring the raw CSV in as a Dataset artifact
+    raw_data = dsl.importer(artifact_uri=data_path, artifact_class=Dataset, reimport=False)
+    raw_data.set_display_name("Import Raw Data")
+
     # Step 1: Data preprocessing
     preprocess_task = preprocess_data(
-        data_path=data_path, test_size=test_size, random_state=random_state
+        raw_data=raw_data.output, test_size=test_size, random_state=random_state
     )
     preprocess_task.set_display_name("Data Preprocessing")
 

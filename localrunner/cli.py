@@ -48,6 +48,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help='local values of a Kubernetes secret (folder of key files, JSON/YAML, or KEY=VALUE lines)')
     p.add_argument('--config-map', action='append', default=[], metavar='NAME=PATH', help='likewise for a config map')
     p.add_argument('--pvc', action='append', default=[], metavar='NAME=DIR', help='host folder backing a PVC')
+    p.add_argument('--image-map', action='append', default=[], metavar='IMAGE=LOCAL',
+                   help='run LOCAL wherever the pipeline names IMAGE (mirrors, air-gapped machines)')
     p.add_argument('--quiet', '-q', action='store_true', help='print only the result line')
     p.add_argument('--dry-run', action='store_true',
                    help='run nothing: say which tasks would be served from the cache and why the others miss')

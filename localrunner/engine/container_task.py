@@ -208,7 +208,8 @@ class ContainerTask:
 
         mounts = [Mount(a.path, read_only=True) for lst in self.arts.values() for a in lst if a.path]
         mounts.append(Mount(self.task_dir, read_only=False))
-        spec = LaunchSpec(task=self.name, image=self.container.get('image', ''), argv=argv, env=env,
+        image = self.container.get('image', '')
+        spec = LaunchSpec(task=self.name, image=run.options.image_map.get(image, image), argv=argv, env=env,
                           workdir=self.task_dir, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},

@@ -48,6 +48,7 @@ class RunOptions:
     memory: Optional[int] = None
     run_id: Optional[str] = None
     run_dir: Optional[str] = None          # default <root>/runs/<run id>
+    image_map: dict = dataclasses.field(default_factory=dict)   # image named in the IR -> image to run
 
 
 @dataclasses.dataclass

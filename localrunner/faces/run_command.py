@@ -57,7 +57,18 @@ def build_options(args, explain: bool) -> RunOptions:
                          pvcs=_pairs(args.pvc, '--pvc')),
         dry_run=explain or args.dry_run,
         gpu_ids=tuple(gpu_ids),
+        image_map=_image_map(args.image_map),
     )
+
+
+def _image_map(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        if '=' not in v:
+            raise UsageError(f'--image-map {v}: expected IMAGE=LOCAL_IMAGE')
+        k, image = v.split('=', 1)
+        out[k] = image
+    return out
 
 
 def _pairs(values, flag):
