@@ -337,6 +337,10 @@ class ContainerTask:
         run.executions.add(execution)
         try:
             code = await run.in_thread(execution.wait)
+        except asyncio.CancelledError:          # Ctrl-C: the process must not outlive the run
+            run.cancelled = True
+            run.stop(execution)
+            raise
         finally:
             run.executions.discard(execution)
         if code != 0:

@@ -48,7 +48,9 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
     schema = spec.get('typeSchema', {})
     metadata = _resolve_metadata(spec.get('metadata', {}) or {}, params)
     path = local_path(uri)
-    if path is None and '://' not in uri:
+    if path is not None:
+        uri = path            # KFP's executor reads a local artifact at its uri: give it the plain path
+    elif '://' not in uri:
         path = os.path.abspath(uri)
         uri = path
     digest = kind = None

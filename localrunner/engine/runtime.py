@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 import uuid
 from typing import Any, Callable, Optional
@@ -107,6 +108,7 @@ class Run:
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self._stoppers: list[threading.Thread] = []
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -147,7 +149,14 @@ class Run:
         """Fail-fast or Ctrl-C: nothing new starts; running attempts are terminated."""
         self.cancelled = True
         for execution in list(self.executions):
-            self._threads.submit(execution.terminate)
+            self.stop(execution)
+
+    def stop(self, execution: Execution) -> None:
+        # its own thread, not the pool: the pool may be shutting down (Ctrl-C), and a
+        # terminate can take the backend's grace period
+        stopper = threading.Thread(target=execution.terminate, name='localrunner-stop', daemon=True)
+        stopper.start()
+        self._stoppers.append(stopper)
 
     # ------------------------------------------------------------------ entry points
     def execute(self) -> RunResult:
@@ -165,6 +174,8 @@ class Run:
             self.cancel()
             outcome = Outcome(State.CANCELED)
         finally:
+            for stopper in self._stoppers:
+                stopper.join()
             self._threads.shutdown(wait=True, cancel_futures=True)
             self.cache.close()
         state = outcome.state
@@ -180,8 +191,6 @@ class Run:
         result = RunResult(self.run_id, self.pipeline.name, state, outcome, self.records, self.run_dir,
                            started, time.time(), self.warnings)
         self.bus.emit('run_finished', None, result=result)
-        if interrupted:
-            raise KeyboardInterrupt
         return result
 
     async def _main(self) -> Outcome:
