@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from localrunner.engine.caching import CacheSettings
 from localrunner.engine.events import EventBus, Subscriber
@@ -10,6 +10,9 @@ from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import Run, RunOptions, RunResult
 from localrunner.params import resolve_pipeline_params
 from localrunner.spec import Pipeline, load_pipeline
+
+if TYPE_CHECKING:
+    from localrunner.backends.base import Backend
 
 
 def make_backend(name: str = 'subprocess', run_id: Optional[str] = None, **options: Any):
@@ -21,14 +24,16 @@ def make_backend(name: str = 'subprocess', run_id: Optional[str] = None, **optio
 
 
 def run_pipeline(pipeline: 'str | Pipeline', params: Optional[dict] = None, *, root: str = '.localrunner',
-                 backend: str = 'subprocess', use_cache: bool = True, cache_max_age_s: Optional[float] = None,
+                 backend: 'str | Backend' = 'subprocess', use_cache: bool = True, cache_max_age_s: Optional[float] = None,
                  max_parallel: Optional[int] = None, fail_fast: bool = False, gpu_ids: tuple = (),
                  secrets: Optional[dict] = None, config_maps: Optional[dict] = None, pvcs: Optional[dict] = None,
                  root_artifacts: Optional[dict] = None, subscribers: tuple[Subscriber, ...] = (),
                  backend_options: Optional[dict] = None) -> RunResult:
     """Runs a compiled pipeline (path or loaded Pipeline) and returns its RunResult.
     `params` are Python values, checked and converted like `-p`; `root_artifacts` maps a
-    root input artifact name to a list of Artifact objects. Raises UsageError on bad input."""
+    root input artifact name to a list of Artifact objects. `backend` is a backend name, or a
+    Backend instance that the caller owns (used as is, not closed; backend_options ignored).
+    Raises UsageError on bad input."""
     if isinstance(pipeline, str):
         pipeline = load_pipeline(pipeline)
     values = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), {}, params or {})
@@ -44,8 +49,10 @@ def run_pipeline(pipeline: 'str | Pipeline', params: Optional[dict] = None, *, r
     bus = EventBus()
     for fn in subscribers:
         bus.subscribe(fn)
-    runner = make_backend(backend, run_id=options.run_id, **(backend_options or {}))
+    owned = isinstance(backend, str)
+    runner = make_backend(backend, run_id=options.run_id, **(backend_options or {})) if owned else backend
     try:
         return Run(pipeline, values, runner, options, bus, root_artifacts=root_artifacts).execute()
     finally:
-        runner.close()
+        if owned:
+            runner.close()
