@@ -105,11 +105,11 @@ class TaskCache:
 
     def wants_cache(self, task_enable: Optional[bool]) -> bool:
         """Whether a lookup is allowed for a task with the IR's cachingOptions.enableCache."""
-        if not self.settings.enabled:
+        if not self.settings.enabled or self.settings.disabled_by_default:
+            # the compiler writes enableCache: true into every task unless told otherwise, so
+            # at run time the variable can only mean: no cache lookups for this run
             return False
-        if task_enable is None:
-            return not self.settings.disabled_by_default
-        return bool(task_enable)
+        return task_enable is not False
 
     def lookup(self, key: str) -> Optional[ActionResult]:
         return self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)

@@ -1,0 +1,252 @@
+"""The content-addressed cache as the engine uses it: real files, real processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from tests.helpers import compile_pipeline, run_cli, run_pipeline_file, states
+
+
+def _count(folder, name):
+    path = os.path.join(folder, name)
+    return len(open(path).read().split()) if os.path.exists(path) else 0
+
+
+# Each component appends a line to <folder>/<its name> when it really runs.
+@dsl.component
+def load(data: Input[Dataset], folder: str, out: Output[Dataset]):
+    import os
+    open(os.path.join(folder, 'load'), 'a').write('x\n')
+    with open(out.path, 'w') as f:
+        f.write(open(data.path).read().upper())
+
+
+@dsl.component
+def scale(data: Input[Dataset], factor: int, folder: str) -> int:
+    import os
+    open(os.path.join(folder, 'scale'), 'a').write('x\n')
+    return len(open(data.path).read()) * factor
+
+
+@dsl.component
+def other(folder: str) -> str:
+    import os
+    open(os.path.join(folder, 'other'), 'a').write('x\n')
+    return 'independent'
+
+
+@dsl.pipeline(name='cache-chain')
+def chain(uri: str, folder: str, factor: int = 2) -> int:
+    imp = dsl.importer(artifact_uri=uri, artifact_class=Dataset)
+    loaded = load(data=imp.output, folder=folder)
+    other(folder=folder)
+    return scale(data=loaded.outputs['out'], factor=factor, folder=folder).output
+
+
+@pytest.fixture
+def setup(tmp_path):
+    folder = tmp_path / 'counts'
+    folder.mkdir()
+    data = tmp_path / 'data.txt'
+    data.write_text('abc')
+    path = compile_pipeline(chain, tmp_path / 'chain.yaml')
+    root = tmp_path / 'root'
+
+    def run(*extra, uri=None, env=None, pipeline=None):
+        rc, result, proc = run_pipeline_file(pipeline or path, root, '-p', f'uri={uri or data}',
+                                             '-p', f'folder={folder}', *extra, env=env)
+        assert rc == 0, proc.stdout + proc.stderr
+        return result
+    return run, folder, data, tmp_path
+
+
+def test_unchanged_rerun_is_all_cached_and_starts_no_process(setup):
+    run, folder, data, _ = setup
+    first = run()
+    assert first['outputs']['parameters']['Output'] == 6
+    second = run()
+    st = states(second)
+    assert st == {'importer': 'SUCCEEDED', 'load': 'CACHED', 'other': 'CACHED', 'scale': 'CACHED'}
+    assert second['outputs']['parameters']['Output'] == 6
+    assert [_count(folder, n) for n in ('load', 'scale', 'other')] == [1, 1, 1]
+    cached = [t for t in second['tasks'] if t['state'] == 'CACHED']
+    assert all(t['cached_from']['run'] == first['run_id'] for t in cached)
+    # a hit materializes outputs into the new run's folder
+    [out] = [t for t in second['tasks'] if t['name'] == 'load'][0]['outputs']['artifacts']['out']
+    assert out['path'].startswith(second['run_dir']) and open(out['path']).read() == 'ABC'
+    assert not [p for p in os.listdir(os.path.join(second['run_dir'], 'tasks', 'load')) if p.startswith('attempt')]
+
+
+def test_content_not_path_decides(setup):
+    run, folder, data, tmp_path = setup
+    run()
+    data.write_text('abcd')                     # same path, new content: load and scale re-run
+    st = states(run())
+    assert (st['load'], st['scale'], st['other']) == ('SUCCEEDED', 'SUCCEEDED', 'CACHED')
+    copy = tmp_path / 'elsewhere' / 'same.txt'
+    copy.parent.mkdir()
+    copy.write_text('abcd')                     # identical bytes at another path: all hits
+    st = states(run(uri=str(copy)))
+    assert (st['load'], st['scale'], st['other']) == ('CACHED', 'CACHED', 'CACHED')
+    assert [_count(folder, n) for n in ('load', 'scale', 'other')] == [2, 2, 1]
+
+
+def test_parameter_change_reruns_consumer_only(setup):
+    run, folder, *_ = setup
+    run()
+    result = run('-p', 'factor=3')
+    st = states(result)
+    assert (st['load'], st['scale'], st['other']) == ('CACHED', 'SUCCEEDED', 'CACHED')
+    assert result['outputs']['parameters']['Output'] == 9
+
+
+def test_code_change_reruns_component_and_dependents(setup):
+    run, folder, data, tmp_path = setup
+    run()
+
+    @dsl.component
+    def load(data: Input[Dataset], folder: str, out: Output[Dataset]):   # noqa: F811  (new code)
+        import os
+        open(os.path.join(folder, 'load'), 'a').write('x\n')
+        with open(out.path, 'w') as f:
+            f.write(open(data.path).read().upper() + '!')
+
+    @dsl.pipeline(name='cache-chain')
+    def chain_v2(uri: str, folder: str, factor: int = 2) -> int:
+        imp = dsl.importer(artifact_uri=uri, artifact_class=Dataset)
+        loaded = load(data=imp.output, folder=folder)
+        other(folder=folder)
+        return scale(data=loaded.outputs['out'], factor=factor, folder=folder).output
+
+    v2 = compile_pipeline(chain_v2, tmp_path / 'chain2.yaml')
+    result = run(pipeline=v2)
+    st = states(result)
+    assert (st['load'], st['scale'], st['other']) == ('SUCCEEDED', 'SUCCEEDED', 'CACHED')
+    assert result['outputs']['parameters']['Output'] == 8
+
+
+def test_no_cache_runs_all_but_records(setup):
+    run, folder, *_ = setup
+    run()
+    st = states(run('--no-cache'))
+    assert set(st.values()) == {'SUCCEEDED'}
+    assert _count(folder, 'scale') == 2
+    assert states(run())['scale'] == 'CACHED'
+
+
+def test_expiry(setup):
+    run, folder, *_ = setup
+    run()
+    time.sleep(1.2)
+    assert states(run('--cache-max-age', '1s'))['scale'] == 'SUCCEEDED'
+    assert states(run('--cache-max-age', '1h'))['scale'] == 'CACHED'
+
+
+def test_env_var_disables_caching(setup):
+    run, folder, *_ = setup
+    run()
+    st = states(run(env={'KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT': 'true'}))
+    assert st['scale'] == 'SUCCEEDED' and st['load'] == 'SUCCEEDED'
+
+
+def test_explain_cache_names_what_changed(setup, tmp_path):
+    run, folder, data, _ = setup
+    run()
+    data.write_text('zzz')
+    proc = run_cli('explain-cache', os.path.join(str(tmp_path), 'chain.yaml'), '-p', f'uri={data}',
+                   '-p', f'folder={folder}', '-p', 'factor=5', '--root', str(tmp_path / 'root'))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert 'cached  other' in out
+    assert 'would run load: changed: inputs.artifacts.data' in out
+    assert _count(folder, 'load') == 1, 'explain runs nothing'
+
+
+def test_corrupt_object_is_a_miss_not_a_wrong_result(setup, tmp_path):
+    run, folder, *_ = setup
+    first = run()
+    [out] = [t for t in first['tasks'] if t['name'] == 'load'][0]['outputs']['artifacts']['out']
+    digest = out['digest']
+    obj = os.path.join(str(tmp_path / 'root'), 'cache', 'cas', 'objects', digest[:2], digest[2:])
+    os.chmod(obj, 0o644)
+    with open(obj, 'w') as f:
+        f.write('CORRUPTED')
+    result = run()
+    st = states(result)
+    assert st['load'] == 'SUCCEEDED', 'a corrupt object must not be served'
+    assert result['outputs']['parameters']['Output'] == 6
+
+
+@dsl.component
+def slow(folder: str, seconds: float) -> str:
+    import os
+    import time
+    open(os.path.join(folder, 'slow'), 'a').write('x\n')
+    time.sleep(seconds)
+    return 'ok'
+
+
+@dsl.pipeline(name='slow-one')
+def slow_pipeline(folder: str, seconds: float = 3.0):
+    slow(folder=folder, seconds=seconds)
+
+
+def _start(path, root, folder, result):
+    return subprocess.Popen([sys.executable, '-m', 'localrunner.cli', 'run', path, '-p', f'folder={folder}',
+                             '--root', str(root), '--result-json', str(result)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_concurrent_runs_share_the_cache_single_flight(tmp_path):
+    folder = tmp_path / 'c'
+    folder.mkdir()
+    path = compile_pipeline(slow_pipeline, tmp_path / 's.yaml')
+    run_cli('run', path, '-p', f'folder={folder}', '-p', 'seconds=0.0', '--root', str(tmp_path / 'warm'))
+    procs = [_start(path, tmp_path / 'root', folder, tmp_path / f'r{i}.json') for i in range(2)]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = sorted(states(json.load(open(tmp_path / f'r{i}.json')))['slow'] for i in range(2))
+    assert got == ['CACHED', 'SUCCEEDED']
+    assert _count(folder, 'slow') == 2     # one from the warm-up (other root), one from the pair
+
+
+def test_kill_9_leaves_a_usable_cache(tmp_path):
+    folder = tmp_path / 'c'
+    folder.mkdir()
+    path = compile_pipeline(slow_pipeline, tmp_path / 's.yaml')
+    root = tmp_path / 'root'
+    proc = _start(path, root, folder, tmp_path / 'r.json')
+    deadline = time.time() + 120
+    while _count(folder, 'slow') == 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    verify = run_cli('cache', 'verify', '--root', str(root))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    rc, result, p2 = run_pipeline_file(path, root, '-p', f'folder={folder}', '-p', 'seconds=0.1')
+    assert rc == 0 and states(result)['slow'] == 'SUCCEEDED', p2.stdout
+    rc, result, _ = run_pipeline_file(path, root, '-p', f'folder={folder}', '-p', 'seconds=0.1')
+    assert states(result)['slow'] == 'CACHED'
+
+
+def test_cache_commands(setup, tmp_path):
+    run, *_ = setup
+    first = run()
+    root = str(tmp_path / 'root')
+    stats = json.loads(run_cli('cache', 'stats', '--json', '--root', root).stdout)
+    assert stats['actions'] == 3 and stats['objects'] >= 2
+    listing = json.loads(run_cli('cache', 'ls', '--json', '--root', root).stdout)
+    key = [e['key'] for e in listing if e['producer']['task'] == 'scale'][0]
+    shown = json.loads(run_cli('cache', 'show', key[:12], '--root', root).stdout)
+    assert shown['outputs']['parameters']['Output'] == 6 and shown['producer']['run'] == first['run_id']
+    pruned = run_cli('cache', 'prune', '--older-than', '0s', '--root', root)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(run_cli('cache', 'stats', '--json', '--root', root).stdout)['actions'] == 0
+    assert states(run())['scale'] == 'SUCCEEDED'
