@@ -139,19 +139,23 @@ def localrunner_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def localrunner(request: pytest.FixtureRequest, tmp_path, localrunner_backend: str) -> LocalRunner:
-    """Runs KFP components and pipelines locally and returns typed results.
+    """Runs KFP components and pipelines locally and returns typed results:
+    localrunner.run_component(fn_or_yaml, **inputs) -> ComponentResult,
+    localrunner.run_pipeline(fn_or_yaml, **params) -> PipelineResult, and
+    localrunner.artifact(path=|bytes=|text=|dataframe=, type=dsl.Dataset, metadata={}) for input
+    artifacts. Results have .state, .output, .outputs, .artifacts[name] (.path, .uri, .metadata,
+    .read_text()), .metrics, .tasks[name], .logs and .raise_for_state(). Each test gets its own
+    run root and action cache (tmp_path/'localrunner'); venvs and environment images are shared
+    by all tests and sessions. Configure with @pytest.mark.localrunner(backend=, shared_cache=,
+    use_cache=, images=, mounts=) or --localrunner-backend, --localrunner-image, --localrunner-env-dir.
 
-    result = localrunner.run_component(my_component, x=1, data=localrunner.artifact(text='a,b'))
-    result = localrunner.run_pipeline(my_pipeline, n=3)          # or a compiled YAML path
-    result.state, result.output, result.outputs['name'], result.artifacts['model'].path,
-    result.artifacts['model'].metadata, .read_text(), result.metrics, result.tasks['train'],
-    result.logs, result.raise_for_state()
+    Example::
 
-    localrunner.artifact(path=|bytes=|text=|dataframe=, type=dsl.Dataset, metadata={}) makes an
-    input artifact. Each test has its own run root and action cache (tmp_path/'localrunner');
-    venvs and environment images are shared by all tests and sessions. Configure with
-    @pytest.mark.localrunner(backend=, shared_cache=, use_cache=, images=, mounts=) or
-    --localrunner-backend / --localrunner-image / --localrunner-env-dir."""
+        result = localrunner.run_component(train, data=localrunner.artifact(dataframe=df), epochs=2)
+        result.raise_for_state()
+        assert result.metrics['accuracy'] > 0.9
+        assert result.artifacts['model'].metadata['framework'] == 'sklearn'
+    """
     options = _marker_options(request.node)
     config = request.config
     _require_backend(config, localrunner_backend)

@@ -11,12 +11,32 @@ import json
 import os
 from typing import Any
 
-import networkx as nx
+import graphlib
+import sys
+
 import yaml
 from google.protobuf import json_format
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from localrunner.errors import UsageError
+
+
+def _pipeline_spec_pb2():
+    """KFP's own schema. Importing `kfp.pipeline_spec` runs kfp/__init__, which pulls in the
+    KFP client and the kubernetes package (about a second); KFP's own runtime flag makes it
+    skip those, so we set it for that import alone."""
+    if 'kfp' in sys.modules:
+        from kfp.pipeline_spec import pipeline_spec_pb2
+        return pipeline_spec_pb2
+    previous = os.environ.get('_KFP_RUNTIME')
+    os.environ['_KFP_RUNTIME'] = 'true'
+    try:
+        from kfp.pipeline_spec import pipeline_spec_pb2
+    finally:
+        if previous is None:
+            os.environ.pop('_KFP_RUNTIME', None)
+        else:
+            os.environ['_KFP_RUNTIME'] = previous
+    return pipeline_spec_pb2
 
 
 @dataclasses.dataclass
@@ -99,7 +119,7 @@ def _parse_documents(path: str, text: str) -> list:
 
 def _validate_with_schema(path: str, spec: dict) -> None:
     try:
-        json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+        json_format.ParseDict(spec, _pipeline_spec_pb2().PipelineSpec(), ignore_unknown_fields=False)
     except json_format.ParseError as e:
         # protobuf names the field path, e.g. 'Failed to parse root field: ...'
         raise UsageError(f'{path}: invalid pipeline spec: {_one_line(e)}') from None
@@ -119,8 +139,7 @@ def _check_references(p: Pipeline) -> None:
     dags = [('root', p.root)] + [(f'components.{n}', c) for n, c in p.components.items() if 'dag' in c]
     for where, comp in dags:
         tasks = comp['dag'].get('tasks', {})
-        graph = nx.DiGraph()
-        graph.add_nodes_from(tasks)
+        graph: dict[str, set[str]] = {name: set() for name in tasks}
         for tname, task in tasks.items():
             ref = task.get('componentRef', {}).get('name')
             if ref not in p.components:
@@ -128,13 +147,12 @@ def _check_references(p: Pipeline) -> None:
             for up in task_upstreams(task):
                 if up not in tasks:
                     raise UsageError(f'{p.path}: {where}.dag.tasks.{tname}: depends on unknown task {up!r}')
-                graph.add_edge(up, tname)
+                graph[tname].add(up)
         try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            continue
-        names = ' -> '.join([a for a, _ in cycle] + [cycle[0][0]])
-        raise UsageError(f'{p.path}: {where}.dag: dependency cycle: {names}')
+            graphlib.TopologicalSorter(graph).prepare()
+        except graphlib.CycleError as e:
+            names = ' -> '.join(reversed(e.args[1]))
+            raise UsageError(f'{p.path}: {where}.dag: dependency cycle: {names}') from None
 
 
 def task_upstreams(task: dict) -> set[str]:
@@ -150,7 +168,3 @@ def task_upstreams(task: dict) -> set[str]:
             ups.add(spec['taskOutputArtifact']['producerTask'])
     return ups
 
-
-def parse_any(value: Any) -> Any:
-    """Identity helper kept for symmetry with IR constants (already JSON values in YAML)."""
-    return value

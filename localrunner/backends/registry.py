@@ -22,7 +22,8 @@ def available() -> dict[str, str]:
 
 
 def backend_class(name: str) -> type:
-    known = available()
+    # built-ins first: scanning installed distributions' entry points costs ~0.1 s
+    known = _BUILTIN if name in _BUILTIN else available()
     if name not in known:
         raise UsageError(f'--backend {name}: unknown backend; available: {", ".join(sorted(known))}')
     module, _, attr = known[name].partition(':')

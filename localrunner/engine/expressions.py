@@ -10,10 +10,16 @@ import functools
 import json
 from typing import Any
 
-import celpy
-from celpy import celtypes
+_ENV = None
 
-_ENV = celpy.Environment()
+
+def _cel():
+    """cel-python, imported on first use: most pipelines have no condition."""
+    global _ENV
+    import celpy
+    if _ENV is None:
+        _ENV = celpy.Environment()
+    return celpy, _ENV
 
 
 class ExpressionError(Exception):
@@ -21,6 +27,7 @@ class ExpressionError(Exception):
 
 
 def _parse_json(text: Any) -> Any:
+    celpy, _ = _cel()
     try:
         return celpy.json_to_cel(json.loads(str(text)))
     except ValueError as e:
@@ -29,15 +36,17 @@ def _parse_json(text: Any) -> Any:
 
 @functools.lru_cache(maxsize=512)
 def _program(expression: str):
+    celpy, env = _cel()
     try:
-        ast = _ENV.compile(expression)
+        ast = env.compile(expression)
     except celpy.CELParseError as e:
         raise ExpressionError(f'cannot parse CEL expression {expression!r}: {" ".join(str(e).split())}') from None
-    return _ENV.program(ast, functions={'parseJson': _parse_json})
+    return env.program(ast, functions={'parseJson': _parse_json})
 
 
 def to_python(value: Any) -> Any:
     """CEL value -> plain JSON value."""
+    from celpy import celtypes
     if isinstance(value, celtypes.BoolType):
         return bool(value)
     if isinstance(value, (celtypes.IntType, celtypes.UintType)):
@@ -56,6 +65,7 @@ def to_python(value: Any) -> Any:
 
 
 def _evaluate(expression: str, activation: dict) -> Any:
+    celpy, _ = _cel()
     program = _program(expression)
     try:
         result = program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()})
@@ -68,6 +78,7 @@ def _evaluate(expression: str, activation: dict) -> Any:
 
 def evaluate_condition(expression: str, parameter_values: dict) -> bool:
     """A trigger condition over the task's resolved input parameters."""
+    from celpy import celtypes
     result = _evaluate(expression, {'inputs': {'parameter_values': parameter_values}})
     if not isinstance(result, celtypes.BoolType):
         raise ExpressionError(f'condition {expression!r} gave {to_python(result)!r}, not a boolean')
