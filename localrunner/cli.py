@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument('--max-size', metavar='SIZE')
     cache.add_argument('--keep-runs', type=int, default=None, help='gc: runs whose outputs stay reachable')
     cache.add_argument('--json', action='store_true')
+    graph = sub.add_parser('graph', help='the static plan: stages that can run in parallel, longest chain, DOT')
+    graph.add_argument('pipeline')
+    graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
     runs = sub.add_parser('runs', help='list or show past runs')
     runs.add_argument('action', choices=['ls', 'show'])
     runs.add_argument('run_id', nargs='?')
@@ -86,6 +89,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == 'cache':
             from localrunner.faces.cache_command import cache_command
             return cache_command(args)
+        if args.command == 'graph':
+            from localrunner.faces.graph_command import graph_command
+            return graph_command(args)
         if args.command == 'runs':
             from localrunner.faces.runs_command import runs_command
             return runs_command(args)
