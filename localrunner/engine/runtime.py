@@ -242,9 +242,12 @@ class Run:
         else:
             state = State.SUCCEEDED
         out_params, out_arts = self._dag_outputs(dag, scope.outcomes)
-        failed = [f'{prefix}{n}' for n, o in scope.outcomes.items() if o.state == State.FAILED]
-        return Outcome(state, out_params, out_arts,
-                       error=f'task {failed[0]} failed' if failed else None)
+        failed = [(f'{prefix}{n}', o.error) for n, o in scope.outcomes.items() if o.state == State.FAILED]
+        error = None
+        if failed:
+            name, why = failed[0]
+            error = why if why and why.startswith('task ') else f'task {name} failed' + (f': {why}' if why else '')
+        return Outcome(state, out_params, out_arts, error=error)
 
     @staticmethod
     def _dag_outputs(dag: dict, outcomes: dict[str, Outcome]) -> tuple[dict, dict]:
@@ -375,6 +378,7 @@ class Run:
             else State.SUCCEEDED
         error = next((r.error for r in results if r.state == State.FAILED), None)
         outcome = Outcome(state, collected_params, collected_arts, error=error)
+        record.error = error
         self.finish(record, outcome, quiet=True)
         return outcome
 

@@ -1,0 +1,157 @@
+"""The engine on `--backend docker`, against the real Docker engine (offline base image)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from tests.helpers import compile_pipeline, run_pipeline_file, states, task
+from tests.support import require_base_image, require_docker
+from tests.support.docker_image import DEFAULT_TAG
+
+IMAGE = DEFAULT_TAG
+EXAMPLE = os.path.join(os.path.dirname(__file__), '..', 'examples', 'ml_pipeline.yaml')
+
+
+@pytest.fixture(scope='module')
+def docker_client():
+    client = require_docker()
+    require_base_image()
+    return client
+
+
+def _our_containers(client, run_id=None):
+    filters = {'label': 'localrunner.run' + (f'={run_id}' if run_id else '')}
+    return client.containers.list(all=True, filters=filters)
+
+
+def test_example_pipeline_on_docker_then_cached(docker_client, tmp_path):
+    root = tmp_path / 'root'
+    repo = os.path.join(os.path.dirname(__file__), '..')
+    args = ['--backend', 'docker', '--image-map', f'python:3.11-slim={IMAGE}']
+    rc, first, proc = run_pipeline_file(os.path.abspath(EXAMPLE), root, *args, cwd=repo)
+    assert rc == 0, proc.stdout + proc.stderr
+    st = states(first)
+    assert st['condition-1/deploy-model'] == 'SUCCEEDED'
+    metrics = task(first, 'evaluate-model')['outputs']['artifacts']['eval_metrics'][0]['metadata']
+    assert metrics['test_accuracy'] >= 0.85
+    rc, second, proc = run_pipeline_file(os.path.abspath(EXAMPLE), root, *args, cwd=repo)
+    assert rc == 0
+    assert {n: s for n, s in states(second).items() if n != 'importer'} == {
+        'preprocess-data': 'CACHED', 'train-model': 'CACHED', 'evaluate-model': 'CACHED',
+        'condition-1/deploy-model': 'CACHED'}
+    assert not _our_containers(docker_client, first['run_id'])
+    assert not _our_containers(docker_client, second['run_id'])
+
+
+@dsl.component(base_image=IMAGE)
+def produce(out: Output[Dataset]):
+    with open(out.path, 'w') as f:
+        f.write('from-container')
+    out.metadata['n'] = 1
+
+
+@dsl.container_component
+def consume(text: str, data: Input[Dataset], out_text: dsl.OutputPath(str), out_art: Output[Dataset]):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=['sh', '-c', '''
+            printf '%s|%s' "$0" "$(cat "$1")" > "$3"
+            mkdir -p "$(dirname "$4")"; echo "$2" > "$4"
+            if echo x > "$1" 2>/dev/null; then echo WRITABLE; exit 3; fi
+        '''],
+        args=[text, data.path, data.metadata, out_text, out_art.path])
+
+
+@dsl.pipeline(name='docker-io')
+def docker_io(text: str = 'hello'):
+    p = produce()
+    consume(text=text, data=p.outputs['out'])
+
+
+def test_container_io_with_read_only_inputs(docker_client, tmp_path):
+    path = compile_pipeline(docker_io, tmp_path / 'io.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert rc == 0, proc.stdout + proc.stderr
+    out = task(result, 'consume')['outputs']
+    assert out['parameters']['out_text'] == 'hello|from-container'
+    assert json.loads(open(out['artifacts']['out_art'][0]['path']).read()) == {'n': 1}
+
+
+@dsl.container_component
+def exits(code: int):
+    return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', 'echo "about to fail"; exit "$0"'], args=[code])
+
+
+@dsl.pipeline(name='docker-fail')
+def docker_fail():
+    exits(code=7)
+
+
+def test_failing_container_reports_failed(docker_client, tmp_path):
+    path = compile_pipeline(docker_fail, tmp_path / 'f.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert rc == 1 and result['state'] == 'FAILED'
+    t = task(result, 'exits')
+    assert t['state'] == 'FAILED' and 'code 7' in t['error']
+    assert 'about to fail' in proc.stdout
+    assert not _our_containers(docker_client, result['run_id'])
+
+
+@dsl.container_component
+def long_sleep():
+    return dsl.ContainerSpec(image=IMAGE, command=['sleep', '300'])
+
+
+@dsl.pipeline(name='docker-interrupt')
+def docker_interrupt():
+    long_sleep()
+
+
+def test_ctrl_c_leaves_no_container(docker_client, tmp_path):
+    path = compile_pipeline(docker_interrupt, tmp_path / 'i.yaml')
+    result_path = tmp_path / 'r.json'
+    proc = subprocess.Popen([sys.executable, '-m', 'localrunner.cli', 'run', path, '--backend', 'docker',
+                             '--root', str(tmp_path / 'root'), '--result-json', str(result_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not [c for c in _our_containers(docker_client) if c.status == 'running'
+               and c.labels.get('localrunner.task') == 'long-sleep']:
+        assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=90)[0].decode()
+    assert proc.returncode == 130, out
+    result = json.loads(result_path.read_text())
+    assert result['state'] == 'CANCELED'
+    assert not _our_containers(docker_client, result['run_id'])
+
+
+@dsl.component(base_image=IMAGE)
+def read_secret(mount: str) -> str:
+    import os
+    return os.environ.get('DB_USER', '<unset>') + '|' + open(os.path.join(mount, 'password')).read()
+
+
+@dsl.pipeline(name='secrets')
+def secret_pipeline():
+    from kfp import kubernetes
+    t = read_secret(mount='/mnt/creds')
+    kubernetes.use_secret_as_env(t, secret_name='db', secret_key_to_env={'user': 'DB_USER'})
+    kubernetes.use_secret_as_volume(t, secret_name='db', mount_path='/mnt/creds')
+
+
+def test_kubernetes_secret_from_local_folder(docker_client, tmp_path):
+    secret = tmp_path / 'db'
+    secret.mkdir()
+    (secret / 'user').write_text('admin')
+    (secret / 'password').write_text('s3cret')
+    path = compile_pipeline(secret_pipeline, tmp_path / 's.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '--secret', f'db={secret}')
+    assert rc == 0, proc.stdout + proc.stderr
+    assert task(result, 'read-secret')['outputs']['parameters']['Output'] == 'admin|s3cret'
