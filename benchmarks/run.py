@@ -1,0 +1,821 @@
+#!/usr/bin/env python3
+"""localrunner vs kfp.local (kfp==2.17.3): one command, both systems, same invocation.
+
+    python3 benchmarks/run.py            # full run (< 20 min on 2 cores), writes RESULTS.md
+    python3 benchmarks/run.py --quick    # a subset (< 3 min), writes .work/RESULTS-quick.md
+    python3 benchmarks/run.py --report-only results.json   # re-render a report from raw figures
+
+Stdlib only. It makes two venvs under benchmarks/.work/ (git-ignored) with uv:
+  kfp-venv: kfp==2.17.3 + docker (kfp.local runs here, never in the caller's environment);
+  lr-venv:  this checkout of localrunner (editable).
+Runs alternate between the systems (A, B, A, B ...). Each process is timed from spawn to
+exit with os.wait4 (wall clock + rusage; peak RSS = the largest single process of the tree,
+as /usr/bin/time reports it). In-process figures come from the drivers (lr_driver.py,
+kfp_driver.py), which time each pipeline call with perf_counter.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import http.server
+import json
+import os
+import platform
+import shutil
+import signal
+import socketserver
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+WORK = os.path.join(HERE, '.work')
+KFP_VENV = os.path.join(WORK, 'kfp-venv')
+KFP_ML_VENV = os.path.join(WORK, 'kfp-ml-venv')      # kfp.local use_venv=False installs pandas here
+LR_VENV = os.path.join(WORK, 'lr-venv')
+KFP_PY = os.path.join(KFP_VENV, 'bin', 'python')
+LR_PY = os.path.join(LR_VENV, 'bin', 'python')
+LR_CLI = os.path.join(LR_VENV, 'bin', 'localrunner')
+IR = os.path.join(WORK, 'ir')
+ENVS = os.path.join(WORK, 'envs')                     # localrunner's environment cache for the runs
+IMAGE = 'localrunner-test-base:bookworm'
+KFP_VERSION = '2.17.3'
+ML_TASKS = 4
+
+
+def log(msg: str) -> None:
+    print(f'[bench {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+# ---------------------------------------------------------------------------- processes
+
+def timed(argv: list[str], *, env: dict | None = None, cwd: str = REPO, timeout: float = 900,
+          log_name: str | None = None) -> dict:
+    """Spawn, wait4, return wall seconds, exit code and peak RSS (KiB) of the process tree."""
+    logs = os.path.join(WORK, 'logs')
+    os.makedirs(logs, exist_ok=True)
+    path = os.path.join(logs, (log_name or os.path.basename(argv[0])) + '.log')
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(path, 'ab') as out:
+        out.write(f'\n$ {" ".join(argv)}\n'.encode())
+        out.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        timer = threading.Timer(timeout, lambda: _kill(proc.pid))
+        timer.start()
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    rc = os.waitstatus_to_exitcode(status)
+    proc.returncode = rc
+    if rc != 0:
+        log(f'  ! exit {rc}: {" ".join(argv)[:160]} (log {path})')
+    return {'wall': wall, 'rc': rc, 'maxrss_kib': ru.ru_maxrss, 'user': ru.ru_utime, 'sys': ru.ru_stime}
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def check(argv: list[str], **kw) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fresh(path: str) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- setup
+
+def _pip_sources() -> list[str]:
+    """The host's pip extra indexes and find-links (local mirrors), passed on to uv."""
+    urls, links = [], []
+    try:
+        out = check([sys.executable, '-m', 'pip', 'config', 'list'], timeout=30)
+    except Exception:
+        out = ''
+    for line in out.splitlines():
+        if '=' not in line:
+            continue
+        k, v = line.split('=', 1)
+        vals = v.strip().strip('\'"').split()
+        if k.endswith('extra-index-url'):
+            urls += vals
+        elif k.endswith('find-links'):
+            links += vals
+    urls += os.environ.get('PIP_EXTRA_INDEX_URL', '').split()
+    links += os.environ.get('PIP_FIND_LINKS', '').split()
+    args = []
+    for u in dict.fromkeys(urls):
+        if not u.startswith('file://') or os.path.exists(u[7:]):
+            args += ['--extra-index-url', u]
+    for l in dict.fromkeys(links):
+        if os.path.exists(l.replace('file://', '')):
+            args += ['--find-links', l]
+    return args + ['--index-strategy', 'unsafe-best-match']
+
+
+def make_venv(path: str, packages: list[str], marker_text: str) -> None:
+    marker = os.path.join(path, '.bench-complete')
+    if os.path.exists(marker) and open(marker).read() == marker_text:
+        return
+    uv = shutil.which('uv')
+    if not uv:
+        sys.exit('benchmarks need uv (pip install uv)')
+    shutil.rmtree(path, ignore_errors=True)
+    python = os.path.realpath(sys.executable)
+    check([uv, 'venv', '--seed', '-q', '--python', python, path])
+    check([uv, 'pip', 'install', '-q', '--python', os.path.join(path, 'bin', 'python')]
+          + _pip_sources() + packages)
+    with open(marker, 'w') as f:
+        f.write(marker_text)
+
+
+def setup(quick: bool) -> dict:
+    os.makedirs(WORK, exist_ok=True)
+    t = time.perf_counter()
+    make_venv(KFP_VENV, [f'kfp=={KFP_VERSION}', 'docker'], f'kfp=={KFP_VERSION} docker')
+    # googleapis-common-protos: kfp-pipeline-spec imports google.rpc but does not declare it
+    make_venv(LR_VENV, ['-e', REPO, 'googleapis-common-protos'], f'-e {REPO}')
+    log(f'venvs ready ({time.perf_counter() - t:.1f}s)')
+    docker_ok = False
+    try:
+        check(['docker', 'info'], timeout=30)
+        out = check([sys.executable, '-c', 'from tests.support.docker_image import ensure_base_image as e; print(e())'],
+                    cwd=REPO, timeout=900)
+        docker_ok = bool(out.strip())
+    except Exception as e:
+        log(f'docker rows skipped: {e}')
+    fans = '20,50' if quick else '200,1000'
+    out = check([KFP_PY, os.path.join(HERE, 'pipelines.py'), IR] + ([IMAGE] if docker_ok else []),
+                env={**os.environ, 'BENCH_FANOUT': fans, 'BENCH_CHAIN': '10'})
+    paths = json.loads(out.strip().splitlines()[-1])
+    return {'docker': docker_ok, 'ir': paths}
+
+
+class CsvServer:
+    """Serves examples/data/ on 127.0.0.1 so containers (host network) read the same CSV:
+    neither system's Docker runner mounts a host path passed as a string parameter."""
+
+    def __enter__(self):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                    directory=os.path.join(REPO, 'examples', 'data'))
+        handler.log_message = lambda *a, **k: None
+        self.httpd = socketserver.ThreadingTCPServer(('127.0.0.1', 0), handler)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/iris.csv'
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------- figures
+
+class Figures:
+    """Raw samples by row id: {'lr': [...], 'kfp': [...], 'floor': [...], ...}."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+
+    def add(self, row: str, series: str, value: float | None, **extra) -> None:
+        if value is None:
+            return
+        r = self.rows.setdefault(row, {})
+        r.setdefault(series, []).append(value)
+        for k, v in extra.items():
+            r.setdefault(f'{series}.{k}', []).append(v)
+
+
+def lr_cli(fig: Figures, row: str, ir: str, root: str, *, backend: str = 'subprocess', cache: bool = False,
+           params: dict | None = None, env: dict | None = None, tasks: int | None = None,
+           series: str = 'lr', timeout: float = 900) -> dict | None:
+    """`localrunner run` as a user types it; whole-process wall + in-run figures from the result JSON."""
+    rj = os.path.join(WORK, 'result.json')
+    if os.path.exists(rj):
+        os.remove(rj)
+    argv = [LR_CLI, 'run', ir, '--root', root, '-q', '--result-json', rj]
+    if backend != 'subprocess':
+        argv += ['--backend', backend]
+    if not cache:
+        argv.append('--no-cache')
+    for k, v in (params or {}).items():
+        argv += ['-p', f'{k}={v}']
+    t = timed(argv, env={'LOCALRUNNER_ENV_DIR': ENVS, **(env or {})}, log_name=f'lr-{row}', timeout=timeout)
+    res = read_json(rj)
+    if t['rc'] != 0 or not res or res.get('state') != 'SUCCEEDED':
+        fig.add(row, series + '.failed', 1)
+        return None
+    leaf = [x for x in res['tasks'] if x.get('type') not in ('dag', 'loop') and x['state'] != 'SKIPPED']
+    cached = sum(1 for x in leaf if x['state'] == 'CACHED')
+    fig.add(row, series, t['wall'], run_s=res['duration_s'], rss=t['maxrss_kib'] / 1024, hits=cached,
+            tasks=len(leaf))
+    return {'t': t, 'res': res, 'leaf': leaf}
+
+
+def lr_driver(fig: Figures, row_first: str, row_rep: str, ir: str, root: str, repeat: int, *,
+              backend: str = 'subprocess', params: dict | None = None) -> None:
+    out = os.path.join(WORK, 'lr-driver.json')
+    argv = [LR_PY, os.path.join(HERE, 'lr_driver.py'), '--ir', ir, '--root', root, '--out', out,
+            '--repeat', str(repeat), '--backend', backend, '--no-cache']
+    for k, v in (params or {}).items():
+        argv += ['-p', f'{k}={v}']
+    t = timed(argv, env={'LOCALRUNNER_ENV_DIR': ENVS}, log_name=f'lrd-{row_first}')
+    res = read_json(out)
+    if t['rc'] != 0 or not res:
+        fig.add(row_first, 'lr.failed', 1)
+        return
+    runs = res['runs']
+    fig.add(row_first, 'lr', runs[0]['s'])
+    for r in runs[1:]:
+        fig.add(row_rep, 'lr', r['s'])
+    os.remove(out)
+
+
+def kfp_run(fig: Figures, row: str | None, ir: str, root: str, runner: str, *, repeat: int = 1,
+            cache: bool = False, params: dict | None = None, python: str = KFP_PY, series: str = 'kfp',
+            row_first: str | None = None, row_rep: str | None = None, timeout: float = 900) -> dict | None:
+    out = os.path.join(WORK, 'kfp-driver.json')
+    if os.path.exists(out):
+        os.remove(out)
+    argv = [python, os.path.join(HERE, 'kfp_driver.py'), '--ir', ir, '--runner', runner, '--root', root,
+            '--out', out, '--repeat', str(repeat)]
+    if cache:
+        argv.append('--cache')
+    for k, v in (params or {}).items():
+        argv += ['-p', f'{k}={v}']
+    t = timed(argv, log_name=f'kfp-{row or row_first}', timeout=timeout)
+    res = read_json(out)
+    if t['rc'] != 0 or not res:
+        fig.add(row or row_first, series + '.failed', 1)
+        return None
+    runs = res['runs']
+    if row:
+        fig.add(row, series, t['wall'], run_s=runs[0]['s'], rss=t['maxrss_kib'] / 1024,
+                hits=runs[0]['cache_hits'], import_s=res['import_s'])
+    if row_first:
+        fig.add(row_first, series, runs[0]['s'])
+    if row_rep:
+        for r in runs[1:]:
+            fig.add(row_rep, series, r['s'], hits=r['cache_hits'])
+    return {'t': t, 'res': res}
+
+
+def floor_exec_argv(ir_path: str, tmp: str) -> tuple[list[str], dict]:
+    """The trivial task's own program (what KFP runs after its pip prologue), run directly in
+    the environment localrunner built for it: interpreter start + KFP's executor."""
+    code = (
+        'import json,sys,yaml\n'
+        'from localrunner.environments.python_env import lift_prologue\n'
+        'from localrunner.environments.venvs import VenvCache\n'
+        'd=yaml.safe_load(open(sys.argv[1]))\n'
+        'c=next(iter(d["deploymentSpec"]["executors"].values()))["container"]\n'
+        'env,argv=lift_prologue(c["command"],c["args"])\n'
+        'print(json.dumps({"venv":VenvCache().path(env),"argv":argv}))\n')
+    info = json.loads(check([LR_PY, '-c', code, ir_path], env={**os.environ, 'LOCALRUNNER_ENV_DIR': ENVS}))
+    os.makedirs(tmp, exist_ok=True)
+    executor_input = {'inputs': {'parameterValues': {'x': 1}},
+                      'outputs': {'parameters': {'Output': {'outputFile': os.path.join(tmp, 'Output')}},
+                                  'outputFile': os.path.join(tmp, 'executor_output.json')}}
+    argv = [a.replace('{{$}}', json.dumps(executor_input)) for a in info['argv']]
+    env = {'PATH': os.path.join(info['venv'], 'bin') + os.pathsep + os.environ['PATH'],
+           'VIRTUAL_ENV': info['venv'], 'TMPDIR': tmp}
+    return argv, env
+
+
+def docker_env_image(ir_path: str) -> str | None:
+    code = (
+        'import sys,yaml,docker\n'
+        'from localrunner.environments.python_env import lift_prologue\n'
+        'from localrunner.environments import images\n'
+        'd=yaml.safe_load(open(sys.argv[1]))\n'
+        'c=next(iter(d["deploymentSpec"]["executors"].values()))["container"]\n'
+        'env,argv=lift_prologue(c["command"],c["args"])\n'
+        'base=docker.from_env().images.get(c["image"]).id\n'
+        'print(images.env_image_tag(images.env_image_key(base, env)))\n')
+    try:
+        return check([LR_PY, '-c', code, ir_path]).strip()
+    except subprocess.CalledProcessError:
+        return None
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+def s1_per_task(fig: Figures, ctx: dict, quick: bool) -> None:
+    log('S1 per-task overhead')
+    ir = ctx['ir']
+    whole_reps, inproc_reps, repeat = (2, 1, 3) if quick else (4, 3, 4)
+    root = fresh(os.path.join(WORK, 'roots', 's1'))
+    # warm-up (not measured): builds localrunner's environment / derived image once
+    lr_cli(Figures(), 'warmup', ir['one-sub'], root)
+    if ctx['docker']:
+        lr_cli(Figures(), 'warmup', ir['one-docker'], root, backend='docker')
+    kfp_run(Figures(), 'warmup', ir['one-sub'], os.path.join(root, 'kfp'), 'sub')
+    for i in range(whole_reps):
+        lr_cli(fig, 's1.sub.whole', ir['one-sub'], root)
+        kfp_run(fig, 's1.sub.whole', ir['one-sub'], os.path.join(root, 'kfp'), 'sub')
+        if ctx['docker']:
+            lr_cli(fig, 's1.docker.whole', ir['one-docker'], root, backend='docker')
+            kfp_run(fig, 's1.docker.whole', ir['one-docker'], os.path.join(root, 'kfpd'), 'docker')
+    for i in range(inproc_reps):
+        lr_driver(fig, 's1.sub.first', 's1.sub.repeat', ir['one-sub'], root, repeat)
+        kfp_run(fig, None, ir['one-sub'], os.path.join(root, 'kfp'), 'sub', repeat=repeat,
+                row_first='s1.sub.first', row_rep='s1.sub.repeat')
+        if ctx['docker']:
+            lr_driver(fig, 's1.docker.first', 's1.docker.repeat', ir['one-docker'], root, repeat, backend='docker')
+            kfp_run(fig, None, ir['one-docker'], os.path.join(root, 'kfpd'), 'docker', repeat=repeat,
+                    row_first='s1.docker.first', row_rep='s1.docker.repeat')
+    if not quick:
+        # kfp.local's recommended runner: a fresh venv per task (~25 s each); 1 process, 2 tasks
+        lr_driver(fig, 's1.venv.first', 's1.venv.repeat', ir['one-sub'], root, 2)
+        kfp_run(fig, None, ir['one-sub'], os.path.join(root, 'kfpv'), 'venv', repeat=2,
+                row_first='s1.venv.first', row_rep='s1.venv.repeat', series='kfp')
+    # floors
+    argv, env = floor_exec_argv(ir['one-sub'], os.path.join(WORK, 'floor'))
+    for i in range(10 if not quick else 5):
+        t = timed(argv, env=env, log_name='floor-exec')
+        if t['rc'] == 0:
+            for row in ('s1.sub.repeat', 's1.sub.first'):
+                fig.add(row, 'floor', t['wall'])
+    bare_py = timed([LR_PY, '-c', 'pass'], log_name='floor-py')
+    fig.add('s1.sub.whole', 'floor_py', bare_py['wall'])
+    for i in range(3):
+        t = timed(argv, env=env, log_name='floor-exec')
+        fig.add('s1.sub.whole', 'floor', t['wall'])
+        t = timed([LR_PY, '-c', 'import localrunner.faces.run_command, localrunner.backends.subprocess_backend'],
+                  log_name='import-lr')
+        fig.add('s1.sub.whole', 'lr_import', t['wall'])
+        t = timed([KFP_PY, '-c', 'from kfp import local'], log_name='import-kfp')
+        fig.add('s1.sub.whole', 'kfp_import', t['wall'])
+    if ctx['docker']:
+        env_image = docker_env_image(ir['one-docker'])
+        tmp = os.path.join(WORK, 'floor-docker')
+        dargv, _ = floor_exec_argv(ir['one-docker'], tmp)
+        for i in range(10 if not quick else 5):
+            t = timed(['docker', 'run', '--rm', '--network', 'none', IMAGE, 'true'], log_name='floor-docker')
+            if t['rc'] == 0:
+                for row in ('s1.docker.repeat', 's1.docker.first', 's1.docker.whole'):
+                    fig.add(row, 'floor_bare', t['wall'])
+            if env_image:
+                t = timed(['docker', 'run', '--rm', '--network', 'host', '-v', f'{tmp}:{tmp}', '-e', f'TMPDIR={tmp}',
+                           env_image] + dargv, log_name='floor-docker-exec')
+                if t['rc'] == 0:
+                    for row in ('s1.docker.repeat', 's1.docker.first', 's1.docker.whole'):
+                        fig.add(row, 'floor', t['wall'])
+
+
+def s2_throughput(fig: Figures, ctx: dict, quick: bool) -> None:
+    log('S2 DAG throughput')
+    ir = ctx['ir']
+    root = fresh(os.path.join(WORK, 'roots', 's2'))
+    for i in range(1 if quick else 3):
+        lr_cli(fig, 's2.chain10', ir['chain10-sub'], root)
+        kfp_run(fig, 's2.chain10', ir['chain10-sub'], os.path.join(root, 'kfp'), 'sub')
+    fan = 20 if quick else 200
+    for i in range(1 if quick else 2):
+        lr_cli(fig, f's2.fanout{fan}', ir[f'fanout{fan}-sub'], root)
+        if i == 0 and not quick:
+            kfp_run(fig, f's2.fanout{fan}', ir[f'fanout{fan}-sub'], os.path.join(root, 'kfp'), 'sub')
+    big = 50 if quick else 1000
+    lr_cli(fig, f's2.fanout{big}', ir[f'fanout{big}-sub'], root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def s3_scheduler(fig: Figures, ctx: dict, quick: bool) -> None:
+    log('S3 scheduler cost (no-op backend)')
+    for n in ([1000] if quick else [1000, 10000]):
+        out = os.path.join(WORK, 'sched.json')
+        t = timed([LR_PY, os.path.join(HERE, 'sched_bench.py'), '--tasks', str(n), '--root',
+                   os.path.join(WORK, 'roots', 's3'), '--out', out], log_name='sched', timeout=900)
+        res = read_json(out)
+        if t['rc'] == 0 and res:
+            fig.add(f's3.sched{n}', 'lr', res['schedule_s'] / n * 1e6, validate_us=res['validate_s'] / n * 1e6,
+                    plan_us=res['plan_s'] / n * 1e6, wall=t['wall'], rss=t['maxrss_kib'] / 1024)
+    shutil.rmtree(os.path.join(WORK, 'roots', 's3'), ignore_errors=True)
+
+
+def _cold_base_image() -> str | None:
+    """A base image with a new id (same content + a label), so localrunner has no derived
+    environment image for it yet: a real cold start without deleting anyone's images."""
+    tag = f'localrunner-bench-cold:{uuid.uuid4().hex[:10]}'
+    try:
+        cid = check(['docker', 'create', IMAGE, 'true']).strip()
+        check(['docker', 'commit', '--change', f'LABEL bench.nonce={tag}', cid, tag])
+        check(['docker', 'rm', cid])
+        return tag
+    except subprocess.CalledProcessError as e:
+        log(f'cannot make a cold base image: {e.stderr}')
+        return None
+
+
+def _remove_cold_image(tag: str) -> None:
+    try:
+        base_id = check(['docker', 'image', 'inspect', '--format', '{{.Id}}', tag]).strip()
+        derived = check(['docker', 'images', '-q', '--filter', f'label=localrunner.env.base={base_id}']).split()
+        derived += check(['docker', 'images', '-q', '--filter', f'label=bench.nonce={tag}']).split()
+        for image in dict.fromkeys(derived):
+            subprocess.run(['docker', 'rmi', '-f', image], capture_output=True)
+        subprocess.run(['docker', 'rmi', '-f', tag], capture_output=True)
+    except subprocess.CalledProcessError:
+        pass
+
+
+def s45_example(fig: Figures, ctx: dict, quick: bool) -> None:
+    """S4 (cache) and S5 (example pipeline cold / warm / cached), both systems, both backends."""
+    log('S4/S5 example pipeline (pandas + scikit-learn)')
+    ir = ctx['ir']
+    data = {'data_path': 'examples/data/iris.csv'}
+    roots = fresh(os.path.join(WORK, 'roots', 's45'))
+    kfp_ml_py = os.path.join(KFP_ML_VENV, 'bin', 'python')
+    if not quick:
+        # cold: no environment yet, on both systems
+        cold_envs = fresh(os.path.join(WORK, 'envs-cold'))
+        lr_cli(fig, 's5.sub.cold', ir['ml-sub'], os.path.join(roots, 'lr-cold'), params=data,
+               env={'LOCALRUNNER_ENV_DIR': cold_envs})
+        shutil.rmtree(cold_envs, ignore_errors=True)
+        make_venv(KFP_ML_VENV, [f'kfp=={KFP_VERSION}', 'docker'], 'fresh ' + uuid.uuid4().hex)  # no pandas yet
+        kfp_run(fig, 's5.sub.cold', ir['ml-sub'], os.path.join(roots, 'kfp-cold'), 'sub', params=data,
+                python=kfp_ml_py)
+    elif not os.path.exists(kfp_ml_py):
+        make_venv(KFP_ML_VENV, [f'kfp=={KFP_VERSION}', 'docker'], 'quick')
+        kfp_run(Figures(), 'warmup', ir['ml-sub'], os.path.join(roots, 'kfp-warmup'), 'sub', params=data,
+                python=kfp_ml_py)
+    # warm environment, empty cache -> cached re-run on the same root (alternating systems)
+    if not quick:
+        lr_cli(Figures(), 'warmup', ir['ml-sub'], os.path.join(roots, 'lr-warmup'), params=data)
+    for i in range(1 if quick else 3):
+        r = os.path.join(roots, f'lr-{i}')
+        lr_cli(fig, 's5.sub.warm', ir['ml-sub'], r, params=data, cache=True)
+        kfp_r = os.path.join(roots, f'kfp-{i}')
+        if i < (1 if quick else 2):
+            # kfp.local, enable_caching=True, cache_root on disk: first run, then a re-run process
+            kfp_run(fig, 's5.sub.warm', ir['ml-sub'], kfp_r, 'sub', params=data, python=kfp_ml_py, cache=True)
+        got = lr_cli(fig, 's5.sub.cached', ir['ml-sub'], r, params=data, cache=True)
+        if i < (1 if quick else 2):
+            kfp_run(fig, 's5.sub.cached', ir['ml-sub'], kfp_r, 'sub', params=data, python=kfp_ml_py, cache=True)
+        if got:
+            for x in got['leaf']:
+                if x['state'] == 'CACHED':
+                    fig.add('s4.hit', 'lr', x['duration_s'])
+    if quick or not ctx['docker']:
+        return
+    with CsvServer() as srv:
+        url = {'data_path': srv.url}
+        cold = _cold_base_image()
+        if cold:
+            path = os.path.join(IR, 'ml-docker-cold.yaml')
+            with open(ir['ml-docker']) as f:
+                text = f.read()
+            with open(path, 'w') as f:
+                f.write(text.replace(IMAGE, cold))
+            try:
+                lr_cli(fig, 's5.docker.cold', path, os.path.join(roots, 'lrd-cold'), backend='docker', params=url)
+            finally:
+                _remove_cold_image(cold)
+        # kfp.local DockerRunner: every run installs everything from PyPI in fresh containers
+        kfp_run(fig, 's5.docker.cold', ir['ml-docker'], os.path.join(roots, 'kfpd'), 'docker', params=url,
+                cache=True)
+        lr_cli(Figures(), 'warmup', ir['ml-docker'], os.path.join(roots, 'lrd-warmup'), backend='docker',
+               params=url)
+        for i in range(2):
+            r = os.path.join(roots, f'lrd-{i}')
+            lr_cli(fig, 's5.docker.warm', ir['ml-docker'], r, backend='docker', params=url, cache=True)
+            lr_cli(fig, 's5.docker.cached', ir['ml-docker'], r, backend='docker', params=url, cache=True)
+        # kfp.local's recommended SubprocessRunner(use_venv=True): a fresh venv per task, every run
+        kfp_run(fig, 's5.venv.cold', ir['ml-sub'], os.path.join(roots, 'kfpv'), 'venv', params=data, cache=True)
+    shutil.rmtree(roots, ignore_errors=True)
+
+
+def s6_hashing(fig: Figures, ctx: dict, quick: bool) -> None:
+    log('S6 hashing')
+    out = os.path.join(WORK, 'hash.json')
+    size = 256 if quick else 1024
+    t = timed([LR_PY, os.path.join(HERE, 'hash_bench.py'), '--size-mib', str(size), '--dir',
+               os.path.join(WORK, 'hash'), '--out', out, '--reps', '2' if quick else '3'], log_name='hash')
+    res = read_json(out)
+    if t['rc'] != 0 or not res:
+        return
+    gb = res['size_bytes'] / 1e9
+    for x in res['digest_cold']:
+        fig.add('s6.cold', 'lr', gb / x)
+    for x in res['cat_cold']:
+        fig.add('s6.cold', 'floor', gb / x)
+    for x in res['digest_warm']:
+        fig.add('s6.warm', 'lr', gb / x)
+    for x in res['cat_warm']:
+        fig.add('s6.warm', 'floor', gb / x)
+    for x in res['memo_hit']:
+        fig.add('s6.memo', 'lr', x * 1e6)
+    fig.add('s6.memo', 'first', res['memo_first'])
+    fig.rows['s6.meta'] = {'size_mib': [size]}
+    shutil.rmtree(os.path.join(WORK, 'hash'), ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- report
+
+def machine_facts() -> dict:
+    def first(cmd):
+        try:
+            return check(cmd, timeout=30).strip()
+        except Exception:
+            return 'n/a'
+    cpu = 'n/a'
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 'n/a'
+    try:
+        for line in open('/proc/meminfo'):
+            if line.startswith('MemTotal'):
+                mem = f'{int(line.split()[1]) / 2**20:.1f} GiB'
+    except OSError:
+        pass
+    return {
+        'cpus': os.cpu_count(), 'cpu': cpu, 'memory': mem, 'kernel': platform.release(),
+        'os': first(['sh', '-c', '. /etc/os-release && echo $PRETTY_NAME']),
+        'python': platform.python_version(),
+        'docker': first(['docker', 'version', '--format', '{{.Server.Version}} (server) / {{.Client.Version}} (client)']),
+        'uv': first(['uv', '--version']),
+        'kfp': first([KFP_PY, '-c', 'import kfp; print(kfp.__version__)']),
+        'localrunner': first(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD']) + (
+            ' (dirty tree)' if first(['git', '-C', REPO, 'status', '--porcelain', '--', 'localrunner', 'cache']) else ''),
+        'localrunner_commit_date': first(['git', '-C', REPO, 'log', '-1', '--format=%cI']),
+        'PYTHONDONTWRITEBYTECODE': os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)'),
+    }
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(xs, unit='s', digits=None) -> str:
+    if not xs:
+        return '–'
+    m = med(xs)
+    d = digits if digits is not None else (3 if m < 1 else 2 if m < 10 else 1)
+    s = f'{m:.{d}f}'
+    if len(xs) > 1:
+        s += f' ({min(xs):.{d}f}–{max(xs):.{d}f}, n={len(xs)})'
+    else:
+        s += ' (n=1)'
+    return s + (f' {unit}' if unit else '')
+
+
+# Each row: (id, scenario text, unit, lower_is_better, note). Ratio = kfp/lr when lower is better.
+ROWS = [
+    ('s1.sub.whole', '1 one trivial task, whole process (`localrunner run` vs script), subprocess', 's', True),
+    ('s1.sub.first', '1 first task in a process (in-process), subprocess', 's', True),
+    ('s1.sub.repeat', '1 repeated task, same process (in-process), subprocess', 's', True),
+    ('s1.venv.first', '1 first task (in-process); kfp.local SubprocessRunner(use_venv=True)', 's', True),
+    ('s1.venv.repeat', '1 repeated task (in-process); kfp.local SubprocessRunner(use_venv=True)', 's', True),
+    ('s1.docker.whole', '1 one trivial task, whole process, docker', 's', True),
+    ('s1.docker.first', '1 first task in a process (in-process), docker', 's', True),
+    ('s1.docker.repeat', '1 repeated task, same process (in-process), docker', 's', True),
+    ('s2.chain10', '2 chain of 10 tasks, whole process (subprocess)', 's', True),
+    ('s2.fanout20', '2 ParallelFor x20, whole process (subprocess)', 's', True),
+    ('s2.fanout50', '2 ParallelFor x50, whole process (subprocess, localrunner only)', 's', True),
+    ('s2.fanout200', '2 ParallelFor x200, whole process (subprocess)', 's', True),
+    ('s2.fanout1000', '2 ParallelFor x1000, whole process (subprocess, localrunner only)', 's', True),
+    ('s3.sched1000', '3 scheduler alone, 1,000-task DAG, no-op backend', 'µs/task', True),
+    ('s3.sched10000', '3 scheduler alone, 10,000-task DAG, no-op backend', 'µs/task', True),
+    ('s4.hit', '4 one cache hit (per task, in-run), example pipeline', 's', True),
+    ('s5.sub.cold', '5 example pipeline, cold (no environment yet), subprocess', 's', True),
+    ('s5.sub.warm', '5 example pipeline, warm environment, first run (empty cache), subprocess', 's', True),
+    ('s5.sub.cached', '5 example pipeline, cached re-run, subprocess', 's', True),
+    ('s5.venv.cold', '5 example pipeline; kfp.local SubprocessRunner(use_venv=True) (cold = every run)', 's', True),
+    ('s5.docker.cold', '5 example pipeline, cold (no environment/derived image yet), docker', 's', True),
+    ('s5.docker.warm', '5 example pipeline, warm environment, first run, docker', 's', True),
+    ('s5.docker.cached', '5 example pipeline, cached re-run, docker', 's', True),
+    ('s6.cold', '6 hashing 1 file, cold page cache (digest vs `cat > /dev/null`)', 'GB/s', False),
+    ('s6.warm', '6 hashing 1 file, warm page cache (digest vs `cat > /dev/null`)', 'GB/s', False),
+    ('s6.memo', '6 memoized digest (StatMemo hit) of the same file', 'µs', True),
+]
+
+# Why a figure is behind kfp.local or > 1.5x its floor, and what would fix it. Filled from the
+# analysis of the committed run; a flagged row with no entry says so in the closing note.
+CAUSES: dict[str, str] = {}
+
+
+def render(data: dict) -> str:
+    fig = data['figures']
+    m = data['machine']
+    lines = [
+        '# localrunner vs kfp.local: benchmark results',
+        '',
+        f'Generated by `python3 benchmarks/run.py{" --quick" if data["quick"] else ""}` on {data["date"]}; '
+        f'the whole invocation took **{data["wall_s"] / 60:.1f} min**. Raw figures: '
+        f'`benchmarks/{os.path.basename(data["json_name"])}`.',
+        '',
+        '## Machine and versions',
+        '',
+        '| | |', '|---|---|',
+    ]
+    for k in ('cpus', 'cpu', 'memory', 'os', 'kernel', 'python', 'docker', 'uv', 'kfp', 'localrunner',
+              'localrunner_commit_date', 'PYTHONDONTWRITEBYTECODE', 'load_at_start', 'load_at_end'):
+        lines.append(f'| {k} | {m.get(k)} |')
+    lines += [
+        '',
+        '## How it was measured',
+        '',
+        '* Both systems run in the same invocation, alternating (localrunner, kfp.local, localrunner, ...).',
+        '  kfp.local (kfp==2.17.3) runs in its own venv (`benchmarks/.work/kfp-venv`); localrunner in',
+        '  `benchmarks/.work/lr-venv` (this checkout, editable), with its environment cache in `benchmarks/.work/envs`.',
+        '* **whole process**: spawn to exit, `os.wait4` (wall clock; peak RSS = largest single process of the tree,',
+        '  as `/usr/bin/time` reports it). For localrunner this is the CLI (`localrunner run X.yaml --no-cache -q`),',
+        '  for kfp.local a script that imports kfp, `local.init(...)`s and calls the pipeline (the same compiled YAML,',
+        '  loaded with `components.load_component_from_file`).',
+        '* **in-process**: the pipeline call alone, `perf_counter` in the driver (`lr_driver.py` uses',
+        '  `localrunner.api.run_pipeline`, `kfp_driver.py` calls the loaded pipeline). "first" is the first call in a',
+        '  fresh process, "repeated" every later call in the same process.',
+        '* Trivial task = `@dsl.component def identity(x: int) -> int: return x` (the kfp.local baseline\'s).',
+        '  Docker rows use the offline image `localrunner-test-base:bookworm` (tests/support/docker_image.py);',
+        '  both systems\' Docker runners use the host network (only it reaches PyPI here).',
+        '* Floors: **exec floor** = the task\'s own program (KFP\'s `sh -ec` + `python3 -m kfp.dsl.executor_main`,',
+        '  i.e. interpreter start + KFP\'s executor) run directly in the task\'s environment; **docker floor** =',
+        '  `docker run --rm IMAGE true`; **docker exec floor** = `docker run --rm` of the environment image running',
+        '  that same program.',
+        '* "x faster" = kfp.local median / localrunner median (higher is better for localrunner; for GB/s rows it',
+        '  is localrunner / floor). Medians, with min–max and n.',
+        '',
+        '## Results',
+        '',
+        '| # | scenario | localrunner | kfp.local | localrunner x faster | floor | localrunner / floor |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    flagged = []
+    for rid, text, unit, lower in ROWS:
+        r = fig.get(rid)
+        if not r:
+            continue
+        lr, kfp, floor = r.get('lr', []), r.get('kfp', []), r.get('floor', [])
+        num, scen = text.split(' ', 1)
+        if rid.startswith('s1.venv'):
+            lr = fig.get(rid.replace('venv', 'sub'), {}).get('lr', []) if not lr else lr
+        ratio = ''
+        if lr and kfp:
+            ratio_v = med(kfp) / med(lr) if lower else med(lr) / med(kfp)
+            ratio = f'**{ratio_v:.1f}x**' if ratio_v >= 10 else f'**{ratio_v:.2f}x**'
+            if ratio_v <= 1.0:
+                flagged.append((rid, scen, f'not ahead of kfp.local ({ratio_v:.2f}x)'))
+        fl = ''
+        over = ''
+        if lr and floor:
+            o = med(lr) / med(floor) if lower else med(floor) / med(lr)
+            fl = fmt(floor, unit)
+            over = f'{o:.1f}x'
+            if o > 1.5:
+                flagged.append((rid, scen, f'{o:.1f}x the floor'))
+        extra = []
+        if 'lr.run_s' in r:
+            extra.append(f'in-run {fmt(r["lr.run_s"])}')
+        if 'lr.rss' in r:
+            extra.append(f'peak RSS {med(r["lr.rss"]):.0f} MiB')
+        if rid.startswith('s2') and 'lr.run_s' in r and 'lr.tasks' in r:
+            extra.append(f'**{med(r["lr.tasks"]) / med(r["lr.run_s"]):.1f} tasks/s** in-run')
+        if rid.startswith('s5') and 'lr.hits' in r:
+            extra.append(f'hits {int(med(r["lr.hits"]))}/{ML_TASKS}')
+        if 'lr.validate_us' in r:
+            extra.append(f'+ validate {med(r["lr.validate_us"]):.0f} µs/task, plan {med(r["lr.plan_us"]):.1f} µs/task, '
+                         f'process {fmt(r["lr.wall"])}, peak RSS {med(r["lr.rss"]):.0f} MiB')
+        kextra = []
+        if 'kfp.run_s' in r:
+            kextra.append(f'in-run {fmt(r["kfp.run_s"])}')
+        if 'kfp.rss' in r:
+            kextra.append(f'peak RSS {med(r["kfp.rss"]):.0f} MiB')
+        if rid.startswith('s2') and 'kfp.run_s' in r:
+            n = int(rid.split('chain')[-1]) if 'chain' in rid else int(rid.split('fanout')[-1])
+            kextra.append(f'**{n / med(r["kfp.run_s"]):.2f} tasks/s** in-run')
+        if 'kfp.hits' in r and (rid.startswith('s5') or rid.startswith('s4')):
+            kextra.append(f'hits {int(med(r["kfp.hits"]))}/{ML_TASKS}')
+        lr_cell = fmt(lr, unit) + (' — ' + '; '.join(extra) if extra else '') if lr else '–'
+        if rid.startswith('s1.venv') and lr:
+            lr_cell = '(same as subprocess row) ' + fmt(lr, unit)
+        kfp_cell = fmt(kfp, unit) + (' — ' + '; '.join(kextra) if kextra else '') if kfp else '–'
+        if r.get('lr.failed'):
+            lr_cell += f' **({len(r["lr.failed"])} failed)**'
+        if r.get('kfp.failed'):
+            kfp_cell += f' **({len(r["kfp.failed"])} failed)**'
+        if rid == 's6.memo':
+            fl = f'first (hashing) call {fmt(r.get("first.x", r.get("first", [])))}'
+        if 'floor_bare' in r:
+            fl = (fl + '; ' if fl else '') + f'docker floor {fmt(r["floor_bare"], unit)}'
+            o2 = med(lr) / med(r['floor_bare']) if lr else None
+            if o2:
+                over = (over + '; ' if over else '') + f'{o2:.1f}x docker floor'
+        if 'floor_py' in r:
+            fl = (fl + '; ' if fl else '') + (f'bare `python -c pass` {fmt(r["floor_py"], unit)}; '
+                                              f'import localrunner CLI {fmt(r.get("lr_import", []), unit)}; '
+                                              f'`from kfp import local` {fmt(r.get("kfp_import", []), unit)}')
+        lines.append(f'| {num} | {scen} | {lr_cell} | {kfp_cell} | {ratio} | {fl} | {over} |')
+    lines += ['', '## Headline', '']
+    lines += headline(fig)
+    lines += ['', '## Closing note: where localrunner is not ahead, or > 1.5x its floor', '']
+    if not flagged:
+        lines.append('Nothing: localrunner is ahead of kfp.local everywhere and within 1.5x of every floor.')
+    for rid, scen, why in flagged:
+        cause = CAUSES.get(rid, '*cause not analysed yet.*')
+        lines.append(f'* **{scen}** — {why}. {cause}')
+    for extra in data.get('notes', []):
+        lines.append(f'* {extra}')
+    return '\n'.join(lines) + '\n'
+
+
+def headline(fig: dict) -> list[str]:
+    out = []
+
+    def ratio(rid):
+        r = fig.get(rid, {})
+        if r.get('lr') and r.get('kfp'):
+            return med(r['kfp']) / med(r['lr'])
+        return None
+    for rid, text in [('s1.sub.repeat', 'per task, subprocess (repeated task)'),
+                      ('s1.venv.repeat', 'per task vs kfp.local use_venv=True (repeated task)'),
+                      ('s1.docker.repeat', 'per task, docker (repeated task)'),
+                      ('s2.chain10', 'chain of 10, whole process'),
+                      ('s2.fanout200', 'ParallelFor x200, whole process'),
+                      ('s5.sub.cold', 'example pipeline cold, subprocess'),
+                      ('s5.sub.warm', 'example pipeline, warm environment'),
+                      ('s5.sub.cached', 'example pipeline, cached re-run (kfp.local: 0 hits)'),
+                      ('s5.docker.cold', 'example pipeline cold, docker')]:
+        v = ratio(rid)
+        if v:
+            out.append(f'* {text}: localrunner **{v:.1f}x** faster than kfp.local')
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--quick', action='store_true', help='a subset in under 3 minutes')
+    ap.add_argument('--only', help='comma-separated scenarios to run (s1,s2,s3,s45,s6)')
+    ap.add_argument('--report-only', metavar='JSON', help='re-render the report from a raw-figures JSON')
+    a = ap.parse_args()
+    if a.report_only:
+        data = read_json(a.report_only)
+        out_md = os.path.join(HERE, 'RESULTS.md') if not data['quick'] else os.path.join(WORK, 'RESULTS-quick.md')
+        with open(out_md, 'w') as f:
+            f.write(render(data))
+        log(f'wrote {out_md}')
+        return 0
+    started = time.perf_counter()
+    date = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    load_start = open('/proc/loadavg').read().strip()
+    ctx = setup(a.quick)
+    fig = Figures()
+    scenarios = {'s1': s1_per_task, 's2': s2_throughput, 's3': s3_scheduler, 's45': s45_example,
+                 's6': s6_hashing}
+    wanted = a.only.split(',') if a.only else list(scenarios)
+    for name in wanted:
+        t = time.perf_counter()
+        try:
+            scenarios[name](fig, ctx, a.quick)
+        except Exception as e:      # one broken scenario must not lose the others' figures
+            log(f'{name} failed: {type(e).__name__}: {e}')
+            fig.rows.setdefault('errors', {}).setdefault(name, []).append(f'{type(e).__name__}: {e}')
+        log(f'{name} done in {time.perf_counter() - t:.0f}s')
+    wall = time.perf_counter() - started
+    json_name = 'results-quick.json' if a.quick else 'results.json'
+    json_path = os.path.join(WORK if a.quick else HERE, json_name)
+    facts = machine_facts()
+    facts['load_at_start'], facts['load_at_end'] = load_start, open('/proc/loadavg').read().strip()
+    data = {'date': date, 'quick': a.quick, 'wall_s': wall, 'machine': facts, 'figures': fig.rows,
+            'json_name': json_name, 'only': wanted}
+    with open(json_path, 'w') as f:
+        json.dump(data, f, indent=1)
+    out_md = os.path.join(WORK, 'RESULTS-quick.md') if a.quick or a.only else os.path.join(HERE, 'RESULTS.md')
+    with open(out_md, 'w') as f:
+        f.write(render(data))
+    log(f'done in {wall / 60:.1f} min: {out_md}, {json_path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
