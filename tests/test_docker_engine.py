@@ -155,3 +155,35 @@ def test_kubernetes_secret_from_local_folder(docker_client, tmp_path):
     rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '--secret', f'db={secret}')
     assert rc == 0, proc.stdout + proc.stderr
     assert task(result, 'read-secret')['outputs']['parameters']['Output'] == 'admin|s3cret'
+
+
+@dsl.component(base_image=IMAGE)
+def write_shared(text: str):
+    with open('/data/shared.txt', 'w') as f:
+        f.write(text)
+
+
+@dsl.component(base_image=IMAGE)
+def read_shared() -> str:
+    return open('/data/shared.txt').read()
+
+
+@dsl.pipeline(name='pvc-share')
+def pvc_pipeline(text: str = 'via-pvc'):
+    from kfp import kubernetes
+    pvc = kubernetes.CreatePVC(pvc_name='shared-claim', access_modes=['ReadWriteOnce'], size='1Gi',
+                               storage_class_name='standard')
+    w = write_shared(text=text)
+    kubernetes.mount_pvc(w, pvc_name=pvc.outputs['name'], mount_path='/data')
+    r = read_shared().after(w)
+    kubernetes.mount_pvc(r, pvc_name=pvc.outputs['name'], mount_path='/data')
+
+
+def test_pvc_mounts_map_to_a_host_folder(docker_client, tmp_path):
+    host = tmp_path / 'claim'
+    path = compile_pipeline(pvc_pipeline, tmp_path / 'pvc.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker',
+                                         '--pvc', f'shared-claim={host}')
+    assert rc == 0, proc.stdout + proc.stderr
+    assert task(result, 'read-shared')['outputs']['parameters']['Output'] == 'via-pvc'
+    assert (host / 'shared.txt').read_text() == 'via-pvc'

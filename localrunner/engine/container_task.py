@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from localrunner.backends.base import LaunchError, LaunchSpec, Mount, Resources
 from localrunner.engine import executor_io, k8s_local
+from localrunner.engine import inputs as task_inputs
 from localrunner.engine.caching import action_key, canonical, parse_duration
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import PlaceholderError, RunContext, resolve_argv, substitute
@@ -90,7 +91,8 @@ def retry_delays(policy: dict) -> list[float]:
 
 class ContainerTask:
     def __init__(self, run: 'Run', name: str, display: str, task: dict, component_name: str,
-                 component: dict, executor_label: str, params: dict, arts: dict[str, list[Artifact]]):
+                 component: dict, executor_label: str, params: dict, arts: dict[str, list[Artifact]],
+                 scope: Optional[task_inputs.Scope] = None):
         self.run = run
         self.name = name
         self.display = display
@@ -102,6 +104,8 @@ class ContainerTask:
         self.params = executor_io.coerce_inputs(
             params, component.get('inputDefinitions', {}).get('parameters', {}))
         self.arts = arts
+        # kfp-kubernetes settings name their parameters in the enclosing DAG (its inputs, its tasks' outputs)
+        self.scope = scope or task_inputs.Scope({}, {}, {}, '')
         self.task_dir = os.path.join(run.run_dir, 'tasks', name)
         self.record = TaskRecord(name=name, display_name=display, state=State.SUCCEEDED, kind='container',
                                  component=component_name, task_dir=self.task_dir)
@@ -191,10 +195,14 @@ class ContainerTask:
                                                 self.output_file)
         ctx = self._ctx()
         resources = resources_of(self.container, self.executor_input, ctx)
-        k8s = k8s_local.apply(run.pipeline.k8s_executor_config(self.label), self.params, run.options.k8s,
+        k8s = k8s_local.apply(run.pipeline.k8s_executor_config(self.label),
+                              lambda ref: task_inputs.parameter_value(ref, self.scope, ctx)[1], run.options.k8s,
                               pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name)
         for message in k8s.warnings:
             run.warn(message, task=self.name)
+        if k8s.volumes and not run.backend_mounts_volumes:
+            run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
+                          f'(--backend docker); on this backend the task does not see them')
         for key in k8s.ignored:
             run.warn_once(f'kfp-kubernetes setting {key} has no local effect (recorded only)')
 

@@ -66,6 +66,8 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
                 shutil.copy2(path, target)
             path = uri = target
         digest, kind = await run.in_thread(run.cache.digest_input, path)
+        run.warn_once(f'{name}: imports a local path ({path}); on a KFP cluster the importer needs a '
+                      f'gs://, s3:// or minio:// URI (parity warning)')
     else:
         run.warn(f'{name}: importer URI {uri} is not local; it is passed on as a URI only', task=name)
     artifact = Artifact(name='artifact', schema_title=schema.get('schemaTitle', 'system.Artifact'),

@@ -36,7 +36,7 @@ def final_status(outcome: Optional[Outcome], producer: str, job_name: str) -> di
             'pipelineTaskName': producer, 'error': error}
 
 
-def _parameter(spec: dict, scope: Scope, ctx: RunContext) -> tuple[bool, Any]:
+def parameter_value(spec: dict, scope: Scope, ctx: RunContext) -> tuple[bool, Any]:
     if 'componentInputParameter' in spec:
         name = spec['componentInputParameter']
         return name in scope.parameters, scope.parameters.get(name)
@@ -73,7 +73,7 @@ def resolve(task: dict, component: dict, scope: Scope, ctx: RunContext,
     inputs = task.get('inputs', {})
     params: dict[str, Any] = {}
     for name, spec in inputs.get('parameters', {}).items():
-        present, value = _parameter(spec, scope, ctx)
+        present, value = parameter_value(spec, scope, ctx)
         if not present:
             continue
         selector = spec.get('parameterExpressionSelector')

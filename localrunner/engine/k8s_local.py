@@ -12,7 +12,7 @@ import json
 import os
 import re
 import socket
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -68,23 +68,23 @@ def read_key_values(path: str) -> dict[str, str]:
     return out
 
 
-def _param(ref: Any, params: dict) -> Optional[Any]:
-    """Value of a name-parameter: {componentInputParameter}, {runtimeValue: {constant}} or a bare string."""
+Lookup = Callable[[dict], Any]
+
+
+def _param(ref: Any, lookup: Lookup) -> Optional[Any]:
+    """Value of a name-parameter: a bare string, {constant}, or an IR parameter reference
+    ({componentInputParameter} / {taskOutputParameter} / {runtimeValue}) in the task's DAG."""
     if ref is None:
         return None
     if isinstance(ref, str):
         return ref
-    if 'componentInputParameter' in ref:
-        return params.get(ref['componentInputParameter'])
-    if 'runtimeValue' in ref:
-        return ref['runtimeValue'].get('constant')
-    if 'constant' in ref:
+    if 'constant' in ref and len(ref) == 1:
         return ref['constant']
-    return None
+    return lookup(ref)
 
 
-def _name(item: dict, kind: str, params: dict) -> Optional[str]:
-    value = _param(item.get(f'{kind}NameParameter'), params) or item.get(f'{kind}Name')
+def _name(item: dict, kind: str, lookup: Lookup) -> Optional[str]:
+    value = _param(item.get(f'{kind}NameParameter'), lookup) or item.get(f'{kind}Name')
     return str(value) if value not in (None, '') else None
 
 
@@ -104,7 +104,7 @@ def field_value(field_path: str, pod_name: str, labels: dict, annotations: dict)
     }.get(field_path, '')
 
 
-def apply(config: dict, params: dict, sources: LocalSources, pod_name: str, task: str) -> K8sEffect:
+def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, task: str) -> K8sEffect:
     effect = K8sEffect()
     meta = config.get('podMetadata') or {}
     effect.labels = {str(k): str(v) for k, v in (meta.get('labels') or {}).items()}
@@ -114,7 +114,7 @@ def apply(config: dict, params: dict, sources: LocalSources, pod_name: str, task
 
     for kind, store, what in (('secret', sources.secrets, 'secret'), ('configMap', sources.config_maps, 'config map')):
         for item in config.get(f'{kind}AsEnv') or []:
-            name = _name(item, kind, params)
+            name = _name(item, kind, lookup)
             values = _lookup(name, store, what, item.get('optional', False), task, effect)
             for pair in item.get('keyToEnv') or []:
                 key = pair.get('secretKey') or pair.get('configMapKey')
@@ -123,12 +123,14 @@ def apply(config: dict, params: dict, sources: LocalSources, pod_name: str, task
                 elif values is not None and not item.get('optional'):
                     effect.warnings.append(f'{task}: {what} {name!r} has no key {key!r}')
         for item in config.get(f'{kind}AsVolume') or []:
-            name = _name(item, kind, params)
+            name = _name(item, kind, lookup)
             if _lookup(name, store, what, item.get('optional', False), task, effect) is not None:
                 effect.volumes[os.path.abspath(store[name])] = item['mountPath']
 
     for item in config.get('pvcMount') or []:
-        name = _param(item.get('pvcNameParameter'), params) or _param(item, params) or item.get('constant')
+        name = (_param(item.get('pvcNameParameter'), lookup) or _param(item.get('taskOutputParameter'), lookup)
+                or item.get('constant') or _param({k: v for k, v in item.items() if k == 'componentInputParameter'}
+                                                  or None, lookup))
         if not name:
             effect.warnings.append(f'{task}: pvcMount at {item.get("mountPath")} names no PVC')
             continue

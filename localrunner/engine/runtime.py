@@ -92,6 +92,7 @@ class Run:
         self.params = params
         self.root_artifacts = root_artifacts or {}
         self.backend = backend
+        self.backend_mounts_volumes = backend.name != 'subprocess'
         self.options = options
         self.bus = bus or EventBus()
         self.run_id = options.run_id or new_run_id(pipeline.name)
@@ -315,7 +316,8 @@ class Run:
         if 'container' not in executor:
             return self._record_simple(name, task, State.FAILED,
                                        error=f'executor {label}: only container and importer executors exist in KFP v2 IR')
-        return await ContainerTask(self, name, display, task, comp_name, component, label, params, arts).execute()
+        return await ContainerTask(self, name, display, task, comp_name, component, label, params, arts,
+                                   scope=scope).execute()
 
     async def _run_sub_dag(self, name, task, comp_name, component, params, arts) -> Outcome:
         record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
