@@ -82,6 +82,29 @@ class CacheSettings:
     enabled: bool = True                 # --no-cache turns lookups off (results still recorded)
     max_age_s: Optional[float] = None    # --cache-max-age
     disabled_by_default: bool = False    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT
+    remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
+
+
+def open_remote(url: str):
+    """s3://bucket/prefix, reached with LOCALRUNNER_S3_ENDPOINT (host:port; default AWS) and
+    the usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; LOCALRUNNER_S3_INSECURE=1 for http."""
+    from minio import Minio
+    from localrunner_cache import RemoteStore
+    if not url.startswith('s3://'):
+        raise ValueError(f'{url}: expected s3://BUCKET[/PREFIX]')
+    bucket, _, prefix = url[len('s3://'):].partition('/')
+    endpoint = os.environ.get('LOCALRUNNER_S3_ENDPOINT', 's3.amazonaws.com')
+    endpoint = endpoint.split('://', 1)[-1]
+    import urllib3
+    # a shared cache that does not answer must cost seconds, not minutes, per task
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=3, read=60),
+                               retries=urllib3.Retry(total=2, backoff_factor=0.2,
+                                                     status_forcelist=[500, 502, 503, 504]))
+    client = Minio(endpoint, access_key=os.environ.get('AWS_ACCESS_KEY_ID'), http_client=http,
+                   secret_key=os.environ.get('AWS_SECRET_ACCESS_KEY'),
+                   secure=os.environ.get('LOCALRUNNER_S3_INSECURE', '') not in ('1', 'true'),
+                   region=os.environ.get('AWS_DEFAULT_REGION'))
+    return RemoteStore(client, bucket, prefix.strip('/'))
 
 
 class TaskCache:
@@ -95,6 +118,8 @@ class TaskCache:
         self.memo = StatMemo(os.path.join(self.dir, 'memo.db'))
         self.settings = settings
         self._last: Optional[diskcache.Cache] = None
+        self.remote = open_remote(settings.remote) if settings.remote else None
+        self.remote_errors: list[str] = []
 
     @property
     def last(self) -> diskcache.Cache:
@@ -112,7 +137,21 @@ class TaskCache:
         return task_enable is not False
 
     def lookup(self, key: str) -> Optional[ActionResult]:
-        return self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)
+        hit = self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)
+        if hit is not None or self.remote is None:
+            return hit
+        try:
+            shared = self.remote.get_action(key)
+            if shared is None or (self.settings.max_age_s is not None
+                                  and time.time() - shared.created > self.settings.max_age_s):
+                return None
+            for digest in shared.digests:
+                self.remote.pull(self.cas, digest)
+            self.actions.put(key, shared, cas=self.cas)
+            return shared
+        except Exception as e:            # a remote problem is a miss, never a failed task
+            self.remote_errors.append(f'remote cache lookup failed: {e}')
+            return None
 
     def put_output(self, path: str) -> tuple[Optional[str], Optional[str]]:
         """Stores what a task left at an output path: (digest, kind), or (None, None) if nothing."""
@@ -127,8 +166,16 @@ class TaskCache:
         return self.cas.put_path(path, memo=self.memo)
 
     def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict) -> None:
-        self.actions.put(key, ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
-                                           producer=producer, key_parts=parts), cas=self.cas)
+        result = ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
+                              producer=producer, key_parts=parts)
+        self.actions.put(key, result, cas=self.cas)
+        if self.remote is not None:
+            try:
+                for digest in digests:
+                    self.remote.push(self.cas, digest)
+                self.remote.put_action(key, result)
+            except Exception as e:
+                self.remote_errors.append(f'remote cache upload failed: {e}')
 
     def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
         self.last.set(f'{pipeline}\0{task}', {'key': key, 'parts': canonical(parts), 'run': run_id})

@@ -175,6 +175,8 @@ class Run:
             self.cancel()
             outcome = Outcome(State.CANCELED)
         finally:
+            for message in dict.fromkeys(self.cache.remote_errors):
+                self.warn(message)
             for stopper in self._stoppers:
                 stopper.join()
             self._threads.shutdown(wait=True, cancel_futures=True)

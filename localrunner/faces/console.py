@@ -127,7 +127,7 @@ class ConsoleView:
     # ---------------------------------------------------------------- live status
     def _status(self) -> Text:
         names = ', '.join(list(self.running)[:4]) + (' ...' if len(self.running) > 4 else '')
-        return Text(f'  {self.finished} done, {len(self.running)} running, {self.total} in plan  '
+        return Text(f'  {self.finished} done, {len(self.running)} running  '
                     f'{time.time() - self.started:.1f}s  {names}', style='bold blue')
 
     def _refresh(self) -> None:

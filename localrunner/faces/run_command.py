@@ -51,7 +51,7 @@ def build_options(args, explain: bool) -> RunOptions:
         root=args.root,
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
-        cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age,
+        cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=_remote(args.remote_cache),
                             disabled_by_default=_truthy_env('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT')),
         k8s=LocalSources(secrets=_pairs(args.secret, '--secret'), config_maps=_pairs(args.config_map, '--config-map'),
                          pvcs=_pairs(args.pvc, '--pvc')),
@@ -59,6 +59,12 @@ def build_options(args, explain: bool) -> RunOptions:
         gpu_ids=tuple(gpu_ids),
         image_map=_image_map(args.image_map),
     )
+
+
+def _remote(url):
+    if url and not url.startswith('s3://'):
+        raise UsageError(f'--remote-cache {url}: expected s3://BUCKET[/PREFIX]')
+    return url
 
 
 def _image_map(values: list[str]) -> dict[str, str]:
