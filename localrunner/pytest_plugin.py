@@ -17,17 +17,27 @@ use_cache=False, images={ir image: replacement}, mounts=[host paths].
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from localrunner.testing import (ComponentResult, InputArtifact, LocalRunner, LocalRunnerFailure, OutputArtifact,
-                                 PipelineResult, TaskResult)
+if TYPE_CHECKING:
+    from localrunner.testing import LocalRunner
 
-__all__ = ['ComponentResult', 'InputArtifact', 'LocalRunner', 'LocalRunnerFailure', 'OutputArtifact',
-           'PipelineResult', 'TaskResult']
+# The engine is imported when a test first asks for the fixture, not when pytest starts.
+_EXPORTS = ('ComponentResult', 'InputArtifact', 'LocalRunner', 'LocalRunnerFailure', 'OutputArtifact',
+            'PipelineResult', 'TaskResult')
+__all__ = list(_EXPORTS)
 
-_RUNNER_KEY = pytest.StashKey[LocalRunner]()
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import localrunner.testing
+        return getattr(localrunner.testing, name)
+    raise AttributeError(name)
+
+
+_RUNNER_KEY = pytest.StashKey['LocalRunner']()
 _PROBES_KEY = pytest.StashKey[dict]()
 _MARKER_KEYS = {'backend', 'shared_cache', 'use_cache', 'images', 'mounts'}
 
@@ -138,7 +148,7 @@ def localrunner_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def localrunner(request: pytest.FixtureRequest, tmp_path, localrunner_backend: str) -> LocalRunner:
+def localrunner(request: pytest.FixtureRequest, tmp_path, localrunner_backend: str) -> 'LocalRunner':
     """Runs KFP components and pipelines locally and returns typed results:
     localrunner.run_component(fn_or_yaml, **inputs) -> ComponentResult,
     localrunner.run_pipeline(fn_or_yaml, **params) -> PipelineResult, and
@@ -156,6 +166,7 @@ def localrunner(request: pytest.FixtureRequest, tmp_path, localrunner_backend: s
         assert result.metrics['accuracy'] > 0.9
         assert result.artifacts['model'].metadata['framework'] == 'sklearn'
     """
+    from localrunner.testing import LocalRunner
     options = _marker_options(request.node)
     config = request.config
     _require_backend(config, localrunner_backend)
@@ -185,6 +196,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     runner = item.stash.get(_RUNNER_KEY, None)
     if runner is None:
         return
+    from localrunner.testing import LocalRunnerFailure
     if call.excinfo is not None and isinstance(call.excinfo.value, LocalRunnerFailure):
         return
     for result in runner.results:

@@ -250,8 +250,10 @@ BACKEND_SOURCE = '''
 '''
 
 
-def test_backend_comes_from_the_marker_then_the_option(run):
+def test_backend_comes_from_the_marker_then_the_option_then_the_ini(run, pytester):
     run(BACKEND_SOURCE, '-s').stdout.fnmatch_lines(['*BACKEND subprocess*'])
+    pytester.makeini('[pytest]\nlocalrunner_backend = from-ini\n')
+    run(BACKEND_SOURCE, '-s').stdout.fnmatch_lines(['*BACKEND from-ini*'])
     result = run(BACKEND_SOURCE + '''
     @pytest.mark.localrunner(backend='nope')
     def test_unknown_backend(localrunner):
@@ -271,21 +273,14 @@ def test_docker_without_an_engine_is_skipped_with_the_reason(run, monkeypatch):
 
 def test_docker_without_an_engine_fails_under_ci(run, monkeypatch):
     monkeypatch.setenv('DOCKER_HOST', 'unix:///nonexistent/docker.sock')
-    monkeypatch.setenv('CI', 'true')
-    result = pytest_run_keeping_ci(run, '''
+    monkeypatch.setenv('CI', 'true')           # after `run` took it away for the other tests
+    result = run('''
         @pytest.mark.localrunner(backend='docker')
         def test_docker(localrunner):
             pass
     ''')
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(['*no Docker engine answers*CI=true: Docker tests must run, not be skipped*'])
-
-
-def pytest_run_keeping_ci(run, source):
-    # `run` removes CI for the inner session; this one sets it back after that
-    import os as _os
-    _os.environ['CI'] = 'true'
-    return run.__wrapped__(source) if hasattr(run, '__wrapped__') else run(source)
 
 
 @pytest.mark.docker
