@@ -3,7 +3,6 @@ usage, 130 interrupted (Ctrl-C: run CANCELED)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional

@@ -1,5 +1,4 @@
 """--remote-cache: two machines (two roots) share results through a real S3 server."""
-import os
 
 import pytest
 from kfp import dsl

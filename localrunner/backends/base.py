@@ -46,9 +46,6 @@ class LaunchSpec:
     resources: Resources = dataclasses.field(default_factory=Resources)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)   # host dir -> path in task (PVCs, secrets)
-    # the executor's kfp-kubernetes config (IR platforms.kubernetes), names resolved; only
-    # backends that run on a cluster use it (pod_spec.resolve_platform resolves the names)
-    platform: dict = dataclasses.field(default_factory=dict)
     platform: dict = dataclasses.field(default_factory=dict)  # the IR's kfp-kubernetes settings for this executor
 
 

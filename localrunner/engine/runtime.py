@@ -15,10 +15,8 @@ import functools
 import json
 import os
 import secrets
-import shutil
 import threading
 import time
-import uuid
 from typing import Any, Callable, Optional
 
 from localrunner.backends.base import Backend, Execution
@@ -28,7 +26,7 @@ from localrunner.engine.container_task import ContainerTask
 from localrunner.engine.events import EventBus
 from localrunner.engine.expressions import ExpressionError, evaluate_condition
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
+from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
 from localrunner.spec import Pipeline, task_upstreams

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from localrunner.api import make_backend
 from localrunner.engine.caching import CacheSettings, parse_duration
 from localrunner.engine.events import EventBus
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine.runtime import Run, RunOptions, RunResult
+from localrunner.engine.runtime import Run, RunOptions
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
 from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params

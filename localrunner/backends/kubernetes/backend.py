@@ -208,6 +208,7 @@ class KubernetesExecution(Execution):
         self._lock = threading.Lock()
         self._terminated = False
         self._cleaned = False
+        self._clean_done = threading.Event()
         self._exit: Optional[int] = None
         self._started = threading.Event()    # the main container left Pending
         self._pump: Optional[threading.Thread] = None
@@ -229,10 +230,13 @@ class KubernetesExecution(Execution):
         self._pump.start()
 
     def _pump_logs(self) -> None:
-        self._started.wait()
-        if self._terminated:
-            return
         with contextlib.suppress(Exception):   # the stream breaks when the pod is deleted
+            # logs exist once the main container started: until then, watch the phase too
+            while not self._started.wait(self.backend.poll_s):
+                if self.api.pod_phase(self.pod).phase != 'Pending':
+                    break
+            if self._terminated:
+                return
             for line in self.api.stream_logs(self.pod):
                 self._emit(line)
 
@@ -299,16 +303,21 @@ class KubernetesExecution(Execution):
 
     def _cleanup(self) -> None:
         with self._lock:
-            if self._cleaned:
-                return
+            first = not self._cleaned
             self._cleaned = True
-        with contextlib.suppress(Exception):
-            self.api.delete_pod(self.pod)
-        self.backend._drop_staging(self.prefix)
-        if self._pump is not None and self._pump is not threading.current_thread():
-            self._pump.join(timeout=10)
-        with self._lock:
-            if self._log is not None:
-                self._log.close()
-        with self.backend._lock:
-            self.backend._live.discard(self)
+        if not first:   # another thread is at it: return only once the pod is gone
+            self._clean_done.wait(60)
+            return
+        try:
+            with contextlib.suppress(Exception):
+                self.api.delete_pod(self.pod)
+            self.backend._drop_staging(self.prefix)
+            if self._pump is not None and self._pump is not threading.current_thread():
+                self._pump.join(timeout=10)
+            with self._lock:
+                if self._log is not None:
+                    self._log.close()
+            with self.backend._lock:
+                self.backend._live.discard(self)
+        finally:
+            self._clean_done.set()
