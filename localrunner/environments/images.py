@@ -219,21 +219,8 @@ class EnvImage:
     seconds: float
 
 
-def _pip_args(step: InstallStep) -> list[str]:
-    args = []
-    if step.index_urls:
-        args += ['--index-url', step.index_urls[0]]
-    for url in step.index_urls[1:] + step.extra_index_urls:
-        args += ['--extra-index-url', url]
-    for host in step.trusted_hosts:
-        args += ['--trusted-host', host]
-    if step.no_deps:
-        args.append('--no-deps')
-    return args + list(step.requirements)
-
-
 def describe_step(step: InstallStep) -> str:
-    return 'pip install ' + ' '.join(shlex.quote(a) for a in _pip_args(step))
+    return 'pip install ' + ' '.join(shlex.quote(a) for a in step.pip_args())
 
 
 def _install_script(python_env: PythonEnv, env: dict[str, str]) -> str:
@@ -245,7 +232,7 @@ def _install_script(python_env: PythonEnv, env: dict[str, str]) -> str:
               f'|| {{ echo "no pip in this image and ensurepip failed"; exit {_STEP_EXIT_BASE}; }}']
     total = len(python_env.steps)
     for i, step in enumerate(python_env.steps, 1):
-        args = ' '.join(shlex.quote(a) for a in _pip_args(step))
+        args = ' '.join(shlex.quote(a) for a in step.pip_args())
         lines.append(f'echo {shlex.quote(f"[localrunner] step {i}/{total}: {describe_step(step)}")}')
         lines.append(f'"$PY" -m pip install --progress-bar off {args} '
                      f'|| exit {_STEP_EXIT_BASE + i}')

@@ -36,6 +36,19 @@ class InstallStep:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    def pip_args(self, trusted_hosts: bool = True) -> list[str]:
+        """This step as `pip install` arguments (uv takes the same, bar --trusted-host)."""
+        args = []
+        if self.index_urls:
+            args += ['--index-url', self.index_urls[0]]
+        for url in self.index_urls[1:] + self.extra_index_urls:
+            args += ['--extra-index-url', url]
+        for host in self.trusted_hosts if trusted_hosts else ():
+            args += ['--trusted-host', host]
+        if self.no_deps:
+            args.append('--no-deps')
+        return args + list(self.requirements)
+
 
 @dataclasses.dataclass(frozen=True)
 class PythonEnv:

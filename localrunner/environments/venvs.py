@@ -111,15 +111,11 @@ class VenvCache:
             py = os.path.join(target, 'bin', 'python')
             for step in env.steps:
                 self._run([py, '-m', 'pip', 'install', '--quiet', '--disable-pip-version-check']
-                          + self._pip_args(step), ' '.join(step.requirements), log)
+                          + step.pip_args(), ' '.join(step.requirements), log)
 
     @staticmethod
     def _uv_args(step: InstallStep) -> list[str]:
         args = []
-        for url in step.index_urls:
-            args += ['--index-url', url]
-        for url in step.extra_index_urls:
-            args += ['--extra-index-url', url]
         # The host's pip setup (extra indexes, local wheel folders) keeps working behind a
         # proxy or offline; uv does not read pip.conf itself.
         for url in _host_pip_setting('extra-index-url') + _env_list('PIP_EXTRA_INDEX_URL'):
@@ -127,25 +123,10 @@ class VenvCache:
         for path in dict.fromkeys(_host_pip_setting('find-links') + _env_list('PIP_FIND_LINKS')):
             if os.path.exists(path.replace('file://', '')):
                 args += ['--find-links', path]
-        if step.no_deps:
-            args.append('--no-deps')
         # pip weighs every index equally; uv's default (first index wins) would refuse a
         # version that only a later index has.
         args += ['--index-strategy', 'unsafe-best-match']
-        return args + list(step.requirements)
-
-    @staticmethod
-    def _pip_args(step: InstallStep) -> list[str]:
-        args = []
-        for url in step.index_urls:
-            args += ['--index-url', url]
-        for url in step.extra_index_urls:
-            args += ['--extra-index-url', url]
-        for host in step.trusted_hosts:
-            args += ['--trusted-host', host]
-        if step.no_deps:
-            args.append('--no-deps')
-        return args + list(step.requirements)
+        return args + step.pip_args(trusted_hosts=False)
 
 
 def _env_list(name: str) -> list[str]:
