@@ -530,3 +530,156 @@ def test_engine_runs_a_compiled_pipeline_on_the_kubernetes_backend(cluster, s3, 
     assert again.outputs.parameters == {'Output': 2}
     assert len(cluster.manifests) == 2                           # served from the cache: no pod
     assert objects(s3) == []
+
+
+# ----------------------------------------------------------------------------- KubeClusterApi
+
+class _FakeApiServer:
+    """Just enough of the Kubernetes REST API (pods in one namespace) to drive KubeClusterApi
+    through the official client: create, read status, follow logs, delete."""
+
+    def __init__(self):
+        import http.server
+        import json
+        self.pods: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body, content_type='application/json'):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header('Content-Type', content_type)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _pod(self):
+                parts = self.path.split('?')[0].split('/')   # /api/v1/namespaces/NS/pods/NAME[/x]
+                return parts[4], (parts[6] if len(parts) > 6 else None), (parts[7] if len(parts) > 7 else None)
+
+            def do_POST(self):
+                ns, _, _ = self._pod()
+                body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+                server.requests.append(('POST', ns))
+                server.pods[body['metadata']['name']] = body
+                self._send(201, body)
+
+            def do_GET(self):
+                ns, name, sub = self._pod()
+                server.requests.append(('GET', self.path))
+                if name not in server.pods:
+                    return self._send(404, {'kind': 'Status', 'code': 404, 'reason': 'NotFound'})
+                if sub == 'log':
+                    return self._send(200, b'one\ntwo\nthree', 'text/plain')
+                pod = dict(server.pods[name])
+                pod['status'] = {'phase': 'Succeeded', 'containerStatuses': [{
+                    'name': 'main', 'image': 'img', 'imageID': 'docker-pullable://img@sha256:' + 'a' * 64,
+                    'ready': False, 'restartCount': 0,
+                    'state': {'terminated': {'exitCode': 0, 'reason': 'Completed'}}}]}
+                self._send(200, pod)
+
+            def do_DELETE(self):
+                ns, name, _ = self._pod()
+                server.requests.append(('DELETE', name))
+                if server.pods.pop(name, None) is None:
+                    return self._send(404, {'kind': 'Status', 'code': 404, 'reason': 'NotFound'})
+                self._send(200, {'kind': 'Status', 'status': 'Success'})
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+
+
+def test_kube_cluster_api_speaks_the_pod_api_through_the_official_client():
+    from kubernetes import client
+
+    from localrunner.backends.kubernetes.api import KubeClusterApi
+    server = _FakeApiServer()
+    try:
+        configuration = client.Configuration()
+        configuration.host = server.url
+        api = KubeClusterApi('team-a', configuration=configuration)
+        spec = LaunchSpec(task='p/t', image='img', argv=['true'], env={}, workdir='/r/t', log_path='/r/t/l')
+        manifest = pod_spec.build_pod(spec, 'lr-t-1', _staging(spec))
+        api.create_pod(manifest)
+        assert server.requests[0] == ('POST', 'team-a')
+        assert server.pods['lr-t-1']['spec']['containers'][0]['name'] == MAIN_CONTAINER
+        status = api.pod_phase('lr-t-1')
+        assert (status.phase, status.exit_code, status.done) == ('Succeeded', 0, True)
+        assert status.image_id.endswith('a' * 64)
+        assert list(api.stream_logs('lr-t-1')) == ['one', 'two', 'three']
+        api.delete_pod('lr-t-1')
+        api.delete_pod('lr-t-1')                                  # idempotent
+        assert api.pod_phase('lr-t-1').phase == 'Gone'
+        api.close()
+    finally:
+        server.httpd.shutdown()
+
+
+def test_status_of_reports_init_failures_and_waiting_reasons():
+    from kubernetes import client as k
+
+    from localrunner.backends.kubernetes.api import status_of
+
+    def pod(phase, init=None, main=None):
+        return k.V1Pod(status=k.V1PodStatus(phase=phase, init_container_statuses=init, container_statuses=main))
+
+    def cs(name, state):
+        return k.V1ContainerStatus(name=name, image='i', image_id='', ready=False, restart_count=0, state=state)
+
+    failed_init = pod('Failed', init=[cs('stage-in', k.V1ContainerState(
+        terminated=k.V1ContainerStateTerminated(exit_code=6, reason='Error')))])
+    assert (status_of(failed_init).phase, status_of(failed_init).exit_code) == ('Failed', 6)
+    assert 'stage-in' in status_of(failed_init).reason
+    pulling = pod('Pending', main=[cs('main', k.V1ContainerState(
+        waiting=k.V1ContainerStateWaiting(reason='ImagePullBackOff', message='no such image')))])
+    assert status_of(pulling).reason.startswith('ImagePullBackOff') and not status_of(pulling).done
+    failed = pod('Failed', main=[cs('main', k.V1ContainerState(
+        terminated=k.V1ContainerStateTerminated(exit_code=2, reason='Error')))])
+    assert (status_of(failed).phase, status_of(failed).exit_code) == ('Failed', 2)
+
+
+class _ScriptedApi(ClusterApi):
+    """A cluster that accepts pods and then keeps them in one state (or refuses them)."""
+
+    def __init__(self, status: PodStatus, refuse: Exception | None = None):
+        self.status, self.refuse, self.deleted = status, refuse, []
+
+    def create_pod(self, manifest):
+        if self.refuse:
+            raise self.refuse
+
+    def pod_phase(self, name):
+        return PodStatus('Gone') if name in self.deleted else self.status
+
+    def stream_logs(self, name):
+        return iter(())
+
+    def delete_pod(self, name):
+        self.deleted.append(name)
+
+
+def test_a_pod_that_cannot_pull_its_image_fails_and_is_deleted(s3, tmp_path):
+    api = _ScriptedApi(PodStatus('Pending', reason='ErrImagePull pull access denied'))
+    be = KubernetesBackend(api=api, s3=s3, poll_s=0.05, hopeless_grace_s=0.3, digest_file=False)
+    spec = make_spec(tmp_path, ['true'])
+    lines = []
+    execution = be.launch(spec, lines.append)
+    assert execution.wait() == 125
+    assert any('ErrImagePull' in line for line in lines)
+    assert api.deleted == [execution.pod] and objects(s3) == []
+
+
+def test_a_refused_pod_is_a_launch_error_and_leaves_nothing_staged(s3, tmp_path):
+    class Forbidden(Exception):
+        status = 403
+    be = KubernetesBackend(api=_ScriptedApi(PodStatus('Pending'), refuse=Forbidden('pods is forbidden')),
+                           s3=s3, digest_file=False)
+    with pytest.raises(LaunchError, match='forbidden') as info:
+        be.launch(make_spec(tmp_path, ['true']), print)
+    assert not info.value.retryable
+    assert objects(s3) == []

@@ -54,13 +54,16 @@ class KubeClusterApi(ClusterApi):
     in-cluster service account."""
 
     def __init__(self, namespace: str = 'default', context: Optional[str] = None,
-                 grace_seconds: int = 5):
+                 grace_seconds: int = 5, configuration=None):
+        """configuration: a kubernetes.client.Configuration to use instead of loading one."""
         from kubernetes import client, config  # optional extra: imported only when used
-        try:
-            config.load_kube_config(context=context)
-        except Exception:
-            config.load_incluster_config()
-        self._api_client = client.ApiClient()
+        if configuration is None:
+            configuration = client.Configuration()
+            try:
+                config.load_kube_config(context=context, client_configuration=configuration)
+            except Exception:
+                config.load_incluster_config(client_configuration=configuration)
+        self._api_client = client.ApiClient(configuration)
         self.core = client.CoreV1Api(self._api_client)
         self.namespace = namespace
         self.grace_seconds = grace_seconds
