@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def make_backend(name: str = 'subprocess', run_id: Optional[str] = None, **options: Any):
     from localrunner.backends.registry import backend_class
     cls = backend_class(name)
-    if name == 'docker':
+    if name in ('docker', 'kubernetes'):
         return cls(run_id=run_id, **options)
     return cls(**options)
 

@@ -156,20 +156,23 @@ class ContainerTask:
 
         lock = run.key_lock(key)
         async with lock:                                   # identical tasks in this run: one at a time
-            if spec.resources.accelerator_count and not run.pool.gpu_ids:
+            if spec.resources.accelerator_count and not run.pool.gpu_ids and not run.backend_is_remote:
                 # no GPU on this machine and none declared: run on the CPU, say so
                 run.warn_once(f'{self.name}: asks for {spec.resources.accelerator_count} '
                               f'{spec.resources.accelerator_type or "GPU"}; no GPU here (detected or '
                               f'declared with --gpus), running without one')
                 spec.resources.accelerator_count = 0
+            local = not run.backend_is_remote      # a cluster schedules cpu, memory and GPUs itself
+            gpus = spec.resources.accelerator_count if local else 0
             try:
-                run.pool.check(spec.resources.accelerator_count)
+                run.pool.check(gpus)
             except GpuShortage as e:
                 return self._fail(f'{e}')
-            grant = await run.pool.acquire(spec.resources.cpu_request or spec.resources.cpu_limit or 0.0,
-                                           spec.resources.memory_request or spec.resources.memory_limit or 0,
-                                           spec.resources.accelerator_count)
-            spec.resources.gpu_ids = grant.gpu_ids
+            grant = await run.pool.acquire(
+                (spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
+                (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus)
+            if local:
+                spec.resources.gpu_ids = grant.gpu_ids
             flock = run.cache.actions.lock(key)
             try:
                 await run.in_thread(flock.__enter__)      # other processes: single flight
@@ -195,9 +198,14 @@ class ContainerTask:
                                                 self.output_file)
         ctx = self._ctx()
         resources = resources_of(self.container, self.executor_input, ctx)
-        k8s = k8s_local.apply(run.pipeline.k8s_executor_config(self.label),
-                              lambda ref: task_inputs.parameter_value(ref, self.scope, ctx)[1], run.options.k8s,
-                              pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name)
+        lookup = lambda ref: task_inputs.parameter_value(ref, self.scope, ctx)[1]  # noqa: E731
+        platform_config = run.pipeline.k8s_executor_config(self.label)
+        if run.backend_is_remote:
+            # a cluster backend applies the settings itself, with the cluster's own objects
+            k8s = k8s_local.K8sEffect()
+        else:
+            k8s = k8s_local.apply(platform_config, lookup, run.options.k8s,
+                                  pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name)
         for message in k8s.warnings:
             run.warn(message, task=self.name)
         if k8s.volumes and not run.backend_mounts_volumes:
@@ -221,7 +229,7 @@ class ContainerTask:
                           workdir=self.task_dir, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},
-                          volumes=k8s.volumes, platform=run.pipeline.k8s_executor_config(self.label))
+                          volumes=k8s.volumes, platform=k8s_local.resolve_names(platform_config, lookup))
         parts = {
             'schema': 1,
             'executor': {'image': self.container.get('image', ''),

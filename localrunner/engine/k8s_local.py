@@ -12,7 +12,7 @@ import json
 import os
 import re
 import socket
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import yaml
 
@@ -175,3 +175,33 @@ def delete_pvc(params: dict, sources: LocalSources) -> None:
     name = params.get('pvc_name')
     if name and name not in sources.pvcs:       # never delete a folder the user mapped in
         shutil.rmtree(os.path.join(sources.pvc_root, str(name)), ignore_errors=True)
+
+
+def resolve_names(config: dict, lookup: Union[Lookup, dict]) -> dict:
+    """The executor's kfp-kubernetes config with every *NameParameter turned into a plain
+    name, for backends that hand the settings to a cluster. `lookup` resolves an IR parameter
+    reference in the task's DAG (as apply() takes it), or is a dict of the component's inputs."""
+    if isinstance(lookup, dict):
+        inputs = lookup
+
+        def lookup(ref: dict) -> Any:
+            if 'componentInputParameter' in ref:
+                return inputs.get(ref['componentInputParameter'])
+            return (ref.get('runtimeValue') or {}).get('constant')
+    out = json.loads(json.dumps(config or {}))
+    for key, kind in (('secretAsEnv', 'secret'), ('secretAsVolume', 'secret'),
+                      ('configMapAsEnv', 'configMap'), ('configMapAsVolume', 'configMap'),
+                      ('imagePullSecret', 'secret')):
+        for item in out.get(key) or []:
+            value = item.get(f'{kind}Name') or _param(item.get(f'{kind}NameParameter'), lookup)
+            if value not in (None, ''):
+                item[f'{kind}Name'] = str(value)
+    for item in out.get('pvcMount') or []:
+        # the same precedence as k8s_local.apply (a CreatePVC's output included)
+        value = (_param(item.get('pvcNameParameter'), lookup)
+                 or _param(item.get('taskOutputParameter'), lookup) or item.get('constant')
+                 or _param({k: v for k, v in item.items() if k == 'componentInputParameter'} or None,
+                           lookup))
+        if value not in (None, ''):
+            item['pvcName'] = str(value)
+    return out

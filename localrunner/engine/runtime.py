@@ -91,6 +91,7 @@ class Run:
         self.root_artifacts = root_artifacts or {}
         self.backend = backend
         self.backend_mounts_volumes = backend.name != 'subprocess'
+        self.backend_is_remote = bool(getattr(backend, 'remote', False))
         self.options = options
         self.bus = bus or EventBus()
         self.run_id = options.run_id or new_run_id(pipeline.name)

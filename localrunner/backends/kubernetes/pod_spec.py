@@ -78,34 +78,9 @@ def pod_name(task: str, uid: str) -> str:
 
 
 def resolve_platform(config: dict, lookup: Union[Callable[[dict], Any], dict]) -> dict:
-    """The executor's kfp-kubernetes config with every *NameParameter turned into a plain
-    name, so build_pod needs no parameters. `lookup` resolves an IR parameter reference in
-    the task's DAG (as k8s_local.apply takes it), or is a dict of the component's inputs."""
-    from localrunner.engine.k8s_local import _param
-    if isinstance(lookup, dict):
-        inputs = lookup
-
-        def lookup(ref: dict) -> Any:
-            if 'componentInputParameter' in ref:
-                return inputs.get(ref['componentInputParameter'])
-            return (ref.get('runtimeValue') or {}).get('constant')
-    out = json.loads(json.dumps(config or {}))
-    for key, kind in (('secretAsEnv', 'secret'), ('secretAsVolume', 'secret'),
-                      ('configMapAsEnv', 'configMap'), ('configMapAsVolume', 'configMap'),
-                      ('imagePullSecret', 'secret')):
-        for item in out.get(key) or []:
-            value = item.get(f'{kind}Name') or _param(item.get(f'{kind}NameParameter'), lookup)
-            if value not in (None, ''):
-                item[f'{kind}Name'] = str(value)
-    for item in out.get('pvcMount') or []:
-        # the same precedence as k8s_local.apply (a CreatePVC's output included)
-        value = (_param(item.get('pvcNameParameter'), lookup)
-                 or _param(item.get('taskOutputParameter'), lookup) or item.get('constant')
-                 or _param({k: v for k, v in item.items() if k == 'componentInputParameter'} or None,
-                           lookup))
-        if value not in (None, ''):
-            item['pvcName'] = str(value)
-    return out
+    """Kept for callers of this module; the engine resolves names itself (k8s_local.resolve_names)."""
+    from localrunner.engine.k8s_local import resolve_names
+    return resolve_names(config, lookup)
 
 
 def _name(item: dict, kind: str, where: str) -> str:
