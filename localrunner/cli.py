@@ -34,6 +34,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
                    help='pipeline parameter (repeatable); converted by the type the pipeline declares')
     p.add_argument('--params-file', help='JSON or YAML mapping of parameter values')
+    p.add_argument('-a', '--artifact', action='append', default=[], metavar='NAME=PATH',
+                   help='an input artifact of the pipeline (repeatable; repeat a name for a list)')
+    p.add_argument('-v', '--verbose', action='store_true', help="stream every task's output lines")
     p.add_argument('--backend', default=None, help='subprocess (default), docker or kubernetes')
     p.add_argument('--cluster', action='store_true', help='same as --backend kubernetes')
     p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')

@@ -128,3 +128,34 @@ def resolve_pipeline_params(input_defs: dict, cli: dict[str, str], from_file: di
 
 def expand_path(value: str) -> str:
     return os.path.abspath(os.path.expanduser(value))
+
+
+def resolve_root_artifacts(input_defs: dict, pairs: list[str]) -> dict:
+    """`--artifact NAME=PATH` for a pipeline that takes artifacts: typed by the IR, identified
+    by content (the digest enters the cache key, the path does not)."""
+    from localrunner.engine.model import Artifact
+    from localrunner_cache import digest_file, digest_tree
+    declared = input_defs.get('artifacts', {}) or {}
+    given: dict[str, list] = {}
+    for pair in pairs:
+        if '=' not in pair:
+            raise UsageError(f'--artifact {pair}: expected NAME=PATH')
+        name, path = pair.split('=', 1)
+        if name not in declared:
+            listing = ', '.join(sorted(declared)) or '(none)'
+            raise UsageError(f'unknown input artifact {name!r}; this pipeline takes: {listing}')
+        path = expand_path(path[len('file://'):] if path.startswith('file://') else path)
+        if not os.path.exists(path):
+            raise UsageError(f'--artifact {name}: {path} does not exist')
+        schema = declared[name].get('artifactType', {})
+        is_dir = os.path.isdir(path)
+        given.setdefault(name, []).append(Artifact(
+            name=name, schema_title=schema.get('schemaTitle', 'system.Artifact'),
+            schema_version=schema.get('schemaVersion', '0.0.1'), uri=path, metadata={},
+            digest=digest_tree(path) if is_dir else digest_file(path), kind='tree' if is_dir else 'file'))
+    for name, d in declared.items():
+        if name not in given and not d.get('isOptional'):
+            raise UsageError(f'missing required input artifact {name!r} (--artifact {name}=PATH)')
+        if name in given and len(given[name]) > 1 and not d.get('isArtifactList'):
+            raise UsageError(f'--artifact {name}: given {len(given[name])} times but takes one artifact')
+    return given

@@ -134,3 +134,30 @@ def test_usage_errors_exit_2(tmp_path, typed_yaml):
     _assert_usage_error(run_cli('run', typed_yaml, *GOOD, '--cache-max-age', 'soon'), '--cache-max-age')
     _assert_usage_error(run_cli('run', typed_yaml, *GOOD, '--backend', 'nomad'), 'nomad', 'subprocess')
     _assert_usage_error(run_cli('run', typed_yaml, *GOOD, '--secret', 'x'), '--secret')
+
+
+@dsl.component
+def count_words(data: dsl.Input[dsl.Dataset]) -> int:
+    return len(open(data.path).read().split())
+
+
+@dsl.pipeline(name='root-artifact')
+def root_artifact_pipeline(data: dsl.Input[dsl.Dataset]) -> int:
+    return count_words(data=data).output
+
+
+def test_pipeline_input_artifacts_by_content(tmp_path):
+    path = compile_pipeline(root_artifact_pipeline, tmp_path / 'ra.yaml')
+    words = tmp_path / 'w.txt'
+    words.write_text('a b c')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-a', f'data={words}', '-v')
+    assert rc == 0, proc.stdout + proc.stderr
+    assert result['outputs']['parameters']['Output'] == 3
+    assert '[count-words]' in proc.stdout                 # -v streams task output
+    copy = tmp_path / 'elsewhere.txt'
+    copy.write_text('a b c')
+    rc, result, _ = run_pipeline_file(path, tmp_path / 'root', '-a', f'data={copy}')
+    assert [t['state'] for t in result['tasks'] if t['name'] == 'count-words'] == ['CACHED']
+    _assert_usage_error(run_cli('run', path, '--root', str(tmp_path / 'root')), "'data'", '--artifact')
+    _assert_usage_error(run_cli('run', path, '-a', f'other={words}'), "'other'", 'data')
+    _assert_usage_error(run_cli('run', path, '-a', f'data={tmp_path / "nope"}'), 'does not exist')

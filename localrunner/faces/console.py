@@ -20,8 +20,9 @@ _METRIC_TYPES = ('system.Metrics',)
 
 class ConsoleView:
     def __init__(self, stream: TextIO = sys.stdout, quiet: bool = False, live: Optional[bool] = None,
-                 explain: bool = False):
+                 explain: bool = False, verbose: bool = False):
         self.explain = explain
+        self.verbose = verbose
         self.would_run = 0
         self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
@@ -106,6 +107,10 @@ class ConsoleView:
 
     def _on_warning(self, e: Event) -> None:
         self._line(f'warning: {e.data["message"]}', 'yellow')
+
+    def _on_log(self, e: Event) -> None:
+        if self.verbose:
+            self._line(f'  [{e.task}] {e.data.get("line", "")}', 'dim')
 
     def _on_environment(self, e: Event) -> None:
         line = e.data.get('line', '')

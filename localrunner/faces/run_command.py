@@ -13,7 +13,7 @@ from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import Run, RunOptions
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
-from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params
+from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params, resolve_root_artifacts
 from localrunner.spec import load_pipeline
 
 EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
@@ -86,6 +86,7 @@ def run_command(args, explain: bool = False) -> int:
     from_file = read_params_file(args.params_file) if args.params_file else {}
     params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
                                      from_file)
+    root_artifacts = resolve_root_artifacts(pipeline.root.get('inputDefinitions', {}), args.artifact)
     options = build_options(args, explain)
     backend_name = 'kubernetes' if args.cluster else (args.backend or 'subprocess')
     from localrunner.engine.runtime import new_run_id
@@ -95,9 +96,9 @@ def run_command(args, explain: bool = False) -> int:
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
     backend = make_backend(backend_name, run_id=options.run_id)
     bus = EventBus()
-    view = ConsoleView(quiet=args.quiet, explain=options.dry_run)
+    view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose)
     bus.subscribe(view)
-    run = Run(pipeline, params, backend, options, bus)
+    run = Run(pipeline, params, backend, options, bus, root_artifacts=root_artifacts)
     try:
         result = run.execute()
     finally:
