@@ -698,6 +698,10 @@ NOTES: list[str] = [
     'container or venv, and pip installs, on every task), so "warm" and "cached" equal "cold" there; '
     'use_venv=True took ~10–12 s per trivial task here (pip reads a local mirror on this machine) and 99.9 s '
     'for the example pipeline.',
+    '**Engine version**: the committed full run (05:52–06:07 UTC) used the editable checkout while other '
+    'engineers committed (93ff6ca … 050f1a5: kubernetes backend, remote cache, one place for pip arguments), '
+    'so later scenarios ran on a newer engine than S1; "localrunner" above is HEAD at the end. Newer runs '
+    'record HEAD at the start too.',
     '**Found while benchmarking (reported, not changed here)**: (1) `pip install -e .` of localrunner '
     'does not pull `googleapis-common-protos`, which `kfp.pipeline_spec` needs (`No module named google.rpc`); '
     'the harness installs it into its venv. (2) With the Docker backend, a host path passed as a string '
@@ -720,7 +724,8 @@ def render(data: dict) -> str:
         '',
         '| | |', '|---|---|',
     ]
-    for k in ('cpus', 'cpu', 'memory', 'os', 'kernel', 'python', 'docker', 'uv', 'kfp', 'localrunner',
+    for k in ('cpus', 'cpu', 'memory', 'os', 'kernel', 'python', 'docker', 'uv', 'kfp', 'localrunner_at_start',
+              'localrunner',
               'localrunner_commit_date', 'PYTHONDONTWRITEBYTECODE', 'load_at_start', 'load_at_end'):
         lines.append(f'| {k} | {m.get(k)} |')
     lines += [
@@ -900,6 +905,8 @@ def main() -> int:
     started = time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
     load_start = open('/proc/loadavg').read().strip()
+    head_start = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                                text=True).stdout.strip()
     ctx = setup(a.quick)
     fig = Figures()
     scenarios = {'s1': s1_per_task, 's2': s2_throughput, 's3': s3_scheduler, 's45': s45_example,
@@ -918,6 +925,8 @@ def main() -> int:
     json_path = os.path.join(WORK if a.quick else HERE, json_name)
     facts = machine_facts()
     facts['load_at_start'], facts['load_at_end'] = load_start, open('/proc/loadavg').read().strip()
+    # lr-venv is an editable install: engine commits landing during the run are picked up by later processes
+    facts['localrunner_at_start'] = head_start
     data = {'date': date, 'quick': a.quick, 'wall_s': wall, 'machine': facts, 'figures': fig.rows,
             'json_name': json_name, 'only': wanted}
     with open(json_path, 'w') as f:
