@@ -103,6 +103,7 @@ class Run:
         self.cache = TaskCache(self.root, options.cache)
         self.pool = ResourcePool(options.max_parallel, options.cpus, options.memory, options.gpu_ids)
         self.records: list[TaskRecord] = []
+        self._registered: set[int] = set()     # ids of records already listed (a list scan is O(n^2))
         self.executions: set[Execution] = set()
         self.cancelled = False
         self.warnings: list[str] = []
@@ -126,15 +127,16 @@ class Run:
                           workspace=self.workspace)
 
     def register(self, record: TaskRecord) -> None:
-        self.records.append(record)
+        if id(record) not in self._registered:
+            self._registered.add(id(record))
+            self.records.append(record)
 
     def finish(self, record: TaskRecord, outcome: Outcome, quiet: bool = False) -> None:
         record.state = outcome.state if record.state != State.CACHED else record.state
         record.outputs = outcome
         if record.finished is None:
             record.finished = time.time()
-        if record not in self.records:
-            self.records.append(record)
+        self.register(record)
 
     def warn(self, message: str, task: Optional[str] = None) -> None:
         self.warnings.append(message)
