@@ -149,8 +149,9 @@ class ContainerTask:
 
         if use_cache:
             hit = await run.in_thread(run.cache.lookup, key)
-            if hit is not None:
-                return await self._serve_hit(hit, key)
+            served = await self._serve_hit(hit, key) if hit is not None else None
+            if served is not None:
+                return served
         if run.options.dry_run:
             return self._explain_miss(key, parts, previous, use_cache)
 
@@ -179,8 +180,9 @@ class ContainerTask:
                 try:
                     if use_cache:
                         hit = await run.in_thread(run.cache.lookup, key)
-                        if hit is not None:
-                            return await self._serve_hit(hit, key)
+                        served = await self._serve_hit(hit, key) if hit is not None else None
+                        if served is not None:
+                            return served
                     return await self._attempts(spec, parts, key)
                 finally:
                     await run.in_thread(flock.__exit__, None, None, None)
@@ -245,7 +247,8 @@ class ContainerTask:
         return spec, parts
 
     # ------------------------------------------------------------------ cache hit / explain
-    async def _serve_hit(self, hit, key: str) -> Outcome:
+    async def _serve_hit(self, hit, key: str) -> Optional[Outcome]:
+        """Materializes a cached result; None when it turns out unusable (then it is a miss)."""
         run = self.run
 
         def materialize() -> dict[str, list[Artifact]]:
@@ -266,7 +269,8 @@ class ContainerTask:
         except Exception as e:           # a corrupt object is a miss, never a wrong result
             run.warn(f'cache entry for {self.name} unusable ({e}); running the task', task=self.name)
             run.cache.actions.delete(key)
-            return await self._attempts_after_bad_hit(key)
+            shutil.rmtree(os.path.join(self.task_dir, 'artifacts'), ignore_errors=True)
+            return None
         outcome = Outcome(State.CACHED, parameters=hit.outputs.get('parameters', {}), artifacts=arts)
         self.record.state = State.CACHED
         self.record.cached_from = hit.producer
@@ -274,11 +278,6 @@ class ContainerTask:
         run.bus.emit('task_cached', self.name, cached_from=hit.producer, key=key)
         run.finish(self.record, outcome)
         return outcome
-
-    async def _attempts_after_bad_hit(self, key: str) -> Outcome:
-        spec, parts = self._prepare()
-        parts['environment'] = await self.run.in_thread(self.run.backend.environment_fingerprint, spec)
-        return await self._attempts(spec, parts, key)
 
     def _explain_miss(self, key: str, parts: dict, previous: Optional[dict], use_cache: bool) -> Outcome:
         if not use_cache:
