@@ -632,81 +632,53 @@ BORROWED = {
 # analysis of the committed run; a flagged row with no entry says so in the closing note.
 CAUSES: dict[str, str] = {
     's1.sub.whole': (
-        'Cause: start-up of the `localrunner` CLI, not the task (the task itself is the in-run figure, about the '
-        'exec floor). The process imports protobuf (`json_format`, to validate the IR against KFP\'s schema), '
-        'rich, PyYAML, diskcache, platformdirs, asyncio and the engine eagerly (see the "import localrunner CLI" '
-        'floor), then opens the cache (sqlite/diskcache) and a thread pool. In this editable checkout with '
-        '`PYTHONDONTWRITEBYTECODE=1`, localrunner\'s own modules are also compiled from source on every start. '
-        'Fix: import rich/docker/protobuf lazily (only on a TTY, only for the docker backend, validation only on '
-        'a changed IR: memoize "valid" by the IR file digest), open the cache only when a task needs it.'),
+        'Cause: start-up of the `localrunner` CLI, not the task (the in-run figure is at the exec floor): '
+        'about 0.25 s of imports (protobuf `json_format` + KFP\'s schema to validate the IR, rich, PyYAML, '
+        'diskcache, asyncio, the engine) before the first task; kfp\'s own package `__init__` (KFP client + '
+        'kubernetes, ~1 s) is already skipped. Fix: memoize "valid" by the IR file\'s digest so a re-run skips '
+        'protobuf, and import rich only on a terminal.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
         'ping + image inspect) before the first container.'),
     's1.docker.first': (
         'Cause: first Docker task in a process pays the SDK client set-up, `images.get` of the base image and '
-        'the derived-image lookup; later tasks reuse them (compare the repeated row).'),
+        'the derived-image lookup; later tasks reuse them (compare the repeated row, at the floor).'),
     's1.docker.repeat': (
         'Cause: each attempt is create → start → attach/stream logs → wait → remove through the Docker API '
-        '(≥5 round trips, each a few ms on this dockerd) plus `init=True` (tini) and bind mounts; '
-        '`docker run --rm` does the same work in one CLI call, so the gap over the docker floor is the '
-        'per-call API overhead. Fix: start the log stream with `attach` on create, skip the separate '
-        'inspect, remove asynchronously after wait() (off the critical path).'),
+        '(≥5 round trips) plus `init=True` (tini) and bind mounts; `docker run --rm` does the same work in '
+        'one CLI call. Fix: remove the container asynchronously after wait(), off the critical path.'),
     's5.sub.warm': (
-        'Cause: localrunner builds its venvs with `uv pip install`, which does not compile bytecode, and this '
-        'machine sets `PYTHONDONTWRITEBYTECODE=1`, so every task re-compiles pandas + scikit-learn from source: '
-        '`import pandas, sklearn.ensemble` takes 5.7–6.5 s in localrunner\'s environment vs 2.5–2.7 s in the '
-        'pip-installed (bytecode-compiled) venv kfp.local uses. kfp.local\'s per-task `pip install` no-op '
-        '(~1 s) is smaller than that. Fix (engine, environments/venvs.py): `uv pip install --compile-bytecode` '
-        '(or `UV_COMPILE_BYTECODE=1`) when building an environment; the Docker derived images are not affected '
-        '(pip compiles).'),
+        'Cause: venvs built without bytecode re-compile pandas + scikit-learn on every import when '
+        '`PYTHONDONTWRITEBYTECODE=1`; fixed (uv `--compile-bytecode`), this row is now ahead.'),
     's1.sub.first': (
         'Cause: the first run in a process creates the run folder, opens the cache (CAS, diskcache action '
-        'index, sqlite StatMemo), starts the asyncio loop and a thread pool, and resolves the environment '
-        '(VenvCache path + `.complete` check); the repeated row (same work minus those) is 1.1x the floor. '
-        'Fix: open the cache stores lazily, on the first lookup/record.'),
+        'index, sqlite StatMemo), starts the asyncio loop and a thread pool. Fix: open the stores lazily.'),
     's2.fanout200': (
-        'Cause: engine work per task on the same 2 cores the tasks use: each task does ~8 thread-pool hops '
-        '(cache key, prepare, launch, wait, collect, rmtree/mkdir of the attempt folder), writes executor '
-        'input/output files and records; plus `Run.finish()` checks `record not in self.records`, a list scan '
-        'with dataclass `__eq__`, O(n) per task, O(n²) per run (see the scheduler note). Fix: keep records in '
-        'a dict/set by task name, do the folder work in one thread hop per task.'),
-    's2.fanout1000': (
-        'Cause: as for x200, and the O(n²) `Run.finish()` scan grows with the run: 17.6 tasks/s at 200 tasks, '
-        '13.1 tasks/s at 1,000 (see the scheduler note). Fix: as for x200.'),
-    's5.sub.cold': (
-        'Cause: as for the warm row (no bytecode in uv-built venvs), on top of building the environment.'),
+        'Cause: engine work per task on the same 2 cores the tasks use (thread-pool hops, executor '
+        'input/output files, CAS puts). Fix: fewer thread hops per task.'),
+    's2.fanout1000': 'Cause: as for x200.',
+    's6.warm': (
+        'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
+        'pages (~12 GB/s); with a cold page cache (the usual case for a new artifact) the digest runs at '
+        'disk speed (1.1x). Re-reads never happen for an unchanged file (the stat memo: ~30 µs). A faster '
+        'path would hash large files in parallel chunks, which changes the digest format.'),
 }
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3) grows super-linearly**: 2.4 ms/task at 1,000 tasks, 7.5 ms/task at 10,000 '
-    '(a no-op backend, so this is all engine). Profiled (cProfile, 3,000 tasks): 4.5 M calls of '
-    '`TaskRecord.__eq__` from `Run.finish()`\'s `if record not in self.records` (localrunner/engine/runtime.py) '
-    'are the largest single cost, and grow as n²; the per-task thread-pool hops and `shutil.rmtree`/mkdir of '
-    'each attempt folder are the linear rest. Fix: track finished records in a set (or a dict by task name), '
-    'and make the no-op path do no folder I/O it does not need. Planning itself is cheap (1–11 µs/task); '
-    'validation (`load_pipeline`: protobuf parse + `nx.find_cycle` per DAG) is 38–42 µs/task here but '
-    '`nx.find_cycle` dominated it in the profile: `nx.is_directed_acyclic_graph` first, `find_cycle` only '
-    'to name a cycle, would cut it.',
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.46 s as a '
-    'whole process (0.18 s in-run) against 14.0 s for its first run with a warm environment (~30x). '
-    'kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline (its cache never hits a task with '
-    'an `Output[Metrics]`, and every downstream task then misses), so its "cached" re-run is a full run.',
-    '**Hashing (row 6)** is within 1.1x (cold) and 1.3x (warm page cache) of `cat > /dev/null`; a '
-    'memoized digest of the 1 GiB file costs ~30 µs.',
+    '**Scheduler alone (row 3)** is linear: ~2.2 ms/task at 1,000 tasks and ~1.9 ms/task at 10,000 with a '
+    'no-op backend (an earlier run showed O(n²) growth, 7.5 ms/task at 10,000, from a list scan in '
+    '`Run.finish()`, since fixed). The rest is per task: thread-pool hops, the task folder, executor '
+    'input JSON, the action key. Validation + planning is ~30–60 µs/task.',
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.43 s as '
+    'a whole process (0.17 s in-run) against ~4.7 s for its first run with a warm environment (~11x). '
+    'kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline (its cache never hits a task '
+    'with an `Output[Metrics]`, and every downstream task then misses), so its "cached" re-run is a full run.',
     '**kfp.local DockerRunner / use_venv=True rows**: kfp.local has no reusable environment (a fresh '
     'container or venv, and pip installs, on every task), so "warm" and "cached" equal "cold" there; '
-    'use_venv=True took ~10–12 s per trivial task here (pip reads a local mirror on this machine) and 99.9 s '
-    'for the example pipeline.',
-    '**Engine version**: the committed full run (05:52–06:07 UTC) used the editable checkout while other '
-    'engineers committed (93ff6ca … 050f1a5: kubernetes backend, remote cache, one place for pip arguments), '
-    'so later scenarios ran on a newer engine than S1; "localrunner" above is HEAD at the end. Newer runs '
-    'record HEAD at the start too.',
-    '**Found while benchmarking (reported, not changed here)**: (1) `pip install -e .` of localrunner '
-    'does not pull `googleapis-common-protos`, which `kfp.pipeline_spec` needs (`No module named google.rpc`); '
-    'the harness installs it into its venv. (2) With the Docker backend, a host path passed as a string '
-    'parameter (the example\'s `data_path`) is not visible in the container (kfp.local behaves the same); '
-    'the harness serves the CSV over 127.0.0.1 for both systems\' Docker rows.',
+    'use_venv=True took ~9–10 s per trivial task here (pip reads a local mirror on this machine).',
+    '**Docker rows, data**: both systems read the example CSV from 127.0.0.1 over HTTP (the harness '
+    'serves it), so the same URL works inside containers on the host network.',
 ]
 
 
