@@ -250,3 +250,29 @@ def test_cache_commands(setup, tmp_path):
     assert pruned.returncode == 0, pruned.stderr
     assert json.loads(run_cli('cache', 'stats', '--json', '--root', root).stdout)['actions'] == 0
     assert states(run())['scale'] == 'SUCCEEDED'
+
+
+def _with_packages(packages):
+    @dsl.component(packages_to_install=packages)
+    def pkg_user(folder: str) -> str:
+        import os
+        import six
+        open(os.path.join(folder, 'pkg'), 'a').write('x\n')
+        return six.__version__
+
+    @dsl.pipeline(name='packages')
+    def pipeline(folder: str) -> str:
+        return pkg_user(folder=folder).output
+    return pipeline
+
+
+def test_changed_package_set_misses(tmp_path):
+    folder = tmp_path / 'c'
+    folder.mkdir()
+    root = tmp_path / 'root'
+    a = compile_pipeline(_with_packages(['six']), tmp_path / 'a.yaml')
+    b = compile_pipeline(_with_packages(['six>=1.10']), tmp_path / 'b.yaml')
+    for path, expected in ((a, 'SUCCEEDED'), (a, 'CACHED'), (b, 'SUCCEEDED'), (b, 'CACHED')):
+        rc, result, proc = run_pipeline_file(path, root, '-p', f'folder={folder}')
+        assert rc == 0, proc.stdout + proc.stderr
+        assert states(result)['pkg-user'] == expected

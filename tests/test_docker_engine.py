@@ -187,3 +187,37 @@ def test_pvc_mounts_map_to_a_host_folder(docker_client, tmp_path):
     assert rc == 0, proc.stdout + proc.stderr
     assert task(result, 'read-shared')['outputs']['parameters']['Output'] == 'via-pvc'
     assert (host / 'shared.txt').read_text() == 'via-pvc'
+
+
+@dsl.container_component
+def image_marker(out: dsl.OutputPath(str)):
+    return dsl.ContainerSpec(image='localrunner-test/rebuilt:latest', command=['sh', '-c', 'cat /marker > "$0"'],
+                             args=[out])
+
+
+@dsl.pipeline(name='rebuilt-image')
+def rebuilt_pipeline():
+    image_marker()
+
+
+def _build_marker_image(client, text):
+    container = client.containers.create(IMAGE, ['sh', '-c', f'echo {text} > /marker'])
+    try:
+        container.start()
+        container.wait()
+        container.commit('localrunner-test/rebuilt', 'latest')
+    finally:
+        container.remove(force=True)
+
+
+def test_image_rebuilt_under_the_same_tag_is_a_miss(docker_client, tmp_path):
+    path = compile_pipeline(rebuilt_pipeline, tmp_path / 'rb.yaml')
+    _build_marker_image(docker_client, 'one')
+    rc, first, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert rc == 0, proc.stdout + proc.stderr
+    rc, again, _ = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert states(again)['image-marker'] == 'CACHED'
+    _build_marker_image(docker_client, 'two')
+    rc, rebuilt, _ = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert states(rebuilt)['image-marker'] == 'SUCCEEDED'
+    assert task(rebuilt, 'image-marker')['outputs']['parameters']['out'].strip() == 'two'

@@ -1,0 +1,120 @@
+"""GPU ids are the scheduler's: disjoint per concurrent task, queued when none are free,
+CUDA_VISIBLE_DEVICES on the subprocess backend, DeviceRequests on Docker. (No GPU here:
+ids are declared with --gpus; a container start then fails cleanly and is not retried.)"""
+import os
+
+import pytest
+from kfp import dsl
+
+from tests.helpers import compile_pipeline, run_pipeline_file, states, task
+from tests.support import require_base_image, require_docker
+from tests.support.docker_image import DEFAULT_TAG
+
+
+@dsl.component
+def visible_gpus(folder: str, name: str) -> str:
+    import os
+    import time
+    start = time.time()
+    time.sleep(1.0)
+    with open(os.path.join(folder, name), 'w') as f:
+        f.write(f'{start} {time.time()} {os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")}')
+    return os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')
+
+
+@dsl.pipeline(name='gpu-pair')
+def gpu_pair(folder: str, count: int = 2):
+    for i in range(3):
+        t = visible_gpus(folder=folder, name=f'g{i}')
+        t.set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(1)
+
+
+def _spans(folder):
+    out = []
+    for name in sorted(os.listdir(folder)):
+        start, end, ids = open(os.path.join(folder, name)).read().split()
+        out.append((float(start), float(end), ids))
+    return out
+
+
+def test_disjoint_gpu_ids_and_queueing_on_subprocess(tmp_path):
+    folder = tmp_path / 'out'
+    folder.mkdir()
+    path = compile_pipeline(gpu_pair, tmp_path / 'g.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '--gpus', '0,1',
+                                         '--max-parallel', '3')
+    assert rc == 0, proc.stdout + proc.stderr
+    spans = _spans(folder)
+    assert len(spans) == 3 and {s[2] for s in spans} <= {'0', '1'}, spans
+    # at any moment no two running tasks hold the same id, and never three at once (only 2 GPUs)
+    for i, a in enumerate(spans):
+        overlapping = [b for j, b in enumerate(spans) if j != i and b[0] < a[1] and a[0] < b[1]]
+        assert all(b[2] != a[2] for b in overlapping), spans
+        assert len(overlapping) <= 1, spans
+
+
+@dsl.component
+def greedy() -> str:
+    return 'never'
+
+
+@dsl.pipeline(name='gpu-greedy')
+def gpu_greedy():
+    greedy().set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(3).set_retry(3)
+
+
+def test_asking_more_gpus_than_exist_fails_at_once(tmp_path):
+    path = compile_pipeline(gpu_greedy, tmp_path / 'greedy.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--gpus', '0,1')
+    assert rc == 1
+    t = task(result, 'greedy')
+    assert t['state'] == 'FAILED' and '3 GPUs' in t['error'] and '0,1' in t['error']
+    assert t['attempts'] == 0
+
+
+IMAGE = DEFAULT_TAG
+
+
+@dsl.container_component
+def on_gpu():
+    return dsl.ContainerSpec(image=IMAGE, command=['nvidia-smi'])
+
+
+@dsl.pipeline(name='docker-gpus')
+def docker_gpus():
+    for _ in range(2):
+        on_gpu().set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(1).set_retry(2)
+
+
+def test_docker_gpu_start_failure_is_clean_and_not_retried(tmp_path):
+    client = require_docker()
+    require_base_image()
+    if 'nvidia' in (client.info().get('Runtimes') or {}):
+        pytest.skip('this engine has the NVIDIA runtime: the start would not fail')
+    path = compile_pipeline(docker_gpus, tmp_path / 'dg.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '--gpus', '0,1')
+    assert rc == 1
+    for name in ('on-gpu', 'on-gpu-2'):
+        t = task(result, name)
+        assert t['state'] == 'FAILED' and t['attempts'] == 1, t
+    assert not client.containers.list(all=True, filters={'label': f'localrunner.run={result["run_id"]}'})
+
+
+@dsl.container_component
+def from_missing_image():
+    return dsl.ContainerSpec(image='localrunner-test/no-such-image:never', command=['true'])
+
+
+@dsl.pipeline(name='missing-image')
+def missing_image():
+    from_missing_image().set_retry(3)
+
+
+def test_missing_image_fails_fast_naming_it(tmp_path):
+    require_docker()
+    path = compile_pipeline(missing_image, tmp_path / 'mi.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert rc == 1
+    t = task(result, 'from-missing-image')
+    assert t['state'] == 'FAILED' and 'localrunner-test/no-such-image:never' in t['error']
+    assert t['attempts'] <= 1
