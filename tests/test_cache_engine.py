@@ -276,3 +276,26 @@ def test_changed_package_set_misses(tmp_path):
         rc, result, proc = run_pipeline_file(path, root, '-p', f'folder={folder}')
         assert rc == 0, proc.stdout + proc.stderr
         assert states(result)['pkg-user'] == expected
+
+
+@dsl.component
+def stamp_value(folder: str, value: int) -> int:
+    import os
+    open(os.path.join(folder, 'custom'), 'a').write('x\n')
+    return value
+
+
+@dsl.pipeline(name='custom-key')
+def custom_key_pipeline(folder: str, value: int):
+    stamp_value(folder=folder, value=value).set_caching_options(True, cache_key='model-v1')
+
+
+def test_custom_cache_key_replaces_the_computed_one(tmp_path):
+    folder = tmp_path / 'c'
+    folder.mkdir()
+    path = compile_pipeline(custom_key_pipeline, tmp_path / 'ck.yaml')
+    rc, first, _ = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '-p', 'value=1')
+    rc, second, _ = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '-p', 'value=2')
+    assert states(second)['stamp-value'] == 'CACHED'
+    assert [t for t in second['tasks'] if t['name'] == 'stamp-value'][0]['outputs']['parameters']['Output'] == 1
+    assert _count(folder, 'custom') == 1

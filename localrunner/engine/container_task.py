@@ -140,7 +140,9 @@ class ContainerTask:
         except LaunchError as e:
             return self._fail(str(e))
         parts['environment'] = fingerprint
-        key = action_key(parts)
+        custom = (self.task.get('cachingOptions') or {}).get('cacheKey')
+        # set_caching_options(cache_key=...): as on KFP, the user's key replaces the computed one
+        key = action_key({'schema': 1, 'custom_cache_key': custom}) if custom else action_key(parts)
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(self.task.get('cachingOptions', {}).get('enableCache'))
         previous = run.cache.previous(run.pipeline.name, self.name)
