@@ -52,6 +52,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help='local values of a Kubernetes secret (folder of key files, JSON/YAML, or KEY=VALUE lines)')
     p.add_argument('--config-map', action='append', default=[], metavar='NAME=PATH', help='likewise for a config map')
     p.add_argument('--pvc', action='append', default=[], metavar='NAME=DIR', help='host folder backing a PVC')
+    p.add_argument('--report', metavar='HTML', help='also write the run as one HTML page (metrics, visualizations)')
     p.add_argument('--image-map', action='append', default=[], metavar='IMAGE=LOCAL',
                    help='run LOCAL wherever the pipeline names IMAGE (mirrors, air-gapped machines)')
     p.add_argument('--quiet', '-q', action='store_true', help='print only the result line')
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument('pipeline')
     graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
     runs = sub.add_parser('runs', help='list or show past runs')
-    runs.add_argument('action', choices=['ls', 'show'])
+    runs.add_argument('action', choices=['ls', 'show', 'report'])
+    runs.add_argument('-o', '--output', help='report: where to write the HTML (default <run dir>/report.html)')
     runs.add_argument('run_id', nargs='?')
     runs.add_argument('--root', default='.localrunner')
     return parser

@@ -110,6 +110,9 @@ def run_command(args, explain: bool = False) -> int:
         write_json_atomic(os.path.join(result.run_dir, 'result.json'), data)
     if args.result_json:
         write_json_atomic(args.result_json, data)
+    if args.report and not options.dry_run:
+        from localrunner.faces.report import write_report
+        print(f'report: {write_report(data, args.report)}')
     if args.quiet:
         print(f'{result.run_id} {result.state.value}')
     return EXIT_CODES.get(result.state.value, 1)

@@ -33,12 +33,16 @@ def runs_command(args) -> int:
                   f'{result.get("duration_s", 0):.1f}s')
         return 0
     if not args.run_id:
-        raise UsageError('runs show: give a run id (see `localrunner runs ls`)')
+        raise UsageError(f'runs {args.action}: give a run id (see `localrunner runs ls`)')
     matches = [n for n in names if n.startswith(args.run_id)]
     if len(matches) != 1:
         raise UsageError(f'runs show {args.run_id}: {"no such run" if not matches else "ambiguous"}')
     result = _load(os.path.join(runs_dir, matches[0]))
     if result is None:
         raise UsageError(f'runs show {args.run_id}: the run left no result (interrupted?)')
+    if args.action == 'report':
+        from localrunner.faces.report import write_report
+        print(write_report(result, args.output or os.path.join(runs_dir, matches[0], 'report.html')))
+        return 0
     print(json.dumps(result, indent=1))
     return 0
