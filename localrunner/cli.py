@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument('--max-size', metavar='SIZE')
     cache.add_argument('--keep-runs', type=int, default=None, help='gc: runs whose outputs stay reachable')
     cache.add_argument('--json', action='store_true')
+    envs = sub.add_parser('envs', help='environments built for lightweight components (venvs, images)')
+    envs.add_argument('action', choices=['ls', 'prune'])
+    envs.add_argument('--older-than', metavar='AGE', help='prune: not used for AGE (e.g. 30d)')
+    envs.add_argument('--all', action='store_true', help='prune: every environment')
+    envs.add_argument('--kind', choices=['venv', 'image'], help='only venvs or only derived Docker images')
+    envs.add_argument('--env-dir', help='venv folder (default $LOCALRUNNER_ENV_DIR or the user cache)')
     graph = sub.add_parser('graph', help='the static plan: stages that can run in parallel, longest chain, DOT')
     graph.add_argument('pipeline')
     graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
@@ -95,6 +101,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == 'cache':
             from localrunner.faces.cache_command import cache_command
             return cache_command(args)
+        if args.command == 'envs':
+            from localrunner.faces.envs_command import envs_command
+            return envs_command(args)
         if args.command == 'graph':
             from localrunner.faces.graph_command import graph_command
             return graph_command(args)

@@ -20,7 +20,7 @@ import platformdirs
 from localrunner.backends.base import LaunchError
 from localrunner.environments.python_env import InstallStep, PythonEnv
 
-_COMPLETE = '.complete'
+COMPLETE_MARKER = _COMPLETE = '.complete'
 # Bumped when the way a venv is built changes, so older venvs are not reused.
 _LAYOUT = 2
 
@@ -66,7 +66,12 @@ class VenvCache:
     def ensure(self, env: PythonEnv, log: Callable[[str], None]) -> str:
         """Returns the venv folder, building it first when needed (once across threads and processes)."""
         target = self.path(env)
-        if os.path.exists(os.path.join(target, _COMPLETE)):
+        marker = os.path.join(target, _COMPLETE)
+        if os.path.exists(marker):
+            try:
+                os.utime(marker)         # last use, for `localrunner envs prune --older-than`
+            except OSError:
+                pass
             return target
         key = os.path.basename(target)
         with self._guard:

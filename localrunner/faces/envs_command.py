@@ -1,0 +1,108 @@
+"""`localrunner envs ls | prune [--older-than AGE]`: the environments built for lightweight
+components (venvs in the user cache; derived Docker images), shared by every run and test."""
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+import shutil
+import time
+
+from localrunner.engine.caching import parse_duration
+from localrunner.environments.venvs import COMPLETE_MARKER, default_env_dir
+from localrunner.errors import UsageError
+
+
+def _size(path: str) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def list_venvs(root: str) -> list[dict]:
+    out = []
+    if not os.path.isdir(root):
+        return out
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        marker = os.path.join(path, COMPLETE_MARKER)
+        if not os.path.isfile(marker):
+            continue
+        with open(marker) as f:
+            described = f.read()
+        out.append({'kind': 'venv', 'key': name, 'path': path, 'last_used': os.path.getmtime(marker),
+                    'bytes': _size(path), 'describes': described[:200]})
+    return out
+
+
+def list_images() -> list[dict]:
+    try:
+        import docker
+        from localrunner.environments.images import KEY_LABEL, PACKAGES_LABEL
+        client = docker.from_env(timeout=5)
+        images = client.images.list(filters={'label': KEY_LABEL})
+    except Exception:       # no engine: nothing to list
+        return []
+    out = []
+    for image in images:
+        labels = (image.attrs.get('Config') or {}).get('Labels') or {}
+        created = image.attrs.get('Created', '')[:19]
+        try:
+            stamp = datetime.datetime.fromisoformat(created).replace(tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            stamp = 0.0
+        out.append({'kind': 'image', 'key': labels.get(KEY_LABEL, '')[:20], 'path': ', '.join(image.tags) or image.id,
+                    'last_used': stamp, 'bytes': image.attrs.get('Size', 0),
+                    'describes': labels.get(PACKAGES_LABEL, '')[:200], 'id': image.id})
+    return out
+
+
+def _remove_venv(path: str) -> bool:
+    """Only when no build or task holds it: take the builder's lock first."""
+    with open(path + '.lock', 'w') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+    os.remove(path + '.lock')
+    return True
+
+
+def envs_command(args) -> int:
+    root = args.env_dir or default_env_dir()
+    entries = (list_venvs(root) if args.kind != 'image' else []) + (list_images() if args.kind != 'venv' else [])
+    if args.action == 'ls':
+        for e in sorted(entries, key=lambda e: e['last_used'], reverse=True):
+            when = datetime.datetime.fromtimestamp(e['last_used']).strftime('%Y-%m-%d %H:%M')
+            print(f'{e["kind"]:<5}  {e["key"]:<20}  {e["bytes"] / 2**20:8.1f} MiB  {when}  {e["path"]}')
+        return 0
+    if not args.older_than and not args.all:
+        raise UsageError('envs prune: give --older-than AGE (e.g. 30d) or --all')
+    try:
+        cutoff = time.time() - (parse_duration(args.older_than) if args.older_than else -1)
+    except ValueError as e:
+        raise UsageError(f'--older-than: {e}') from None
+    removed = freed = 0
+    for e in entries:
+        if not args.all and e['last_used'] >= cutoff:
+            continue
+        if e['kind'] == 'venv':
+            ok = _remove_venv(e['path'])
+        else:
+            try:
+                import docker
+                docker.from_env(timeout=5).images.remove(e['id'], force=False)
+                ok = True
+            except Exception:           # in use by a container, or already gone
+                ok = False
+        if ok:
+            removed += 1
+            freed += e['bytes']
+    print(f'removed {removed} environment(s), {freed / 2**20:.1f} MiB')
+    return 0
