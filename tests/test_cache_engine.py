@@ -299,3 +299,33 @@ def test_custom_cache_key_replaces_the_computed_one(tmp_path):
     assert states(second)['stamp-value'] == 'CACHED'
     assert [t for t in second['tasks'] if t['name'] == 'stamp-value'][0]['outputs']['parameters']['Output'] == 1
     assert _count(folder, 'custom') == 1
+
+
+@dsl.component
+def big_output(out: Output[Dataset]):
+    with open(out.path, 'wb') as f:
+        f.write(b'x' * 600_000)
+
+
+@dsl.pipeline(name='full-disk')
+def full_disk_pipeline():
+    big_output()
+
+
+def test_full_disk_fails_the_task_cleanly(tmp_path):
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount)]).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        path = compile_pipeline(full_disk_pipeline, tmp_path / 'fd.yaml')
+        # the run folder fits the output once; the store then has no room for its copy
+        rc, result, proc = run_pipeline_file(path, mount / 'root')
+        assert rc == 1, proc.stdout + proc.stderr
+        t = [t for t in result['tasks'] if t['name'] == 'big-output'][0]
+        assert t['state'] == 'FAILED' and ('disk full' in t['error'].lower() or 'no space' in t['error'].lower()), t
+        stats = json.loads(run_cli('cache', 'stats', '--json', '--root', str(mount / 'root')).stdout)
+        assert stats['actions'] == 0
+        assert run_cli('cache', 'verify', '--root', str(mount / 'root')).returncode == 0
+    finally:
+        subprocess.run(['umount', str(mount)])
