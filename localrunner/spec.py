@@ -108,7 +108,9 @@ def _parse_documents(path: str, text: str) -> list:
         except json.JSONDecodeError as e:
             raise UsageError(f'{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}') from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        # libyaml's loader parses a compiled pipeline ~10x faster than the pure-Python one
+        loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+        return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f' at line {mark.line + 1} column {mark.column + 1}' if mark else ''
