@@ -221,3 +221,33 @@ def test_image_rebuilt_under_the_same_tag_is_a_miss(docker_client, tmp_path):
     rc, rebuilt, _ = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
     assert states(rebuilt)['image-marker'] == 'SUCCEEDED'
     assert task(rebuilt, 'image-marker')['outputs']['parameters']['out'].strip() == 'two'
+
+
+@dsl.component(base_image=IMAGE)
+def slow_with_scratch(seconds: float) -> str:
+    import os
+    import time
+    with open('/scratch/tmp.txt', 'w') as f:
+        f.write('scratch')
+    time.sleep(seconds)
+    return open('/scratch/tmp.txt').read()
+
+
+@dsl.pipeline(name='deadline')
+def deadline_pipeline(seconds: float = 0.0):
+    from kfp import kubernetes
+    t = slow_with_scratch(seconds=seconds)
+    kubernetes.set_timeout(t, 3)
+    kubernetes.empty_dir_mount(t, volume_name='scratch', mount_path='/scratch')
+
+
+def test_timeout_and_empty_dir_on_docker(docker_client, tmp_path):
+    path = compile_pipeline(deadline_pipeline, tmp_path / 'd.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker')
+    assert rc == 0, proc.stdout + proc.stderr
+    assert task(result, 'slow-with-scratch')['outputs']['parameters']['Output'] == 'scratch'
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '-p', 'seconds=60')
+    assert rc == 1
+    t = task(result, 'slow-with-scratch')
+    assert t['state'] == 'FAILED' and 'timed out after 3s' in t['error']
+    assert not _our_containers(docker_client, result['run_id'])

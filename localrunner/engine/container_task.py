@@ -110,6 +110,7 @@ class ContainerTask:
         self.record = TaskRecord(name=name, display_name=display, state=State.SUCCEEDED, kind='container',
                                  component=component_name, task_dir=self.task_dir)
         self.task_id = str(uuid.uuid4())
+        self.timeout_s: Optional[float] = None
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self) -> RunContext:
@@ -209,7 +210,9 @@ class ContainerTask:
             k8s = k8s_local.K8sEffect()
         else:
             k8s = k8s_local.apply(platform_config, lookup, run.options.k8s,
-                                  pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name)
+                                  pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name,
+                                  scratch_dir=self.task_dir)
+        self.timeout_s = k8s.timeout_s
         for message in k8s.warnings:
             run.warn(message, task=self.name)
         if k8s.volumes and not run.backend_mounts_volumes:
@@ -353,7 +356,10 @@ class ContainerTask:
             return str(e), e.retryable
         run.executions.add(execution)
         try:
-            code = await run.in_thread(execution.wait)
+            code = await asyncio.wait_for(run.in_thread(execution.wait), self.timeout_s)
+        except asyncio.TimeoutError:
+            run.stop(execution)
+            return f'timed out after {self.timeout_s:g}s (kubernetes.set_timeout)', True
         except asyncio.CancelledError:          # Ctrl-C: the process must not outlive the run
             run.cancelled = True
             run.stop(execution)

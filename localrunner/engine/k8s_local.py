@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 import yaml
 
 NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecret', 'imagePullPolicy',
-                   'activeDeadlineSeconds', 'enabledSharedMemory', 'emptyDirMounts', 'genericEphemeralVolume')
+                   'enabledSharedMemory', 'genericEphemeralVolume', 'securityContext')
 CREATE_PVC_IMAGE = 'argostub/createpvc'
 DELETE_PVC_IMAGE = 'argostub/deletepvc'
 _FIELD = re.compile(r"""^metadata\.(labels|annotations)\[['"](.+)['"]\]$""")
@@ -40,6 +40,7 @@ class K8sEffect:
     annotations: dict[str, str] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     ignored: list[str] = dataclasses.field(default_factory=list)
+    timeout_s: Optional[float] = None                                       # activeDeadlineSeconds
 
 
 def read_key_values(path: str) -> dict[str, str]:
@@ -104,8 +105,17 @@ def field_value(field_path: str, pod_name: str, labels: dict, annotations: dict)
     }.get(field_path, '')
 
 
-def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, task: str) -> K8sEffect:
+def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, task: str,
+          scratch_dir: str = '') -> K8sEffect:
     effect = K8sEffect()
+    if config.get('activeDeadlineSeconds'):
+        # kubernetes.set_timeout: the pod is killed after that long; so is the local attempt
+        effect.timeout_s = float(config['activeDeadlineSeconds'])
+    for item in config.get('emptyDirMounts') or []:
+        # an emptyDir lives as long as the pod: a fresh folder per task, gone with the task folder
+        folder = os.path.join(scratch_dir, 'empty-dirs', item.get('volumeName') or 'volume')
+        os.makedirs(folder, exist_ok=True)
+        effect.volumes[folder] = item['mountPath']
     meta = config.get('podMetadata') or {}
     effect.labels = {str(k): str(v) for k, v in (meta.get('labels') or {}).items()}
     effect.annotations = {str(k): str(v) for k, v in (meta.get('annotations') or {}).items()}
