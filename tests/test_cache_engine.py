@@ -329,3 +329,35 @@ def test_full_disk_fails_the_task_cleanly(tmp_path):
         assert run_cli('cache', 'verify', '--root', str(mount / 'root')).returncode == 0
     finally:
         subprocess.run(['umount', str(mount)])
+
+
+@dsl.component
+def uses_secret() -> str:
+    import os
+    return str(len(os.environ['API_TOKEN']))
+
+
+@dsl.pipeline(name='secret-key')
+def secret_key_pipeline():
+    from kfp import kubernetes
+    kubernetes.use_secret_as_env(uses_secret(), secret_name='api', secret_key_to_env={'token': 'API_TOKEN'})
+
+
+def test_secret_values_never_stored_in_the_cache(tmp_path):
+    secret = tmp_path / 'api'
+    secret.mkdir()
+    (secret / 'token').write_text('hunter2-very-secret')
+    path = compile_pipeline(secret_key_pipeline, tmp_path / 'sk.yaml')
+    root = tmp_path / 'root'
+    rc, result, proc = run_pipeline_file(path, root, '--secret', f'api={secret}')
+    assert rc == 0, proc.stdout + proc.stderr
+    assert states(result)['uses-secret'] == 'SUCCEEDED'
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), 'rb') as f:
+                assert b'hunter2-very-secret' not in f.read(), os.path.join(folder, name)
+    rc, result, _ = run_pipeline_file(path, root, '--secret', f'api={secret}')
+    assert states(result)['uses-secret'] == 'CACHED'
+    (secret / 'token').write_text('rotated')                    # a new secret value is a new action
+    rc, result, _ = run_pipeline_file(path, root, '--secret', f'api={secret}')
+    assert states(result)['uses-secret'] == 'SUCCEEDED'

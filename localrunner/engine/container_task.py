@@ -4,6 +4,7 @@ attempts with retries -> outputs into the CAS -> record] -> publish outputs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -242,7 +243,11 @@ class ContainerTask:
             'executor': {'image': self.container.get('image', ''),
                          'command': self.container.get('command', []),
                          'args': self.container.get('args', []),
-                         'env': env},
+                         # key parts are stored (and shared through a remote cache): a secret
+                         # enters as a SHA-256 of its value (xxh3 is no one-way function),
+                         # which still changes the key when the secret changes
+                         'env': {k: f'secret-sha256:{hashlib.sha256(v.encode()).hexdigest()}'
+                                 if k in k8s.secret_env else v for k, v in env.items()}},
             'inputs': {'parameters': canonical(self.params),
                        'artifacts': {n: [a.key_form() for a in lst] for n, lst in sorted(self.arts.items())}},
             'outputs': self.component.get('outputDefinitions', {}),

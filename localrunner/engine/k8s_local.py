@@ -41,6 +41,7 @@ class K8sEffect:
     warnings: list[str] = dataclasses.field(default_factory=list)
     ignored: list[str] = dataclasses.field(default_factory=list)
     timeout_s: Optional[float] = None                                       # activeDeadlineSeconds
+    secret_env: set[str] = dataclasses.field(default_factory=set)          # env names holding secret values
 
 
 def read_key_values(path: str) -> dict[str, str]:
@@ -130,6 +131,8 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
                 key = pair.get('secretKey') or pair.get('configMapKey')
                 if values is not None and key in values:
                     effect.env[pair['envVar']] = values[key]
+                    if kind == 'secret':
+                        effect.secret_env.add(pair['envVar'])
                 elif values is not None and not item.get('optional'):
                     effect.warnings.append(f'{task}: {what} {name!r} has no key {key!r}')
         for item in config.get(f'{kind}AsVolume') or []:
