@@ -75,7 +75,10 @@ def _lookup(executor_input: dict, ctx: Optional[RunContext], body: str) -> str:
             text = section.get('parameters', {}).get(key, {}).get('outputFile', '')
     else:
         arts = section.get('artifacts', {}).get(key, {}).get('artifacts', [])
-        if not arts:
+        if not attrs and not subscript:
+            # the artifact (list) itself, as the runtime artifacts' JSON: [{name, type, uri, metadata}]
+            text = json.dumps(arts)
+        elif not arts:
             text = ''
         else:
             art = arts[0]
