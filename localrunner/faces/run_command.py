@@ -82,6 +82,14 @@ def _pairs(values, flag):
 
 
 def run_command(args, explain: bool = False) -> int:
+    if not getattr(args, 'watch', False) or explain or args.dry_run:
+        return run_once(args, explain)[0]
+    from localrunner.faces.watch import watch
+    return watch(args, run_once)
+
+
+def run_once(args, explain: bool = False) -> tuple[int, dict]:
+    """One run; returns (exit code, result JSON)."""
     pipeline = load_pipeline(args.pipeline)
     from_file = read_params_file(args.params_file) if args.params_file else {}
     params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
@@ -114,5 +122,5 @@ def run_command(args, explain: bool = False) -> int:
         from localrunner.faces.report import write_report
         print(f'report: {write_report(data, args.report)}')
     if args.quiet:
-        print(f'{result.run_id} {result.state.value}')
-    return EXIT_CODES.get(result.state.value, 1)
+        print(f'{result.run_id} {result.state.value}', flush=True)
+    return EXIT_CODES.get(result.state.value, 1), data
