@@ -6,8 +6,10 @@ component's `python3` is the venv's); a container component's command runs as it
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from typing import Optional
 
@@ -18,20 +20,24 @@ _KILL_GRACE_S = 5.0
 
 
 class _ProcessExecution(Execution):
-    def __init__(self, proc: subprocess.Popen, spec: LaunchSpec, on_line: LineSink):
+    def __init__(self, proc: subprocess.Popen, spec: LaunchSpec, on_line: LineSink, tmp: str):
         self._proc = proc
         self._spec = spec
         self._on_line = on_line
+        self._tmp = tmp
         self._terminated = threading.Event()
 
     def wait(self) -> int:
-        with open(self._spec.log_path, 'ab') as log:
-            for raw in iter(self._proc.stdout.readline, b''):
-                log.write(raw)
-                log.flush()
-                self._on_line(raw.decode(errors='replace').rstrip('\n'))
-        self._proc.stdout.close()
-        return self._proc.wait()
+        try:
+            with open(self._spec.log_path, 'ab') as log:
+                for raw in iter(self._proc.stdout.readline, b''):
+                    log.write(raw)
+                    log.flush()
+                    self._on_line(raw.decode(errors='replace').rstrip('\n'))
+            self._proc.stdout.close()
+            return self._proc.wait()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def terminate(self) -> None:
         if self._terminated.is_set() or self._proc.poll() is not None:
@@ -67,7 +73,7 @@ class SubprocessBackend(Backend):
         if spec.python_env is not None:
             self.venvs.ensure(spec.python_env, log)
 
-    def _environ(self, spec: LaunchSpec) -> dict[str, str]:
+    def _environ(self, spec: LaunchSpec, tmp: str) -> dict[str, str]:
         env = dict(os.environ)
         # The runner's own venv/interpreter must not leak into the component's.
         for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
@@ -76,9 +82,9 @@ class SubprocessBackend(Backend):
             venv = self.venvs.path(spec.python_env)
             env['VIRTUAL_ENV'] = venv
             env['PATH'] = os.path.join(venv, 'bin') + os.pathsep + env.get('PATH', '')
-        tmp = os.path.join(spec.workdir, 'tmp')
-        os.makedirs(tmp, exist_ok=True)
-        env['TMPDIR'] = tmp                         # KFP's `mktemp -d` lands in the attempt folder
+        # a short private temp folder per attempt, removed afterwards: KFP's `mktemp -d` and
+        # whatever else the task makes there (a deep path breaks AF_UNIX sockets' 107-byte limit)
+        env['TMPDIR'] = tmp
         env['PYTHONUNBUFFERED'] = '1'               # logs stream line by line
         if spec.resources.gpu_ids or spec.resources.accelerator_count:
             env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
@@ -88,14 +94,17 @@ class SubprocessBackend(Backend):
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
         if not spec.argv:
             raise LaunchError(f'{spec.task}: empty command', retryable=False)
-        env = self._environ(spec)
+        tmp = tempfile.mkdtemp(prefix='lr-')
+        env = self._environ(spec, tmp)
         try:
             proc = subprocess.Popen(spec.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         except FileNotFoundError:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise LaunchError(f'{spec.task}: command not found on this machine: {spec.argv[0]}',
                               retryable=False) from None
         except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
-        return _ProcessExecution(proc, spec, on_line)
+        return _ProcessExecution(proc, spec, on_line, tmp)
