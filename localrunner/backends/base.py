@@ -84,6 +84,10 @@ class Backend(abc.ABC):
         """An immutable identity of what the task will run in (Docker image id + python env
         key; interpreter + python env key). Enters the cache key. Must not build anything."""
 
+    def check(self) -> None:
+        """Verifies, before a run starts, that the backend can work at all (an engine that
+        answers, the configuration it needs). Raises LaunchError naming what is missing."""
+
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         """Builds what the attempt needs (venv, derived image) once; later calls are cheap.
         Raises LaunchError when that cannot be done."""

@@ -135,6 +135,9 @@ class DockerBackend(Backend):
                               f"{result['error']}", retryable=False)
         return result['id']
 
+    def check(self) -> None:
+        self.client        # noqa: B018 - raises LaunchError when no engine answers
+
     def environment_fingerprint(self, spec: LaunchSpec) -> str:
         image_id = self.image_id(spec.image)
         return f'{image_id}+{spec.python_env.key()}' if spec.python_env else image_id

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 from localrunner.api import make_backend
+from localrunner.backends.base import LaunchError
 from localrunner.engine.caching import CacheSettings, parse_duration
 from localrunner.engine.events import EventBus
 from localrunner.engine.k8s_local import LocalSources
@@ -103,6 +104,11 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
         # explain must not leave a run behind: its run folder is scratch
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
     backend = make_backend(backend_name, run_id=options.run_id)
+    try:
+        backend.check()
+    except LaunchError as e:
+        backend.close()
+        raise UsageError(f'--backend {backend_name}: {e}') from None
     bus = EventBus()
     view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose)
     bus.subscribe(view)

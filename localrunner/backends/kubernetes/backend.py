@@ -97,6 +97,10 @@ class KubernetesBackend(Backend):
                 self._stager = Stager(s3)
             return self._stager
 
+    def check(self) -> None:
+        self.stager        # noqa: B018 - each raises LaunchError naming a missing setting
+        self.api           # noqa: B018
+
     # ------------------------------------------------------------ image identity
 
     def environment_fingerprint(self, spec: LaunchSpec) -> str:
