@@ -161,3 +161,13 @@ def test_pipeline_input_artifacts_by_content(tmp_path):
     _assert_usage_error(run_cli('run', path, '--root', str(tmp_path / 'root')), "'data'", '--artifact')
     _assert_usage_error(run_cli('run', path, '-a', f'other={words}'), "'other'", 'data')
     _assert_usage_error(run_cli('run', path, '-a', f'data={tmp_path / "nope"}'), 'does not exist')
+
+
+def test_unusable_backend_is_a_usage_error(typed_yaml, tmp_path):
+    env = {k: '' for k in ('LOCALRUNNER_S3_ENDPOINT', 'AWS_ENDPOINT_URL')}
+    proc = run_cli('run', typed_yaml, *GOOD, '--cluster', '--root', str(tmp_path / 'r'), env=env)
+    _assert_usage_error(proc, '--backend kubernetes', 'LOCALRUNNER_S3_ENDPOINT')
+    proc = run_cli('run', typed_yaml, *GOOD, '--backend', 'docker', '--root', str(tmp_path / 'r'),
+                   env={'DOCKER_HOST': 'unix:///nonexistent/docker.sock'})
+    _assert_usage_error(proc, '--backend docker', 'Docker engine')
+    assert not os.path.exists(tmp_path / 'r' / 'runs')
