@@ -30,7 +30,8 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument('pipeline', help='compiled KFP v2 pipeline (IR YAML or JSON)')
+    p.add_argument('pipeline', help='compiled KFP v2 pipeline (IR YAML or JSON), or PIPELINE.py[:NAME] to '
+                                    'compile with your kfp SDK first')
     p.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
                    help='pipeline parameter (repeatable); converted by the type the pipeline declares')
     p.add_argument('--params-file', help='JSON or YAML mapping of parameter values')

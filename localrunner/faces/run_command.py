@@ -91,7 +91,11 @@ def run_command(args, explain: bool = False) -> int:
 
 def run_once(args, explain: bool = False) -> tuple[int, dict]:
     """One run; returns (exit code, result JSON)."""
-    pipeline = load_pipeline(args.pipeline)
+    from localrunner.faces.from_python import compile_python, is_python_target
+    source = args.pipeline
+    if is_python_target(source):
+        source = compile_python(source, os.path.join(os.path.abspath(args.root), 'compiled'))
+    pipeline = load_pipeline(source)
     from_file = read_params_file(args.params_file) if args.params_file else {}
     params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
                                      from_file)

@@ -16,7 +16,7 @@ _MAX_FILES_PER_TREE = 2000        # a huge input folder is watched by its first 
 
 
 def watched_paths(args, result: dict) -> set[str]:
-    paths = {os.path.abspath(args.pipeline)}
+    paths = {os.path.abspath(args.pipeline.split(':', 1)[0])}
     if args.params_file:
         paths.add(os.path.abspath(args.params_file))
     for pair in list(args.artifact) + list(args.secret) + list(args.config_map):
