@@ -361,3 +361,17 @@ def test_secret_values_never_stored_in_the_cache(tmp_path):
     (secret / 'token').write_text('rotated')                    # a new secret value is a new action
     rc, result, _ = run_pipeline_file(path, root, '--secret', f'api={secret}')
     assert states(result)['uses-secret'] == 'SUCCEEDED'
+
+
+def test_runs_prune_then_gc_keeps_live_results(setup, tmp_path):
+    run, folder, *_ = setup
+    run()
+    run('--no-cache')
+    root = str(tmp_path / 'root')
+    pruned = run_cli('runs', 'prune', '--keep', '1', '--root', root)
+    assert 'removed 1 run(s), kept 1' in pruned.stdout, pruned.stdout + pruned.stderr
+    assert run_cli('cache', 'gc', '--root', root).returncode == 0
+    result = run()
+    assert states(result)['scale'] == 'CACHED'
+    [out] = [t for t in result['tasks'] if t['name'] == 'load'][0]['outputs']['artifacts']['out']
+    assert open(out['path']).read() == 'ABC'

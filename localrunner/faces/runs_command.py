@@ -32,6 +32,8 @@ def runs_command(args) -> int:
             print(f'{name}  {when}  {result["state"]:<9}  {len(leaf)} tasks, {cached} cached, '
                   f'{result.get("duration_s", 0):.1f}s')
         return 0
+    if args.action == 'prune':
+        return _prune(runs_dir, names, args)
     if not args.run_id:
         raise UsageError(f'runs {args.action}: give a run id (see `localrunner runs ls`)')
     matches = [n for n in names if n.startswith(args.run_id)]
@@ -45,4 +47,26 @@ def runs_command(args) -> int:
         print(write_report(result, args.output or os.path.join(runs_dir, matches[0], 'report.html')))
         return 0
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _prune(runs_dir: str, names: list[str], args) -> int:
+    """Removes old run folders (their artifacts are copies: cached results stay in the CAS
+    until `localrunner cache gc`)."""
+    import shutil
+    import time
+    from localrunner.engine.caching import parse_duration
+    if args.keep is None and not args.older_than:
+        raise UsageError('runs prune: give --keep N and/or --older-than AGE')
+    try:
+        cutoff = time.time() - parse_duration(args.older_than) if args.older_than else None
+    except ValueError as e:
+        raise UsageError(f'--older-than: {e}') from None
+    newest_first = list(reversed(names))
+    doomed = set(newest_first[args.keep:]) if args.keep is not None else set(names)
+    if cutoff is not None:
+        doomed &= {n for n in names if os.path.getmtime(os.path.join(runs_dir, n)) < cutoff}
+    for name in sorted(doomed):
+        shutil.rmtree(os.path.join(runs_dir, name), ignore_errors=True)
+    print(f'removed {len(doomed)} run(s), kept {len(names) - len(doomed)}')
     return 0
