@@ -165,6 +165,8 @@ def test_explain_cache_names_what_changed(setup, tmp_path):
     out = proc.stdout
     assert 'cached  other' in out
     assert 'would run load: changed: inputs.artifacts.data' in out
+    assert 'would run scale: runs after an upstream task that would run' in out
+    assert '1 task(s) would be served from the cache, 2 would run' in out
     assert _count(folder, 'load') == 1, 'explain runs nothing'
 
 

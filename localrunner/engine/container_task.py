@@ -17,7 +17,7 @@ from localrunner.backends.base import LaunchError, LaunchSpec, Mount, Resources
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
 from localrunner.engine.caching import action_key, canonical, parse_duration
-from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
+from localrunner.engine.model import WOULD_RUN, Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import PlaceholderError, RunContext, resolve_argv, substitute
 from localrunner.engine.slots import GpuShortage
 from localrunner.environments.python_env import lift_prologue
@@ -305,7 +305,7 @@ class ContainerTask:
         self.record.finished = time.time()
         self.run.bus.emit('task_would_run', self.name, key=key, why=why)
         self.record.logs = [f'would run: {why}']
-        outcome = Outcome(State.SKIPPED)
+        outcome = Outcome(State.SKIPPED, error=WOULD_RUN)
         self.run.finish(self.record, outcome, quiet=True)
         return outcome
 

@@ -26,7 +26,7 @@ from localrunner.engine.container_task import ContainerTask
 from localrunner.engine.events import EventBus
 from localrunner.engine.expressions import ExpressionError, evaluate_condition
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
+from localrunner.engine.model import WOULD_RUN, Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
 from localrunner.spec import Pipeline, task_upstreams
@@ -245,6 +245,10 @@ class Run:
             state = State.CANCELED
         else:
             state = State.SUCCEEDED
+        if self.options.dry_run and state == State.SUCCEEDED and any(
+                o.error == WOULD_RUN for o in scope.outcomes.values()):
+            state = State.SKIPPED      # its outputs are not known before it runs: what waits on it would run too
+            return Outcome(state, error=WOULD_RUN)
         out_params, out_arts = self._dag_outputs(dag, scope.outcomes)
         failed = [(f'{prefix}{n}', o.error) for n, o in scope.outcomes.items() if o.state == State.FAILED]
         error = None
@@ -285,6 +289,10 @@ class Run:
         upstream = [scope.outcomes[u] for u in task_upstreams(task)]
         if policy.get('strategy') != COMPLETED_STRATEGY:
             blocked = [o for o in upstream if not o.state.ok]
+            if self.options.dry_run and any(o.error == WOULD_RUN for o in blocked):
+                if 'dag' not in component:
+                    self.bus.emit('task_would_run', name, why='runs after an upstream task that would run')
+                return Outcome(State.SKIPPED, error=WOULD_RUN)
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
                 return self._record_simple(name, task, state, quiet=True)
@@ -382,6 +390,8 @@ class Run:
         state = State.FAILED if State.FAILED in states else State.CANCELED if State.CANCELED in states \
             else State.SUCCEEDED
         error = next((r.error for r in results if r.state == State.FAILED), None)
+        if self.options.dry_run and state == State.SUCCEEDED and any(r.error == WOULD_RUN for r in results):
+            state, error = State.SKIPPED, WOULD_RUN
         outcome = Outcome(state, collected_params, collected_arts, error=error)
         record.error = error
         self.finish(record, outcome, quiet=True)

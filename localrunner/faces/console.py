@@ -125,7 +125,7 @@ class ConsoleView:
             result = e.data['result']
             hits = sum(1 for r in result.records if r.state.value == 'CACHED')
             self.console.print(f'explain-cache: {hits} task(s) would be served from the cache, '
-                               f'{self.would_run} would run (tasks downstream of those run after them)')
+                               f'{self.would_run} would run')
         elif not self.quiet:
             self.print_summary(e.data['result'])
 
