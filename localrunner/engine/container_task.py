@@ -147,7 +147,6 @@ class ContainerTask:
         key = action_key({'schema': 1, 'custom_cache_key': custom}) if custom else action_key(parts)
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(self.task.get('cachingOptions', {}).get('enableCache'))
-        previous = run.cache.previous(run.pipeline.name, self.name)
         if not run.options.dry_run:
             run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
 
@@ -157,7 +156,7 @@ class ContainerTask:
             if served is not None:
                 return served
         if run.options.dry_run:
-            return self._explain_miss(key, parts, previous, use_cache)
+            return self._explain_miss(key, parts, run.cache.previous(run.pipeline.name, self.name), use_cache)
 
         lock = run.key_lock(key)
         async with lock:                                   # identical tasks in this run: one at a time
