@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from localrunner.engine.caching import CacheSettings
+from localrunner.engine.caching import CacheSettings, caching_disabled_by_env
 from localrunner.engine.events import EventBus, Subscriber
 from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import Run, RunOptions, RunResult
@@ -40,8 +40,7 @@ def run_pipeline(pipeline: 'str | Pipeline', params: Optional[dict] = None, *, r
     options = RunOptions(
         root=root, max_parallel=max_parallel or os.cpu_count() or 2, fail_fast=fail_fast,
         cache=CacheSettings(enabled=use_cache, max_age_s=cache_max_age_s,
-                            disabled_by_default=os.environ.get('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT', '')
-                            .lower() in ('1', 'true', 'yes')),
+                            disabled_by_default=caching_disabled_by_env()),
         k8s=LocalSources(secrets=secrets or {}, config_maps=config_maps or {}, pvcs=pvcs or {}),
         gpu_ids=tuple(gpu_ids))
     from localrunner.engine.runtime import new_run_id

@@ -3,7 +3,6 @@ usage, 130 interrupted (Ctrl-C: run CANCELED)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional
 
@@ -15,18 +14,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):       # argparse's usage errors: one line, exit 2
         raise UsageError(f'{self.prog}: {message}')
-
-
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for v in values or []:
-        if '=' not in v:
-            raise UsageError(f'{flag} {v}: expected NAME=PATH')
-        k, path = v.split('=', 1)
-        out[k] = os.path.abspath(os.path.expanduser(path))
-        if flag != '--pvc' and not os.path.exists(out[k]):
-            raise UsageError(f'{flag} {v}: {out[k]} does not exist')
-    return out
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -77,6 +77,11 @@ def diff_parts(old: Any, new: Any, path: str = '') -> list[str]:
     return []
 
 
+def caching_disabled_by_env() -> bool:
+    """KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT, read as KFP's tools read a boolean variable."""
+    return os.environ.get('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT', '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
 @dataclasses.dataclass
 class CacheSettings:
     enabled: bool = True                 # --no-cache turns lookups off (results still recorded)

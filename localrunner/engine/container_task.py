@@ -305,7 +305,7 @@ class ContainerTask:
         self.run.bus.emit('task_would_run', self.name, key=key, why=why)
         self.record.logs = [f'would run: {why}']
         outcome = Outcome(State.SKIPPED, error=WOULD_RUN)
-        self.run.finish(self.record, outcome, quiet=True)
+        self.run.finish(self.record, outcome)
         return outcome
 
     # ------------------------------------------------------------------ running

@@ -131,8 +131,8 @@ class Run:
             self._registered.add(id(record))
             self.records.append(record)
 
-    def finish(self, record: TaskRecord, outcome: Outcome, quiet: bool = False) -> None:
-        record.state = outcome.state if record.state != State.CACHED else record.state
+    def finish(self, record: TaskRecord, outcome: Outcome) -> None:
+        record.state = outcome.state
         record.outputs = outcome
         if record.finished is None:
             record.finished = time.time()
@@ -295,7 +295,7 @@ class Run:
                 return Outcome(State.SKIPPED, error=WOULD_RUN)
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
-                return self._record_simple(name, task, state, quiet=True)
+                return self._record_simple(name, task, state)
         is_loop = 'parameterIterator' in task or 'artifactIterator' in task
         exempt = frozenset()
         if is_loop:
@@ -313,7 +313,7 @@ class Run:
             except ExpressionError as e:
                 return self._record_simple(name, task, State.FAILED, error=f'condition: {e}')
             if not passed:
-                return self._record_simple(name, task, State.SKIPPED, kind='condition', quiet=True)
+                return self._record_simple(name, task, State.SKIPPED, kind='condition')
         if is_loop:
             return await self._run_loop(name, task, comp_name, component, params, arts)
         if 'dag' in component:
@@ -335,7 +335,7 @@ class Run:
                             state=State.SUCCEEDED, kind='dag', component=comp_name, started=time.time())
         outcome = await self.run_dag(component, params, arts, name + '/')
         record.error = outcome.error
-        self.finish(record, outcome, quiet=True)
+        self.finish(record, outcome)
         return outcome
 
     async def _run_loop(self, name, task, comp_name, component, params, arts) -> Outcome:
@@ -394,11 +394,11 @@ class Run:
             state, error = State.SKIPPED, WOULD_RUN
         outcome = Outcome(state, collected_params, collected_arts, error=error)
         record.error = error
-        self.finish(record, outcome, quiet=True)
+        self.finish(record, outcome)
         return outcome
 
     def _record_simple(self, name: str, task: dict, state: State, kind: Optional[str] = None,
-                       error: Optional[str] = None, quiet: bool = False) -> Outcome:
+                       error: Optional[str] = None) -> Outcome:
         comp_name = task['componentRef']['name']
         component = self.pipeline.component(comp_name)
         if kind is None:

@@ -8,7 +8,7 @@ import tempfile
 
 from localrunner.api import make_backend
 from localrunner.backends.base import LaunchError
-from localrunner.engine.caching import CacheSettings, parse_duration
+from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
 from localrunner.engine.events import EventBus
 from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import Run, RunOptions
@@ -27,10 +27,6 @@ def write_json_atomic(path: str, data: dict) -> None:
     with os.fdopen(fd, 'w') as f:
         json.dump(data, f, indent=1, default=str)
     os.replace(tmp, path)
-
-
-def _truthy_env(name: str) -> bool:
-    return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def build_options(args, explain: bool) -> RunOptions:
@@ -52,7 +48,7 @@ def build_options(args, explain: bool) -> RunOptions:
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
         cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=_remote(args.remote_cache),
-                            disabled_by_default=_truthy_env('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT')),
+                            disabled_by_default=caching_disabled_by_env()),
         k8s=LocalSources(secrets=_pairs(args.secret, '--secret'), config_maps=_pairs(args.config_map, '--config-map'),
                          pvcs=_pairs(args.pvc, '--pvc')),
         dry_run=explain or args.dry_run,
@@ -77,9 +73,17 @@ def _image_map(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _pairs(values, flag):
-    from localrunner.cli import _pairs as pairs
-    return pairs(values, flag)
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    """--secret/--config-map/--pvc NAME=PATH options as {name: absolute path}."""
+    out = {}
+    for v in values or []:
+        if '=' not in v:
+            raise UsageError(f'{flag} {v}: expected NAME=PATH')
+        k, path = v.split('=', 1)
+        out[k] = os.path.abspath(os.path.expanduser(path))
+        if flag != '--pvc' and not os.path.exists(out[k]):
+            raise UsageError(f'{flag} {v}: {out[k]} does not exist')
+    return out
 
 
 def run_command(args, explain: bool = False) -> int:
