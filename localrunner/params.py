@@ -133,7 +133,7 @@ def expand_path(value: str) -> str:
 def resolve_root_artifacts(input_defs: dict, pairs: list[str]) -> dict:
     """`--artifact NAME=PATH` for a pipeline that takes artifacts: typed by the IR, identified
     by content (the digest enters the cache key, the path does not)."""
-    from localrunner.engine.model import Artifact
+    from localrunner.engine.model import Artifact, local_path
     from localrunner_cache import digest_file, digest_tree
     declared = input_defs.get('artifacts', {}) or {}
     given: dict[str, list] = {}
@@ -144,7 +144,7 @@ def resolve_root_artifacts(input_defs: dict, pairs: list[str]) -> dict:
         if name not in declared:
             listing = ', '.join(sorted(declared)) or '(none)'
             raise UsageError(f'unknown input artifact {name!r}; this pipeline takes: {listing}')
-        path = expand_path(path[len('file://'):] if path.startswith('file://') else path)
+        path = expand_path(local_path(path) or path)
         if not os.path.exists(path):
             raise UsageError(f'--artifact {name}: {path} does not exist')
         schema = declared[name].get('artifactType', {})

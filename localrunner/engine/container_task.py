@@ -121,8 +121,9 @@ class ContainerTask:
         self.record.state = State.FAILED
         self.record.error = message
         self.record.finished = time.time()
-        self.run.finish(self.record, Outcome(State.FAILED, error=message))
-        return Outcome(State.FAILED, error=message)
+        outcome = Outcome(State.FAILED, error=message)
+        self.run.finish(self.record, outcome)
+        return outcome
 
     # ------------------------------------------------------------------ main
     async def execute(self) -> Outcome:

@@ -5,7 +5,6 @@ import dataclasses
 import enum
 from typing import Any, Optional
 
-LOCAL_PREFIXES = ('file://',)
 # explain-cache: the outcome of a task that would run (and of what waits on it)
 WOULD_RUN = 'would run'
 
