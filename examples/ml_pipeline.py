@@ -216,6 +216,8 @@ def ml_training_pipeline(
             serving_endpoint="http://localhost:8080/v1/models",
         )
         deploy_task.set_display_name("Model Deployment")
+        # a deployment has an effect outside the pipeline: always execute it fresh
+        deploy_task.set_caching_options(False)
 
 
 if __name__ == "__main__":

@@ -131,11 +131,12 @@ def test_code_change_reruns_component_and_dependents(setup):
     assert result['outputs']['parameters']['Output'] == 8
 
 
-def test_no_cache_runs_all_but_records(setup):
+def test_no_cache_runs_all_and_records_nothing(setup):
     run, folder, *_ = setup
-    run()
     st = states(run('--no-cache'))
     assert set(st.values()) == {'SUCCEEDED'}
+    assert _count(folder, 'scale') == 1
+    assert states(run())['scale'] == 'SUCCEEDED'      # nothing was recorded: it runs again
     assert _count(folder, 'scale') == 2
     assert states(run())['scale'] == 'CACHED'
 

@@ -77,14 +77,29 @@ def diff_parts(old: Any, new: Any, path: str = '') -> list[str]:
     return []
 
 
+# kfp/dsl/pipeline_context.py reads the variable with click's truth set
+_KFP_TRUE = frozenset({'1', 'true', 't', 'yes', 'y', 'on'})
+
+
 def caching_disabled_by_env() -> bool:
-    """KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT, read as KFP's tools read a boolean variable."""
-    return os.environ.get('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT', '').strip().lower() in ('1', 'true', 'yes', 'on')
+    """KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT, read as the kfp SDK reads it."""
+    return os.environ.get('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT', '').strip().lower() in _KFP_TRUE
+
+
+def task_caching_enabled(caching_options: Optional[dict]) -> bool:
+    """Whether the IR turns caching on for a task. `cachingOptions.enableCache` is a proto3
+    bool: the compiler writes `cachingOptions: {}` for set_caching_options(False) (and for
+    every task compiled with KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT), and an absent field
+    reads as false; KFP's driver serves a cached result only when
+    `GetCachingOptions().GetEnableCache()` is true (kubeflow/pipelines
+    backend/src/v2/driver/container.go; the compiler side is
+    kfp/compiler/pipeline_spec_builder.py)."""
+    return isinstance(caching_options, dict) and caching_options.get('enableCache') is True
 
 
 @dataclasses.dataclass
 class CacheSettings:
-    enabled: bool = True                 # --no-cache turns lookups off (results still recorded)
+    enabled: bool = True                 # --no-cache: no task reads or writes the cache
     max_age_s: Optional[float] = None    # --cache-max-age
     disabled_by_default: bool = False    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT
     remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
@@ -133,13 +148,16 @@ class TaskCache:
             self._last = diskcache.Cache(os.path.join(self.dir, 'last'))
         return self._last
 
-    def wants_cache(self, task_enable: Optional[bool]) -> bool:
-        """Whether a lookup is allowed for a task with the IR's cachingOptions.enableCache."""
+    def wants_cache(self, caching_options: Optional[dict]) -> bool:
+        """Whether a task with the IR's `cachingOptions` uses the cache at all: reads it,
+        records into it and shares a result with an identical task of the same run. Off
+        for the task (task_caching_enabled), for the run (--no-cache), or by
+        KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT at run time (the SDK reads it when it
+        compiles; a pipeline compiled without it still turns caching off when it is set
+        for the run, as the user asked)."""
         if not self.settings.enabled or self.settings.disabled_by_default:
-            # the compiler writes enableCache: true into every task unless told otherwise, so
-            # at run time the variable can only mean: no cache lookups for this run
             return False
-        return task_enable is not False
+        return task_caching_enabled(caching_options)
 
     def lookup(self, key: str) -> Optional[ActionResult]:
         hit = self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)

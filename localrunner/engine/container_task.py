@@ -143,11 +143,12 @@ class ContainerTask:
         except LaunchError as e:
             return self._fail(str(e))
         parts['environment'] = fingerprint
-        custom = (self.task.get('cachingOptions') or {}).get('cacheKey')
+        options = self.task.get('cachingOptions') or {}
+        custom = options.get('cacheKey')
         # set_caching_options(cache_key=...): as on KFP, the user's key replaces the computed one
         key = action_key({'schema': 1, 'custom_cache_key': custom}) if custom else action_key(parts)
         self.record.cache_key = key
-        use_cache = run.cache.wants_cache(self.task.get('cachingOptions', {}).get('enableCache'))
+        use_cache = run.cache.wants_cache(options)
         if not run.options.dry_run:
             run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
 
@@ -158,40 +159,48 @@ class ContainerTask:
                 return served
         if run.options.dry_run:
             return self._explain_miss(key, parts, run.cache.previous(run.pipeline.name, self.name), use_cache)
+        if not use_cache:
+            # caching off: no single flight with an identical task either (KFP runs both)
+            return await self._admitted(spec, parts, key, use_cache=False)
+        async with run.key_lock(key):                     # identical tasks in this run: one at a time
+            return await self._admitted(spec, parts, key, use_cache=True)
 
-        lock = run.key_lock(key)
-        async with lock:                                   # identical tasks in this run: one at a time
-            if spec.resources.accelerator_count and not run.pool.gpu_ids and not run.backend_is_remote:
-                # no GPU on this machine and none declared: run on the CPU, say so
-                run.warn_once(f'{self.name}: asks for {spec.resources.accelerator_count} '
-                              f'{spec.resources.accelerator_type or "GPU"}; no GPU here (detected or '
-                              f'declared with --gpus), running without one')
-                spec.resources.accelerator_count = 0
-            local = not run.backend_is_remote      # a cluster schedules cpu, memory and GPUs itself
-            gpus = spec.resources.accelerator_count if local else 0
-            try:
-                run.pool.check(gpus)
-            except GpuShortage as e:
-                return self._fail(f'{e}')
-            grant = await run.pool.acquire(
-                (spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
-                (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus)
-            if local:
-                spec.resources.gpu_ids = grant.gpu_ids
+    async def _admitted(self, spec: LaunchSpec, parts: dict, key: str, use_cache: bool) -> Outcome:
+        """Runs the task once its resources are granted; with the cache in use, under the
+        cross-process single-flight lock on its key, looking it up once more there."""
+        run = self.run
+        if spec.resources.accelerator_count and not run.pool.gpu_ids and not run.backend_is_remote:
+            # no GPU on this machine and none declared: run on the CPU, say so
+            run.warn_once(f'{self.name}: asks for {spec.resources.accelerator_count} '
+                          f'{spec.resources.accelerator_type or "GPU"}; no GPU here (detected or '
+                          f'declared with --gpus), running without one')
+            spec.resources.accelerator_count = 0
+        local = not run.backend_is_remote      # a cluster schedules cpu, memory and GPUs itself
+        gpus = spec.resources.accelerator_count if local else 0
+        try:
+            run.pool.check(gpus)
+        except GpuShortage as e:
+            return self._fail(f'{e}')
+        grant = await run.pool.acquire(
+            (spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
+            (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus)
+        if local:
+            spec.resources.gpu_ids = grant.gpu_ids
+        try:
+            if not use_cache:
+                return await self._attempts(spec, parts, key, record=False)
             flock = run.cache.actions.lock(key)
+            await run.in_thread(flock.__enter__)      # other processes: single flight
             try:
-                await run.in_thread(flock.__enter__)      # other processes: single flight
-                try:
-                    if use_cache:
-                        hit = await run.in_thread(run.cache.lookup, key)
-                        served = await self._serve_hit(hit, key) if hit is not None else None
-                        if served is not None:
-                            return served
-                    return await self._attempts(spec, parts, key)
-                finally:
-                    await run.in_thread(flock.__exit__, None, None, None)
+                hit = await run.in_thread(run.cache.lookup, key)
+                served = await self._serve_hit(hit, key) if hit is not None else None
+                if served is not None:
+                    return served
+                return await self._attempts(spec, parts, key, record=True)
             finally:
-                await run.pool.release(grant)
+                await run.in_thread(flock.__exit__, None, None, None)
+        finally:
+            await run.pool.release(grant)
 
     def _prepare(self) -> tuple[LaunchSpec, dict]:
         run = self.run
@@ -310,7 +319,7 @@ class ContainerTask:
         return outcome
 
     # ------------------------------------------------------------------ running
-    async def _attempts(self, spec: LaunchSpec, parts: dict, key: str) -> Outcome:
+    async def _attempts(self, spec: LaunchSpec, parts: dict, key: str, record: bool) -> Outcome:
         run = self.run
         delays = retry_delays(self.task.get('retryPolicy', {}) or {})
         with open(os.path.join(self.task_dir, 'executor_input.json'), 'w') as f:
@@ -337,7 +346,7 @@ class ContainerTask:
                 return self._cancel()
             if error is None:
                 try:
-                    return await self._collect(key, parts)
+                    return await self._collect(key, parts, record)
                 except (executor_io.OutputError, OSError) as e:
                     error, retryable = str(e), True
                 except Exception as e:         # e.g. a full disk while storing
@@ -386,7 +395,7 @@ class ContainerTask:
         for path in self.out_param_files.values():
             os.makedirs(os.path.dirname(path), exist_ok=True)
 
-    async def _collect(self, key: str, parts: dict) -> Outcome:
+    async def _collect(self, key: str, parts: dict, record: bool) -> Outcome:
         run = self.run
         params = executor_io.read_outputs(self.component, self.out_arts, self.out_param_files, self.output_file)
 
@@ -402,8 +411,7 @@ class ContainerTask:
 
         digests = await run.in_thread(store)
         outcome = Outcome(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
-        # --no-cache still records; a task whose IR turns caching off is never recorded
-        if self.task.get('cachingOptions', {}).get('enableCache', True) is not False:
+        if record:          # caching off (IR, --no-cache, KFP_DISABLE_...): nothing is written
             outputs = {'parameters': params,
                        'artifacts': {n: [{'type': a.schema_title, 'version': a.schema_version,
                                           'metadata': a.metadata, 'digest': a.digest, 'kind': a.kind}
