@@ -8,7 +8,7 @@ from typing import Optional
 
 from localrunner.errors import UsageError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130      # a run's own outcome: run_command.EXIT_CODES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +28,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--backend', default=None, help='subprocess (default), docker or kubernetes')
     p.add_argument('--cluster', action='store_true', help='same as --backend kubernetes')
     p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')
-    p.add_argument('--result-json', help='write the result contract (ARCHITECTURE.md) to this file')
+    p.add_argument('--result-json', help='write the result document (docs/architecture.md) to this file')
     p.add_argument('--no-cache', action='store_true', help='run every task; nothing is read from or written to the cache')
     p.add_argument('--cache-max-age', metavar='AGE', help='ignore cached results older than AGE (e.g. 7d, 12h)')
     p.add_argument('--remote-cache', metavar='s3://BUCKET/PREFIX',

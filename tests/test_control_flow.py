@@ -509,10 +509,10 @@ def test_retry_succeeds_after_failures_and_keeps_each_attempt_log(retry_run):
     assert open(os.path.join(out_dir, 'top.count')).read() == '3'
     task_dir = os.path.join(result['run_dir'], 'tasks', 'flaky')
     for n in (1, 2, 3):
-        log = os.path.join(task_dir, f'attempt-{n}', 'log.txt')
+        log = os.path.join(task_dir, 'logs', f'attempt-{n}.log')
         assert os.path.exists(log), log
         assert f'attempt {n} of top' in open(log).read()
-    assert _attempt_logs(top) == [f'attempt-{n}/log.txt' for n in (1, 2, 3)]
+    assert _attempt_logs(top) == [f'logs/attempt-{n}.log' for n in (1, 2, 3)]
 
 
 def test_retry_gives_up_after_num_retries(retry_run):

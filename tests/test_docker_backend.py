@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from localrunner.backends.base import LaunchError, LaunchSpec, Mount, Resources
+from localrunner.backends.base import BackendOptions, LaunchError, LaunchSpec, Mount, Resources
 from localrunner.backends.docker_backend import RUN_LABEL, DockerBackend
 from localrunner.environments import images
 from localrunner.environments.python_env import InstallStep, PythonEnv
@@ -37,7 +37,7 @@ def base_image(client):
 
 @pytest.fixture
 def backend(client):
-    be = DockerBackend(run_id='test-' + uuid.uuid4().hex[:10], stop_grace=2)
+    be = DockerBackend(BackendOptions(run_id='test-' + uuid.uuid4().hex[:10], settings={'stop_grace': 2}))
     yield be
     be.close()
     left = client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={be.run_id}'})
@@ -209,7 +209,7 @@ def test_fingerprint_is_the_image_id_never_the_tag(backend, client, base_image, 
 
 
 def test_missing_image_without_registry_fails_fast(tmp_path, client):
-    backend = DockerBackend(pull_timeout=30)
+    backend = DockerBackend(BackendOptions(settings={'pull_timeout': 30}))
     spec = make_spec(tmp_path, 'localrunner-test/absent-image:never', ['true'])
     t0 = time.monotonic()
     with pytest.raises(LaunchError, match='localrunner-test/absent-image:never') as err:

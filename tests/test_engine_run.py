@@ -61,8 +61,8 @@ def test_result_contract_and_run_records(tmp_path):
     run_dir = result['run_dir']
     tdir = os.path.join(run_dir, 'tasks', 'train')
     assert json.load(open(os.path.join(tdir, 'executor_input.json')))['inputs']['artifacts']['data']
-    assert os.path.exists(os.path.join(tdir, 'executor_output.json'))
-    assert os.path.exists(os.path.join(tdir, 'attempt-1', 'log.txt'))
+    assert os.path.exists(os.path.join(tdir, 'out', 'executor_output.json'))      # the task's own folder
+    assert os.path.exists(os.path.join(tdir, 'logs', 'attempt-1.log'))            # the host's, not the task's
     assert json.load(open(os.path.join(run_dir, 'result.json')))['run_id'] == result['run_id']
 
 
@@ -175,7 +175,7 @@ def test_failure_skips_dependents_and_finishes_unrelated(tmp_path):
     assert st['boom'] == 'FAILED' and st['stamp'] == 'SKIPPED' and st['stamp-2'] == 'SUCCEEDED'
     assert sorted(os.listdir(folder)) == ['unrelated']
     # the console shows the traceback's last lines and where the full log is
-    assert 'kaboom: xyz' in proc.stdout and 'log.txt' in proc.stdout
+    assert 'kaboom: xyz' in proc.stdout and 'attempt-1.log' in proc.stdout
 
 
 @dsl.pipeline(name='parallel')

@@ -513,17 +513,16 @@ def test_engine_runs_a_compiled_pipeline_on_the_kubernetes_backend(cluster, s3, 
 
     from localrunner.engine.model import State
     path = compile_pipeline(smoke, tmp_path / 'smoke.yaml')
-    options = {'api': cluster, 's3': s3, 'poll_s': 0.2, 'digest_file': False}
-    result = run_pipeline(path, {'text': 'kube'}, root=str(tmp_path / 'root'), backend='kubernetes',
-                          backend_options=options)
+    def backend():
+        return KubernetesBackend(api=cluster, s3=s3, poll_s=0.2, digest_file=False)
+    result = run_pipeline(path, {'text': 'kube'}, root=str(tmp_path / 'root'), backend=backend())
     records = {r.name: r for r in result.records}
     assert result.state == State.SUCCEEDED, [(r.name, r.state, r.error, r.logs) for r in result.records]
     assert result.outputs.parameters == {'Output': 2}
-    assert open(os.path.join(records['count'].task_dir, 'artifacts', 'copy')).read() == 'kube\nkube\n'
+    assert open(os.path.join(records['count'].task_dir, 'out', 'artifacts', 'copy')).read() == 'kube\nkube\n'
     assert 'counted' in open(records['count'].logs[-1]).read()
     assert len(cluster.manifests) == 2
-    again = run_pipeline(path, {'text': 'kube'}, root=str(tmp_path / 'root'), backend='kubernetes',
-                         backend_options=options)
+    again = run_pipeline(path, {'text': 'kube'}, root=str(tmp_path / 'root'), backend=backend())
     assert again.state == State.SUCCEEDED
     assert {r.name: r.state for r in again.records if r.name in records} == \
         {'produce': State.CACHED, 'count': State.CACHED}

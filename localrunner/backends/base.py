@@ -5,6 +5,11 @@ nothing of KFP. The engine hands it a fully resolved LaunchSpec (placeholders su
 executor input written) and gets back an exit status. Paths in a LaunchSpec are host paths;
 a backend that runs elsewhere makes them visible at the same path (Docker bind mounts) or
 stages them (Kubernetes), so artifact URIs mean the same thing on every backend.
+
+A backend is:
+- registered only through the `localrunner.backends` entry point (backends/registry.py);
+- constructed with ONE BackendOptions (plus, for tests, injected clients as keywords);
+- described by its Capabilities: the engine asks what a backend can do, never its name.
 """
 from __future__ import annotations
 
@@ -13,6 +18,32 @@ import dataclasses
 from typing import Callable, Optional
 
 from localrunner.environments.python_env import PythonEnv
+from localrunner.errors import LaunchError
+
+__all__ = ['Backend', 'BackendOptions', 'Capabilities', 'Execution', 'LaunchError', 'LaunchSpec', 'LineSink',
+           'LogSink', 'Mount', 'Resources']
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a backend does with a task; the engine decides by these, never by a name."""
+    containers: bool = False    # runs the component's image (a container command inside it)
+    volumes: bool = False       # kfp-kubernetes volumes (secrets, config maps, PVCs, empty dirs) reach the task
+    isolated: bool = False      # the task sees only its mounts: outputs are read only from its out folder
+    remote: bool = False        # runs elsewhere: the cluster schedules cpu/memory/GPUs and applies
+                                # kfp-kubernetes settings itself; nothing of this machine is accounted
+    local_gpus: bool = False    # hands a task exact GPU ids of this machine
+
+
+@dataclasses.dataclass
+class BackendOptions:
+    """Everything the engine gives a backend when a run is assembled."""
+    run_id: str = ''
+    root: str = '.localrunner'                  # the run root (layout.RootLayout)
+    env_dir: Optional[str] = None               # shared environments (venvs); None: the user cache
+    cwd: Optional[str] = None                   # working folder of host processes; None: the current one
+    warm_start: bool = True                     # lightweight components from a warm process where supported
+    settings: dict = dataclasses.field(default_factory=dict)   # backend-specific, documented by each backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,15 +80,6 @@ class LaunchSpec:
     platform: dict = dataclasses.field(default_factory=dict)  # the IR's kfp-kubernetes settings for this executor
 
 
-class LaunchError(Exception):
-    """The task could not be started. retryable=False for errors a retry cannot fix
-    (missing image, no GPU runtime, more GPUs asked than exist)."""
-
-    def __init__(self, message: str, retryable: bool = False):
-        super().__init__(message)
-        self.retryable = retryable
-
-
 class Execution(abc.ABC):
     """A started attempt."""
 
@@ -78,6 +100,10 @@ LogSink = Callable[[str], None]
 
 class Backend(abc.ABC):
     name: str = 'base'
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, options: Optional[BackendOptions] = None):
+        self.options = options or BackendOptions()
 
     @abc.abstractmethod
     def environment_fingerprint(self, spec: LaunchSpec) -> str:

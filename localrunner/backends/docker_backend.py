@@ -19,7 +19,8 @@ import uuid
 import weakref
 from typing import Optional
 
-from localrunner.backends.base import Backend, Execution, LaunchError, LaunchSpec, LineSink, LogSink
+from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
+                                       LineSink, LogSink)
 from localrunner.environments import images
 
 RUN_LABEL = 'localrunner.run'
@@ -55,19 +56,23 @@ def _sweep(state: _RunState) -> None:
 
 class DockerBackend(Backend):
     name = 'docker'
+    capabilities = Capabilities(containers=True, volumes=True, isolated=True, local_gpus=True)
 
-    def __init__(self, client=None, *, run_id: Optional[str] = None, pull_timeout: float = 30.0,
-                 stop_grace: float = 5.0, user: Optional[str] = 'host',
-                 pip: Optional[images.PipSettings] = None, env_lock_dir: Optional[str] = None):
-        """user='host': containers run as this process's uid:gid unless it is root (files
-        they write into mounted folders stay the host user's); None: the image's user."""
-        self._state = _RunState(run_id or uuid.uuid4().hex[:12])
+    def __init__(self, options: Optional[BackendOptions] = None, *, client=None,
+                 pip: Optional[images.PipSettings] = None):
+        """options.settings: pull_timeout (s, default 30), stop_grace (s, default 5),
+        user ('host': containers run as this process's uid:gid unless it is root, so files
+        they write into mounted folders stay the host user's; None: the image's user),
+        env_lock_dir. client and pip are injected by tests."""
+        super().__init__(options)
+        settings = self.options.settings
+        self._state = _RunState(self.options.run_id or uuid.uuid4().hex[:12])
         self._state.client = client
-        self.pull_timeout = pull_timeout
-        self.stop_grace = stop_grace
-        self._user = user
+        self.pull_timeout = float(settings.get('pull_timeout', 30.0))
+        self.stop_grace = float(settings.get('stop_grace', 5.0))
+        self._user = settings.get('user', 'host')
         self._pip = pip
-        self._env_lock_dir = env_lock_dir
+        self._env_lock_dir = settings.get('env_lock_dir')
         self._lock = threading.Lock()
         self._image_ids: dict[str, str] = {}
         self._env_images: dict[tuple[str, str], str] = {}

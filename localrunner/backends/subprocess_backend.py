@@ -13,7 +13,8 @@ import tempfile
 import threading
 from typing import Optional
 
-from localrunner.backends.base import Backend, Execution, LaunchError, LaunchSpec, LineSink, LogSink
+from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
+                                       LineSink, LogSink)
 from localrunner.environments.venvs import VenvCache, interpreter_identity
 
 _KILL_GRACE_S = 5.0
@@ -57,11 +58,14 @@ class _ProcessExecution(Execution):
 
 
 class SubprocessBackend(Backend):
+    """Tasks are processes of this user on this machine: no image, no volumes, no isolation."""
     name = 'subprocess'
+    capabilities = Capabilities(local_gpus=True)
 
-    def __init__(self, env_dir: Optional[str] = None, cwd: Optional[str] = None, **_options):
-        self.venvs = VenvCache(env_dir)
-        self.cwd = cwd or os.getcwd()
+    def __init__(self, options: Optional[BackendOptions] = None):
+        super().__init__(options)
+        self.venvs = VenvCache(self.options.env_dir)
+        self.cwd = self.options.cwd or os.getcwd()
 
     def environment_fingerprint(self, spec: LaunchSpec) -> str:
         if spec.python_env is None:

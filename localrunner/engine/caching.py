@@ -47,16 +47,7 @@ def action_key(parts: dict) -> str:
     return digest_bytes(canonical_json(parts).encode())
 
 
-def parse_duration(text: str) -> float:
-    """'90s', '15m', '12h', '7d', '2w' or plain seconds -> seconds."""
-    units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
-    t = str(text).strip().lower()
-    try:
-        if t and t[-1] in units:
-            return float(t[:-1]) * units[t[-1]]
-        return float(t)
-    except ValueError:
-        raise ValueError(f'not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)') from None
+from localrunner.units import parse_duration  # noqa: E402,F401 - durations are parsed in one place
 
 
 def diff_parts(old: Any, new: Any, path: str = '') -> list[str]:
@@ -215,3 +206,30 @@ class TaskCache:
                     pass
         if self._last is not None:
             self._last.close()
+
+
+# ---------------------------------------------------------------------------- the key
+def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: set, params: dict,
+              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str) -> dict:
+    """Everything that can change a task's result, as the action key's canonical document
+    (docs/cache.md). Stored with the entry and shared through a remote cache, so a secret
+    enters only as a one-way digest of its value (which still changes the key when the
+    secret changes). `artifacts` are the inputs' key forms (type, metadata, content digest;
+    never a path)."""
+    import hashlib
+    return {
+        'schema': KEY_SCHEMA_VERSION,
+        'executor': {'image': image, 'command': list(command), 'args': list(args),
+                     'env': {k: f'secret-sha256:{hashlib.sha256(v.encode()).hexdigest()}' if k in secret_env else v
+                             for k, v in env.items()}},
+        'inputs': {'parameters': canonical(params), 'artifacts': artifacts},
+        'outputs': outputs,
+        'accelerator': accelerator,
+        'volumes': sorted(volumes),
+        'environment': environment,
+    }
+
+
+def custom_key_parts(cache_key: str) -> dict:
+    """set_caching_options(cache_key=K): as on KFP, the user's key replaces the computed one."""
+    return {'schema': KEY_SCHEMA_VERSION, 'custom_cache_key': cache_key}

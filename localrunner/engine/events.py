@@ -1,29 +1,141 @@
-"""Events: the engine's only way to speak. Console, run store and result file subscribe."""
+"""Events: the engine's only way to speak. The console, the history writer, the pytest
+plugin and `--watch` subscribe to the same types.
+
+One frozen dataclass per thing that happens; `task` is the '/'-joined task path (loop
+iterations as `<loop>.<i>`). Task events are emitted for leaf tasks only (container and
+importer executors): DAG-level tasks are summed up in the run's records. ALL lists every
+type, so a subscriber that must handle each one can be checked for a missing case.
+"""
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from localrunner.engine.runtime import RunResult
+
+_event = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
-@dataclasses.dataclass
+@_event
 class Event:
-    kind: str                         # run_started | task_queued | task_started | task_cached | task_succeeded |
-                                      # task_failed | task_skipped | task_canceled | task_retry | log | warning |
-                                      # environment | run_finished
-    task: Optional[str] = None        # '/'-joined task path
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
     time: float = dataclasses.field(default_factory=time.time)
+    task: Optional[str] = None
 
+
+@_event
+class RunStarted(Event):
+    run_id: str
+    pipeline: str
+    run_dir: str
+    total: int                         # leaf tasks in the static IR (loop bodies counted once)
+
+
+@_event
+class RunFinished(Event):
+    result: 'RunResult'
+
+
+@_event
+class LoopStarted(Event):
+    iterations: int                    # a ParallelFor with this many iterations begins
+
+
+@_event
+class TaskQueued(Event):
+    """Inputs resolved and not served from the cache: waiting for a slot (cpu, memory, GPUs)."""
+
+
+@_event
+class EnvBuilding(Event):
+    line: str                          # one line of the environment build (venv, image)
+
+
+@_event
+class EnvReady(Event):
+    seconds: float                     # time spent preparing the environment for this task
+    built: bool                        # False when it already existed
+
+
+@_event
+class TaskStarted(Event):
+    attempt: int
+    display_name: str = ''
+
+
+@_event
+class TaskLog(Event):
+    line: str                          # one line of the task's combined stdout/stderr
+
+
+@_event
+class AttemptFailed(Event):
+    attempt: int
+    error: str
+    retrying: bool                     # a retry follows (after TaskRetrying's delay)
+
+
+@_event
+class TaskRetrying(Event):
+    attempt: int                       # the attempt that failed
+    error: str
+    delay_s: float
+
+
+@_event
+class TaskCached(Event):
+    cached_from: dict                  # {'run', 'task', 'time'} of the result served
+    key: str
+
+
+@_event
+class TaskSucceeded(Event):
+    duration_s: float
+
+
+@_event
+class TaskFailed(Event):
+    error: str
+    log_tail: tuple[str, ...] = ()
+    log_path: Optional[str] = None
+    attempts: int = 0
+
+
+@_event
+class TaskSkipped(Event):
+    reason: str = ''                   # 'condition', 'upstream', ...
+
+
+@_event
+class TaskCanceled(Event):
+    pass
+
+
+@_event
+class TaskPredicted(Event):
+    """Dry run: what the real run would do with this task."""
+    prediction: str                    # CACHED | WOULD_RUN | MAY_RUN
+    why: str = ''
+    key: Optional[str] = None
+
+
+@_event
+class Warning(Event):  # noqa: A001 - the engine's own warning, not the builtin
+    message: str
+
+
+ALL: tuple[type, ...] = (RunStarted, RunFinished, LoopStarted, TaskQueued, EnvBuilding, EnvReady, TaskStarted,
+                         TaskLog, AttemptFailed, TaskRetrying, TaskCached, TaskSucceeded, TaskFailed,
+                         TaskSkipped, TaskCanceled, TaskPredicted, Warning)
 
 Subscriber = Callable[[Event], None]
 
 
 class EventBus:
     """Delivers events synchronously, in order, to every subscriber (thread-safe).
-    A failing subscriber must not break the run, so its exception is swallowed after
-    the first report."""
+    A failing subscriber must not break the run: its exception is swallowed."""
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
@@ -32,11 +144,21 @@ class EventBus:
     def subscribe(self, fn: Subscriber) -> None:
         self._subscribers.append(fn)
 
-    def emit(self, kind: str, task: Optional[str] = None, **data: Any) -> None:
-        event = Event(kind, task, data)
+    def emit(self, event: Event) -> None:
         with self._lock:
             for fn in self._subscribers:
                 try:
                     fn(event)
                 except Exception:  # a view must never take the run down
                     pass
+
+
+def handler_table(owner: Any, prefix: str = 'on_') -> dict[type, Callable[[Event], None]]:
+    """{event type: owner.on_<TypeName>} for the types the owner handles: a subscriber
+    dispatches with one dict lookup, and a test can list what it leaves out."""
+    table = {}
+    for cls in ALL:
+        fn = getattr(owner, prefix + cls.__name__, None)
+        if fn is not None:
+            table[cls] = fn
+    return table

@@ -3,29 +3,31 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrunner.engine.model import Artifact
+
+if TYPE_CHECKING:
+    from localrunner.layout import TaskLayout
 
 
 class OutputError(Exception):
     pass
 
 
-def output_artifacts(component: dict, task_dir: str) -> dict[str, list[Artifact]]:
-    """Where each declared output artifact goes: <task dir>/artifacts/<name> (uri == path)."""
+def output_artifacts(component: dict, layout: 'TaskLayout') -> dict[str, list[Artifact]]:
+    """Where each declared output artifact goes: <out>/artifacts/<name> (uri == path)."""
     out = {}
     for name, d in component.get('outputDefinitions', {}).get('artifacts', {}).items():
         schema = d.get('artifactType', {})
         out[name] = [Artifact(name=name, schema_title=schema.get('schemaTitle', 'system.Artifact'),
                               schema_version=schema.get('schemaVersion', '0.0.1'),
-                              uri=os.path.join(task_dir, 'artifacts', name), metadata={})]
+                              uri=layout.artifact(name), metadata={})]
     return out
 
 
-def output_parameter_files(component: dict, task_dir: str) -> dict[str, str]:
-    return {name: os.path.join(task_dir, 'parameters', name)
-            for name in component.get('outputDefinitions', {}).get('parameters', {})}
+def output_parameter_files(component: dict, layout: 'TaskLayout') -> dict[str, str]:
+    return {name: layout.parameter(name) for name in component.get('outputDefinitions', {}).get('parameters', {})}
 
 
 def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, list[Artifact]],

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
+from localrunner.layout import split_task_path, within
 
 if TYPE_CHECKING:
     from localrunner.engine.runtime import Run
@@ -35,15 +36,15 @@ def _resolve_metadata(value: Any, params: dict) -> Any:
 
 async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_name: str, spec: dict,
                        params: dict) -> Outcome:
-    record = TaskRecord(name=name, display_name=display, state=State.SUCCEEDED, kind='importer',
-                        component=comp_name, started=time.time())
+    record = TaskRecord(name=name, display_name=display, kind='importer', component=comp_name,
+                        started=time.time())
     run.register(record)
     source = spec.get('artifactUri', {})
     uri = source.get('constant') if 'constant' in source else params.get(source.get('runtimeParameter', 'uri'))
     if isinstance(uri, dict):           # {stringValue: ...} in older IR
         uri = uri.get('stringValue')
     if not uri:
-        return _fail(run, record, 'importer: artifact URI is empty')
+        return run.end(record, Outcome(State.FAILED, error='importer: artifact URI is empty'))
     uri = str(uri)
     schema = spec.get('typeSchema', {})
     metadata = _resolve_metadata(spec.get('metadata', {}) or {}, params)
@@ -56,9 +57,10 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
     digest = kind = None
     if path is not None:
         if not os.path.exists(path):
-            return _fail(run, record, f'importer: {path} does not exist')
+            return run.end(record, Outcome(State.FAILED, error=f'importer: {path} does not exist'))
         if spec.get('downloadToWorkspace'):
-            target = os.path.join(run.workspace, 'imports', name, os.path.basename(path.rstrip('/')) or 'artifact')
+            target = within(os.path.join(run.workspace, 'imports'), *split_task_path(name),
+                            os.path.basename(path.rstrip('/')) or 'artifact', what='importer')
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if os.path.isdir(path):
                 shutil.copytree(path, target, dirs_exist_ok=True)
@@ -73,17 +75,4 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
     artifact = Artifact(name='artifact', schema_title=schema.get('schemaTitle', 'system.Artifact'),
                         schema_version=schema.get('schemaVersion', '0.0.1'), uri=uri, metadata=metadata,
                         digest=digest, kind=kind)
-    outcome = Outcome(State.SUCCEEDED, artifacts={'artifact': [artifact]})
-    record.finished = time.time()
-    run.bus.emit('task_succeeded', name, duration_s=record.finished - record.started)
-    run.finish(record, outcome)
-    return outcome
-
-
-def _fail(run: 'Run', record: TaskRecord, message: str) -> Outcome:
-    record.error = message
-    record.state = State.FAILED
-    run.bus.emit('task_failed', record.name, error=message, log_tail=[], log_path=None, attempts=1)
-    outcome = Outcome(State.FAILED, error=message)
-    run.finish(record, outcome)
-    return outcome
+    return run.end(record, Outcome(State.SUCCEEDED, artifacts={'artifact': [artifact]}))

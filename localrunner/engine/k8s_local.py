@@ -21,6 +21,8 @@ NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecr
 CREATE_PVC_IMAGE = 'argostub/createpvc'
 DELETE_PVC_IMAGE = 'argostub/deletepvc'
 _FIELD = re.compile(r"""^metadata\.(labels|annotations)\[['"](.+)['"]\]$""")
+# a PVC name is a DNS-1123 subdomain in Kubernetes; locally it also names a folder under the root
+_DNS1123 = re.compile(r'^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')
 
 
 @dataclasses.dataclass
@@ -28,7 +30,7 @@ class LocalSources:
     """Where local values for cluster objects come from (CLI options)."""
     secrets: dict[str, str] = dataclasses.field(default_factory=dict)       # name -> file or folder
     config_maps: dict[str, str] = dataclasses.field(default_factory=dict)
-    pvcs: dict[str, str] = dataclasses.field(default_factory=dict)          # name -> host folder
+    pvcs: dict[str, str] = dataclasses.field(default_factory=dict)          # name -> host folder (--pvc)
     pvc_root: str = ''                                                      # default folder for PVCs
 
 
@@ -106,15 +108,21 @@ def field_value(field_path: str, pod_name: str, labels: dict, annotations: dict)
     }.get(field_path, '')
 
 
+PathOf = Callable[[str], str]
+
+
 def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, task: str,
-          scratch_dir: str = '') -> K8sEffect:
+          empty_dir: PathOf, pvc_folder: PathOf) -> K8sEffect:
+    """The local effect of an executor's kfp-kubernetes config. `empty_dir(volume)` and
+    `pvc_folder(claim)` give the folders under the run root (layout.py); a PVC name must be a
+    DNS-1123 name, and maps only to a folder under the root or to one given with --pvc."""
     effect = K8sEffect()
     if config.get('activeDeadlineSeconds'):
         # kubernetes.set_timeout: the pod is killed after that long; so is the local attempt
         effect.timeout_s = float(config['activeDeadlineSeconds'])
     for item in config.get('emptyDirMounts') or []:
         # an emptyDir lives as long as the pod: a fresh folder per task, gone with the task folder
-        folder = os.path.join(scratch_dir, 'empty-dirs', item.get('volumeName') or 'volume')
+        folder = empty_dir(item.get('volumeName') or 'volume')
         os.makedirs(folder, exist_ok=True)
         effect.volumes[folder] = item['mountPath']
     meta = config.get('podMetadata') or {}
@@ -147,7 +155,7 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
         if not name:
             effect.warnings.append(f'{task}: pvcMount at {item.get("mountPath")} names no PVC')
             continue
-        effect.volumes[pvc_folder(str(name), sources)] = item['mountPath']
+        effect.volumes[claim_folder(str(name), sources, pvc_folder)] = item['mountPath']
 
     for key in NO_LOCAL_EFFECT:
         if config.get(key):
@@ -170,24 +178,40 @@ def _lookup(name, store, what, optional, task, effect) -> Optional[dict]:
     return read_key_values(path)
 
 
-def pvc_folder(name: str, sources: LocalSources) -> str:
-    folder = sources.pvcs.get(name) or os.path.join(sources.pvc_root, name)
+def check_claim_name(name: str) -> str:
+    """A PVC name as Kubernetes requires it (DNS-1123 subdomain): it may come from an
+    upstream task's output, and it names a folder."""
+    if not isinstance(name, str) or not _DNS1123.match(name) or '..' in name:
+        raise ValueError(f'PVC name {name!r} is not a DNS-1123 name (lower-case letters, digits, '
+                         f"'-' and '.', at most 253)")
+    return name
+
+
+def claim_folder(name: str, sources: LocalSources, pvc_folder: PathOf) -> str:
+    """The host folder behind a claim: the one given with --pvc, else <root>/pvcs/<name>."""
+    if name in sources.pvcs:
+        folder = sources.pvcs[name]
+    else:
+        folder = pvc_folder(check_claim_name(name))
     os.makedirs(folder, exist_ok=True)
     return os.path.abspath(folder)
 
 
-def create_pvc(params: dict, sources: LocalSources, run_id: str) -> str:
+def create_pvc(params: dict, sources: LocalSources, run_id: str, pvc_folder: PathOf) -> str:
     """CreatePVC: the claim's name (as the cluster would name it) backed by a local folder."""
     name = params.get('pvc_name') or f'{run_id}-{params.get("pvc_name_suffix") or "pvc"}'.lstrip('-')
-    pvc_folder(str(name), sources)
-    return str(name)
+    name = str(name).lower() if not params.get('pvc_name') else str(name)
+    claim_folder(name, sources, pvc_folder)
+    return name
 
 
-def delete_pvc(params: dict, sources: LocalSources) -> None:
+def delete_pvc(params: dict, sources: LocalSources, pvc_folder: PathOf) -> None:
+    """DeletePVC: removes the folder under the root; never a folder the user mapped in."""
     import shutil
     name = params.get('pvc_name')
-    if name and name not in sources.pvcs:       # never delete a folder the user mapped in
-        shutil.rmtree(os.path.join(sources.pvc_root, str(name)), ignore_errors=True)
+    if not name or name in sources.pvcs:
+        return
+    shutil.rmtree(pvc_folder(check_claim_name(str(name))), ignore_errors=True)
 
 
 def resolve_names(config: dict, lookup: Union[Lookup, dict]) -> dict:

@@ -7,9 +7,11 @@ from typing import Any, Optional
 
 # explain-cache: the outcome of a task that would run (and of what waits on it)
 WOULD_RUN = 'would run'
+LEAF_KINDS = frozenset({'container', 'importer'})
 
 
 class State(str, enum.Enum):
+    RUNNING = 'RUNNING'          # not final: started (or waiting), not yet ended
     SUCCEEDED = 'SUCCEEDED'
     CACHED = 'CACHED'
     FAILED = 'FAILED'
@@ -19,6 +21,10 @@ class State(str, enum.Enum):
     @property
     def ok(self) -> bool:
         return self in (State.SUCCEEDED, State.CACHED)
+
+    @property
+    def final(self) -> bool:
+        return self is not State.RUNNING
 
 
 def local_path(uri: str) -> Optional[str]:
@@ -71,12 +77,13 @@ class Outcome:
 
 @dataclasses.dataclass
 class TaskRecord:
-    """One line of the result contract."""
+    """One line of the result contract. Created RUNNING when the task starts; Run.end() is
+    the only way it reaches a final state."""
     name: str
     display_name: str
-    state: State
     kind: str                              # 'container' | 'importer' | 'dag' | 'loop' | 'condition'
     component: str
+    state: State = State.RUNNING
     outputs: Optional[Outcome] = None
     started: Optional[float] = None
     finished: Optional[float] = None
@@ -86,6 +93,12 @@ class TaskRecord:
     error: Optional[str] = None
     task_dir: Optional[str] = None
     logs: list[str] = dataclasses.field(default_factory=list)
+    prediction: Optional[str] = None       # dry run: CACHED | WOULD_RUN | MAY_RUN
+    reason: Optional[str] = None           # why it was predicted so / skipped
+
+    @property
+    def leaf(self) -> bool:
+        return self.kind in LEAF_KINDS
 
     def to_json(self) -> dict:
         out = self.outputs or Outcome(self.state)
@@ -111,4 +124,8 @@ class TaskRecord:
             d['error'] = self.error
         if self.logs:
             d['logs'] = self.logs
+        if self.prediction:
+            d['prediction'] = self.prediction
+        if self.reason:
+            d['reason'] = self.reason
         return d

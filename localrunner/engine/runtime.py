@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Optional
 
 from localrunner.backends.base import Backend, Execution
+from localrunner.engine import events as ev
 from localrunner.engine import inputs as task_inputs
 from localrunner.engine.caching import CacheSettings, TaskCache
 from localrunner.engine.container_task import ContainerTask
@@ -29,6 +30,7 @@ from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.model import WOULD_RUN, Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
+from localrunner.layout import RootLayout
 from localrunner.spec import Pipeline, task_upstreams
 
 COMPLETED_STRATEGY = 'ALL_UPSTREAM_TASKS_COMPLETED'
@@ -36,7 +38,14 @@ COMPLETED_STRATEGY = 'ALL_UPSTREAM_TASKS_COMPLETED'
 
 @dataclasses.dataclass
 class RunOptions:
+    """Everything that shapes a run, whichever face asks for it (CLI, Python API, pytest
+    plugin, --watch): engine/assembly.py turns IR + RunOptions into a ready Run."""
     root: str = '.localrunner'
+    backend: str = 'subprocess'            # a name registered under the localrunner.backends entry point
+    backend_settings: dict = dataclasses.field(default_factory=dict)   # backend-specific (BackendOptions.settings)
+    env_dir: Optional[str] = None          # shared venvs; None: $LOCALRUNNER_ENV_DIR or the user cache
+    cwd: Optional[str] = None              # working folder of host processes; None: the current one
+    warm_start: bool = True
     max_parallel: int = os.cpu_count() or 2
     fail_fast: bool = False
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
@@ -48,6 +57,7 @@ class RunOptions:
     run_id: Optional[str] = None
     run_dir: Optional[str] = None          # default <root>/runs/<run id>
     image_map: dict = dataclasses.field(default_factory=dict)   # image named in the IR -> image to run
+    extra_mounts: tuple[str, ...] = ()     # host paths every task may read at the same path (container backends)
 
 
 @dataclasses.dataclass
@@ -90,16 +100,17 @@ class Run:
         self.params = params
         self.root_artifacts = root_artifacts or {}
         self.backend = backend
-        self.backend_mounts_volumes = backend.name != 'subprocess'
-        self.backend_is_remote = bool(getattr(backend, 'remote', False))
+        self.caps = backend.capabilities
         self.options = options
         self.bus = bus or EventBus()
         self.run_id = options.run_id or new_run_id(pipeline.name)
-        self.root = os.path.abspath(options.root)
-        self.run_dir = options.run_dir or os.path.join(self.root, 'runs', self.run_id)
-        self.workspace = os.path.join(self.run_dir, 'workspace')
+        self.layout = RootLayout(options.root)
+        self.root = self.layout.root
+        self.run_layout = self.layout.run(self.run_id, options.run_dir)
+        self.run_dir = self.run_layout.dir
+        self.workspace = self.run_layout.workspace
         if not options.k8s.pvc_root:
-            options.k8s.pvc_root = os.path.join(self.root, 'pvcs')
+            options.k8s.pvc_root = self.layout.pvcs_dir
         self.cache = TaskCache(self.root, options.cache)
         self.pool = ResourcePool(options.max_parallel, options.cpus, options.memory, options.gpu_ids)
         self.records: list[TaskRecord] = []
@@ -110,6 +121,7 @@ class Run:
         self._warned: set[str] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._stoppers: list[threading.Thread] = []
+        self.on_close: list[Callable[[], None]] = []     # released when the run ends (assembly.py)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -131,16 +143,41 @@ class Run:
             self._registered.add(id(record))
             self.records.append(record)
 
-    def finish(self, record: TaskRecord, outcome: Outcome) -> None:
+    def end(self, record: TaskRecord, outcome: Outcome) -> Outcome:
+        """The one way a task reaches a final state: the record takes the outcome, the run
+        lists it, and (for a leaf task) the matching event is emitted. A task ends once."""
+        if record.state.final and record.finished is not None:
+            raise RuntimeError(f'task {record.name} ended twice ({record.state.value}, then {outcome.state.value})')
         record.state = outcome.state
         record.outputs = outcome
-        if record.finished is None:
-            record.finished = time.time()
+        if outcome.error and outcome.error != WOULD_RUN:
+            record.error = outcome.error
+        record.finished = time.time()
         self.register(record)
+        if record.leaf:
+            self.bus.emit(self._end_event(record, outcome))
+        return outcome
+
+    def _end_event(self, record: TaskRecord, outcome: Outcome) -> ev.Event:
+        state, name = outcome.state, record.name
+        if record.prediction:
+            return ev.TaskPredicted(task=name, prediction=record.prediction, why=record.reason or '',
+                                    key=record.cache_key)
+        if state == State.SUCCEEDED:
+            return ev.TaskSucceeded(task=name, duration_s=record.finished - (record.started or record.finished))
+        if state == State.CACHED:
+            return ev.TaskCached(task=name, cached_from=record.cached_from or {}, key=record.cache_key or '')
+        if state == State.FAILED:
+            log = record.logs[-1] if record.logs else None
+            return ev.TaskFailed(task=name, error=record.error or 'failed', log_tail=tuple(log_tail(log)),
+                                 log_path=log, attempts=record.attempts)
+        if state == State.SKIPPED:
+            return ev.TaskSkipped(task=name, reason=record.reason or '')
+        return ev.TaskCanceled(task=name)
 
     def warn(self, message: str, task: Optional[str] = None) -> None:
         self.warnings.append(message)
-        self.bus.emit('warning', task, message=message)
+        self.bus.emit(ev.Warning(task=task, message=message))
 
     def warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -165,8 +202,8 @@ class Run:
         started = time.time()
         os.makedirs(self.run_dir, exist_ok=True)
         os.makedirs(self.workspace, exist_ok=True)
-        self.bus.emit('run_started', None, run_id=self.run_id, pipeline=self.pipeline.name,
-                      run_dir=self.run_dir, total=self.count_leaf_tasks())
+        self.bus.emit(ev.RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, run_dir=self.run_dir,
+                                    total=self.count_leaf_tasks()))
         outcome = Outcome(State.FAILED)
         interrupted = False
         try:
@@ -182,19 +219,23 @@ class Run:
                 stopper.join()
             self._threads.shutdown(wait=True, cancel_futures=True)
             self.cache.close()
+            for close in reversed(self.on_close):
+                close()
+        for r in list(self.records):          # still open: interrupted under it
+            if not r.state.final or r.finished is None:
+                r.state = State.RUNNING        # lets end() take it once
+                r.finished = None
+                self.end(r, Outcome(State.CANCELED, error=r.error))
         state = outcome.state
         if interrupted or (self.cancelled and not any(r.state == State.FAILED for r in self.records)):
             state = State.CANCELED
-            for r in self.records:
-                if r.finished is None:
-                    r.state, r.finished = State.CANCELED, time.time()
         elif any(r.state == State.FAILED for r in self.records) or state == State.FAILED:
             state = State.FAILED
         else:
             state = State.SUCCEEDED
         result = RunResult(self.run_id, self.pipeline.name, state, outcome, self.records, self.run_dir,
                            started, time.time(), self.warnings)
-        self.bus.emit('run_finished', None, result=result)
+        self.bus.emit(ev.RunFinished(result=result))
         return result
 
     async def _main(self) -> Outcome:
@@ -230,8 +271,8 @@ class Run:
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as e:    # an engine bug must fail this task, not hang the DAG
-                outcome = self._record_simple(prefix + name, task, State.FAILED, kind='internal',
-                                              error=f'internal error: {type(e).__name__}: {e}')
+                outcome = self._end_new(prefix + name, task, State.FAILED,
+                                        error=f'internal error: {type(e).__name__}: {e}')
             scope.outcomes[name] = outcome
             if outcome.state == State.FAILED and self.options.fail_fast and not self.cancelled:
                 self.cancel()
@@ -285,17 +326,18 @@ class Run:
         component = self.pipeline.component(comp_name)
         policy = task.get('triggerPolicy', {}) or {}
         if self.cancelled:
-            return self._record_simple(name, task, State.CANCELED)
+            return self._end_new(name, task, State.CANCELED)
         upstream = [scope.outcomes[u] for u in task_upstreams(task)]
         if policy.get('strategy') != COMPLETED_STRATEGY:
             blocked = [o for o in upstream if not o.state.ok]
             if self.options.dry_run and any(o.error == WOULD_RUN for o in blocked):
                 if 'dag' not in component:
-                    self.bus.emit('task_would_run', name, why='runs after an upstream task that would run')
+                    return self._end_new(name, task, State.SKIPPED, error=WOULD_RUN, prediction='WOULD_RUN',
+                                         reason='runs after an upstream task that would run')
                 return Outcome(State.SKIPPED, error=WOULD_RUN)
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
-                return self._record_simple(name, task, state)
+                return self._end_new(name, task, state, reason='upstream')
         is_loop = 'parameterIterator' in task or 'artifactIterator' in task
         exempt = frozenset()
         if is_loop:
@@ -305,15 +347,15 @@ class Run:
             params, arts = task_inputs.resolve(task, component, scope, self.context(name, ''),
                                                check_required='dag' not in component, exempt=exempt)
         except task_inputs.InputError as e:
-            return self._record_simple(name, task, State.FAILED, error=str(e))
+            return self._end_new(name, task, State.FAILED, error=str(e))
         condition = policy.get('condition')
         if condition:
             try:
                 passed = evaluate_condition(condition, params)
             except ExpressionError as e:
-                return self._record_simple(name, task, State.FAILED, error=f'condition: {e}')
+                return self._end_new(name, task, State.FAILED, error=f'condition: {e}')
             if not passed:
-                return self._record_simple(name, task, State.SKIPPED, kind='condition')
+                return self._end_new(name, task, State.SKIPPED, kind='condition', reason='condition')
         if is_loop:
             return await self._run_loop(name, task, comp_name, component, params, arts)
         if 'dag' in component:
@@ -325,22 +367,20 @@ class Run:
             from localrunner.engine.importer import run_importer
             return await run_importer(self, name, display, task, comp_name, executor['importer'], params)
         if 'container' not in executor:
-            return self._record_simple(name, task, State.FAILED,
-                                       error=f'executor {label}: only container and importer executors exist in KFP v2 IR')
+            return self._end_new(name, task, State.FAILED,
+                                 error=f'executor {label}: only container and importer executors exist in KFP v2 IR')
         return await ContainerTask(self, name, display, task, comp_name, component, label, params, arts,
                                    scope=scope).execute()
 
     async def _run_sub_dag(self, name, task, comp_name, component, params, arts) -> Outcome:
         record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            state=State.SUCCEEDED, kind='dag', component=comp_name, started=time.time())
+                            kind='dag', component=comp_name, started=time.time())
         outcome = await self.run_dag(component, params, arts, name + '/')
-        record.error = outcome.error
-        self.finish(record, outcome)
-        return outcome
+        return self.end(record, outcome)
 
     async def _run_loop(self, name, task, comp_name, component, params, arts) -> Outcome:
         record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            state=State.SUCCEEDED, kind='loop', component=comp_name, started=time.time())
+                            kind='loop', component=comp_name, started=time.time())
         if 'parameterIterator' in task:
             iterator = task['parameterIterator']
             spec = iterator.get('items', {})
@@ -354,8 +394,7 @@ class Run:
                 except ValueError:
                     items = None
             if not isinstance(items, list):
-                return self._record_simple(name, task, State.FAILED, kind='loop',
-                                           error=f'loop items are not a list: {str(items)[:80]!r}')
+                return self.end(record, Outcome(State.FAILED, error=f'loop items are not a list: {str(items)[:80]!r}'))
             item_is_artifact = False
         else:
             iterator = task['artifactIterator']
@@ -378,6 +417,7 @@ class Run:
             async with gate:
                 return await self.run_dag(component, p, a, f'{name}.{index}/')
 
+        self.bus.emit(ev.LoopStarted(task=name, iterations=len(items)))
         results = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)))
         collected_params: dict[str, list] = {}
         collected_arts: dict[str, list[Artifact]] = {}
@@ -392,24 +432,37 @@ class Run:
         error = next((r.error for r in results if r.state == State.FAILED), None)
         if self.options.dry_run and state == State.SUCCEEDED and any(r.error == WOULD_RUN for r in results):
             state, error = State.SKIPPED, WOULD_RUN
-        outcome = Outcome(state, collected_params, collected_arts, error=error)
-        record.error = error
-        self.finish(record, outcome)
-        return outcome
+        return self.end(record, Outcome(state, collected_params, collected_arts, error=error))
 
-    def _record_simple(self, name: str, task: dict, state: State, kind: Optional[str] = None,
-                       error: Optional[str] = None) -> Outcome:
+    def _end_new(self, name: str, task: dict, state: State, kind: Optional[str] = None,
+                 error: Optional[str] = None, reason: Optional[str] = None,
+                 prediction: Optional[str] = None) -> Outcome:
+        """A task that ends before it starts (skipped, canceled, failed on its inputs)."""
         comp_name = task['componentRef']['name']
-        component = self.pipeline.component(comp_name)
         if kind is None:
-            kind = 'dag' if 'dag' in component else 'container'
-        now = time.time()
-        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name), state=state,
-                            kind=kind, component=comp_name, started=now, finished=now, error=error)
-        outcome = Outcome(state, error=error)
-        self.finish(record, outcome)
-        event = {State.SKIPPED: 'task_skipped', State.CANCELED: 'task_canceled',
-                 State.FAILED: 'task_failed'}.get(state)
-        if event and kind != 'dag':
-            self.bus.emit(event, name, error=error, log_tail=[], log_path=None, attempts=0)
-        return outcome
+            kind = self.task_kind(comp_name)
+        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
+                            kind=kind, component=comp_name, started=time.time(), reason=reason,
+                            prediction=prediction)
+        return self.end(record, Outcome(state, error=error))
+
+    def task_kind(self, comp_name: str) -> str:
+        component = self.pipeline.component(comp_name)
+        if 'dag' in component:
+            return 'dag'
+        executor = self.pipeline.executors.get(component.get('executorLabel', ''), {})
+        return 'importer' if 'importer' in executor else 'container'
+
+
+def log_tail(path: Optional[str], lines: int = 20) -> list[str]:
+    """The last lines of a task's log (for a failure report); [] when it can't be read."""
+    if not path:
+        return []
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            return f.read().decode(errors='replace').splitlines()[-lines:]
+    except OSError:
+        return []

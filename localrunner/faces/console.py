@@ -12,7 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from localrunner.engine.events import Event
+from localrunner.engine import events as ev
+from localrunner.engine.events import Event, handler_table
 
 _STYLE = {'SUCCEEDED': 'green', 'CACHED': 'cyan', 'FAILED': 'bold red', 'SKIPPED': 'dim', 'CANCELED': 'yellow'}
 _METRIC_TYPES = ('system.Metrics',)
@@ -24,6 +25,7 @@ class ConsoleView:
         self.explain = explain
         self.verbose = verbose
         self.would_run = 0
+        self.would_hit = 0
         self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self.live_mode = self.console.is_terminal if live is None else live
@@ -33,13 +35,27 @@ class ConsoleView:
         self.started = time.time()
         self._lock = threading.Lock()
         self._live: Optional[Live] = None
+        self._handlers = handler_table(self)
 
     # ---------------------------------------------------------------- events
     def __call__(self, event: Event) -> None:
-        handler = getattr(self, f'_on_{event.kind}', None)
+        handler = self._handlers.get(type(event))
         if handler:
             with self._lock:
                 handler(event)
+
+    # events the console shows nothing for (listed, so a new event type is a decision)
+    def on_TaskQueued(self, e: ev.TaskQueued) -> None:
+        pass
+
+    def on_LoopStarted(self, e: ev.LoopStarted) -> None:
+        pass
+
+    def on_EnvReady(self, e: ev.EnvReady) -> None:
+        pass
+
+    def on_AttemptFailed(self, e: ev.AttemptFailed) -> None:
+        pass
 
     def _line(self, text: str, style: str = '') -> None:
         if self.quiet:
@@ -49,17 +65,17 @@ class ConsoleView:
         else:
             self.console.print(Text(text, style=style))
 
-    def _on_run_started(self, e: Event) -> None:
-        self.total = e.data.get('total', 0)
+    def on_RunStarted(self, e: ev.RunStarted) -> None:
+        self.total = e.total
         self.started = e.time
-        self._line(f'run {e.data["run_id"]}  ({e.data["run_dir"]})', 'bold')
+        self._line(f'run {e.run_id}  ({e.run_dir})', 'bold')
         if self.live_mode and not self.quiet:
             self._live = Live(self._status(), console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
 
-    def _on_task_started(self, e: Event) -> None:
+    def on_TaskStarted(self, e: ev.TaskStarted) -> None:
         self.running[e.task] = e.time
-        attempt = e.data.get('attempt', 1)
+        attempt = e.attempt
         if not self.live_mode:
             self._line(f'  start   {e.task}' + (f' (attempt {attempt})' if attempt > 1 else ''))
         self._refresh()
@@ -71,63 +87,63 @@ class ConsoleView:
         self._line(f'  {word:<8}{e.task}{took}{extra}', style)
         self._refresh()
 
-    def _on_task_succeeded(self, e: Event) -> None:
+    def on_TaskSucceeded(self, e: ev.TaskSucceeded) -> None:
         self._done(e, 'done', 'green')
 
-    def _on_task_cached(self, e: Event) -> None:
-        run = (e.data.get('cached_from') or {}).get('run', '?')
+    def on_TaskCached(self, e: ev.TaskCached) -> None:
+        run = (e.cached_from or {}).get('run', '?')
         self._done(e, 'cached', 'cyan', f'  (from {run})')
 
-    def _on_task_skipped(self, e: Event) -> None:
+    def on_TaskSkipped(self, e: ev.TaskSkipped) -> None:
         self.finished += 1
         self._refresh()
 
-    def _on_task_canceled(self, e: Event) -> None:
+    def on_TaskCanceled(self, e: ev.TaskCanceled) -> None:
         self.running.pop(e.task, None)
         self.finished += 1
         self._refresh()
 
-    def _on_task_failed(self, e: Event) -> None:
-        self._done(e, 'FAILED', 'bold red', f': {e.data.get("error")}')
-        tail = e.data.get('log_tail') or []
-        if tail and not self.quiet:
-            for line in tail:
+    def on_TaskFailed(self, e: ev.TaskFailed) -> None:
+        self._done(e, 'FAILED', 'bold red', f': {e.error}')
+        if e.log_tail and not self.quiet:
+            for line in e.log_tail:
                 self._line(f'    | {line}', 'red')
-        if e.data.get('log_path'):
-            self._line(f'    full log: {e.data["log_path"]}', 'red')
+        if e.log_path:
+            self._line(f'    full log: {e.log_path}', 'red')
 
-    def _on_task_retry(self, e: Event) -> None:
+    def on_TaskRetrying(self, e: ev.TaskRetrying) -> None:
         self.running.pop(e.task, None)
-        self._line(f'  retry   {e.task} after attempt {e.data["attempt"]} ({e.data["error"]}); '
-                   f'waiting {e.data["delay_s"]:.0f}s', 'yellow')
+        self._line(f'  retry   {e.task} after attempt {e.attempt} ({e.error}); waiting {e.delay_s:.0f}s', 'yellow')
 
-    def _on_task_would_run(self, e: Event) -> None:
+    def on_TaskPredicted(self, e: ev.TaskPredicted) -> None:
+        if e.prediction == 'CACHED':
+            self.would_hit += 1
+            self._done(e, 'cached', 'cyan', f'  ({e.why})' if e.why else '')
+            return
         self.would_run += 1
-        self._line(f'  would run {e.task}: {e.data["why"]}', 'yellow')
+        word = 'would run' if e.prediction == 'WOULD_RUN' else 'may run'
+        self._line(f'  {word} {e.task}: {e.why}', 'yellow')
 
-    def _on_warning(self, e: Event) -> None:
-        self._line(f'warning: {e.data["message"]}', 'yellow')
+    def on_Warning(self, e: ev.Warning) -> None:
+        self._line(f'warning: {e.message}', 'yellow')
 
-    def _on_log(self, e: Event) -> None:
+    def on_TaskLog(self, e: ev.TaskLog) -> None:
         if self.verbose:
-            self._line(f'  [{e.task}] {e.data.get("line", "")}', 'dim')
+            self._line(f'  [{e.task}] {e.line}', 'dim')
 
-    def _on_environment(self, e: Event) -> None:
-        line = e.data.get('line', '')
-        if line.startswith('building environment') or line.startswith('building image'):
-            self._line(f'  {line}', 'dim')
+    def on_EnvBuilding(self, e: ev.EnvBuilding) -> None:
+        if e.line.startswith('building environment') or e.line.startswith('[localrunner] building'):
+            self._line(f'  {e.line}', 'dim')
 
-    def _on_run_finished(self, e: Event) -> None:
+    def on_RunFinished(self, e: ev.RunFinished) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
         if self.explain:
-            result = e.data['result']
-            hits = sum(1 for r in result.records if r.state.value == 'CACHED')
-            self.console.print(f'explain-cache: {hits} task(s) would be served from the cache, '
+            self.console.print(f'explain-cache: {self.would_hit} task(s) would be served from the cache, '
                                f'{self.would_run} would run')
         elif not self.quiet:
-            self.print_summary(e.data['result'])
+            self.print_summary(e.result)
 
     # ---------------------------------------------------------------- live status
     def _status(self) -> Text:

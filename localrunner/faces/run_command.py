@@ -1,32 +1,19 @@
 """`localrunner run` and `localrunner explain-cache`."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 
-from localrunner.api import make_backend
-from localrunner.backends.base import LaunchError
+from localrunner.engine.assembly import assemble, write_json_atomic
 from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
-from localrunner.engine.events import EventBus
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine.runtime import Run, RunOptions
+from localrunner.engine.runtime import RunOptions
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
-from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params, resolve_root_artifacts
+from localrunner.layout import RootLayout
+from localrunner.params import parse_cli_params, read_params_file, resolve_root_artifacts
 from localrunner.spec import load_pipeline
 
 EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.result-')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 def build_options(args, explain: bool) -> RunOptions:
@@ -45,6 +32,7 @@ def build_options(args, explain: bool) -> RunOptions:
         raise UsageError(f'--gpus {args.gpus}: {e}') from None
     return RunOptions(
         root=args.root,
+        backend='kubernetes' if args.cluster else (args.backend or 'subprocess'),
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
         cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=_remote(args.remote_cache),
@@ -98,38 +86,16 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     from localrunner.faces.from_python import compile_python, is_python_target
     source = args.pipeline
     if is_python_target(source):
-        source = compile_python(source, os.path.join(os.path.abspath(args.root), 'compiled'))
+        source = compile_python(source, RootLayout(args.root).compiled_dir)
     pipeline = load_pipeline(source)
     from_file = read_params_file(args.params_file) if args.params_file else {}
-    params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
-                                     from_file)
     root_artifacts = resolve_root_artifacts(pipeline.root.get('inputDefinitions', {}), args.artifact)
     options = build_options(args, explain)
-    backend_name = 'kubernetes' if args.cluster else (args.backend or 'subprocess')
-    from localrunner.engine.runtime import new_run_id
-    options.run_id = new_run_id(pipeline.name)
-    if options.dry_run:
-        # explain must not leave a run behind: its run folder is scratch
-        options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
-    backend = make_backend(backend_name, run_id=options.run_id)
-    try:
-        backend.check()
-    except LaunchError as e:
-        backend.close()
-        raise UsageError(f'--backend {backend_name}: {e}') from None
-    bus = EventBus()
     view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose)
-    bus.subscribe(view)
-    run = Run(pipeline, params, backend, options, bus, root_artifacts=root_artifacts)
-    try:
-        result = run.execute()
-    finally:
-        backend.close()
-        if options.dry_run:
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+    run = assemble(pipeline, options, params=from_file, cli_params=parse_cli_params(args.param),
+                   root_artifacts=root_artifacts, subscribers=(view,))
+    result = run.execute()
     data = result.to_json()
-    if not options.dry_run:
-        write_json_atomic(os.path.join(result.run_dir, 'result.json'), data)
     if args.result_json:
         write_json_atomic(args.result_json, data)
     if args.report and not options.dry_run:

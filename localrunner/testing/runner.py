@@ -8,37 +8,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from localrunner.backends.base import Backend, Execution, LaunchSpec, LineSink, LogSink, Mount
 from localrunner.errors import UsageError
 from localrunner.testing.artifacts import InputArtifact, make_artifact, to_engine
 from localrunner.testing.results import ComponentResult, OutputArtifact, PipelineResult
-
-
-class _WithMounts(Backend):
-    """Delegates to a backend, making extra host paths visible (read-only, same path) to
-    every task: test data a component reads by path, on container backends."""
-
-    def __init__(self, inner: Backend, paths: list[str]):
-        self.inner = inner
-        self.name = inner.name
-        self.paths = paths
-
-    def _add(self, spec: LaunchSpec) -> LaunchSpec:
-        have = {m.path for m in spec.mounts}
-        spec.mounts.extend(Mount(p, read_only=True) for p in self.paths if p not in have)
-        return spec
-
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
-        return self.inner.environment_fingerprint(spec)
-
-    def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
-        self.inner.prepare(spec, log)
-
-    def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
-        return self.inner.launch(self._add(spec), on_line)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _is_pipeline_ir(path: str) -> bool:
@@ -64,7 +36,7 @@ class LocalRunner:
 
     def __init__(self, root: str, *, backend: str = 'subprocess', images: Optional[dict] = None,
                  env_dir: Optional[str] = None, use_cache: bool = True, mounts: Optional[list] = None,
-                 max_parallel: Optional[int] = None, backend_options: Optional[dict] = None,
+                 max_parallel: Optional[int] = None, backend_settings: Optional[dict] = None,
                  check_backend: Optional[Callable[[str], None]] = None):
         self.root = os.path.abspath(os.fspath(root))
         self.backend = backend
@@ -73,7 +45,7 @@ class LocalRunner:
         self.use_cache = use_cache
         self.mounts = list(mounts or [])
         self.max_parallel = max_parallel
-        self.backend_options = dict(backend_options or {})
+        self.backend_settings = dict(backend_settings or {})
         self.check_backend = check_backend
         self.results: list[PipelineResult] = []
         self._compiled: dict[int, tuple[Any, str]] = {}
@@ -106,7 +78,9 @@ class LocalRunner:
     def run(self, target: Any, inputs: Optional[dict] = None, *, component: bool = False,
             backend: Optional[str] = None, use_cache: Optional[bool] = None) -> PipelineResult:
         """run_component / run_pipeline with inputs as a dict and per-run overrides."""
-        from localrunner.api import make_backend, run_pipeline
+        from localrunner.api import run_pipeline
+        from localrunner.engine import events as ev
+        from localrunner.engine.runtime import RunOptions
         from localrunner.spec import load_pipeline
 
         backend = backend or self.backend
@@ -122,31 +96,26 @@ class LocalRunner:
             if len(leaves) != 1 or 'dag' in pipeline.component(next(iter(leaves.values()))['componentRef']['name']):
                 raise TypeError(f'{path}: run_component() runs a single component; this is a pipeline '
                                 f'({len(leaves)} tasks): use run_pipeline()')
-        self._map_images(pipeline)
         params, root_artifacts = self._split_inputs(pipeline, dict(inputs or {}))
 
         environment: list[str] = []
 
         def listen(event) -> None:
-            if event.kind == 'environment':
-                environment.append(str(event.data.get('line', '')))
+            if isinstance(event, ev.EnvBuilding):
+                environment.append(event.line)
 
-        options = dict(self.backend_options)
-        if backend == 'subprocess' and self.env_dir:
-            options.setdefault('env_dir', self.env_dir)
-        runner: Any = backend
-        if self.mounts and backend != 'subprocess':
-            runner = _WithMounts(make_backend(backend, **options),
-                                 [os.path.abspath(os.fspath(p)) for p in self.mounts])
+        from localrunner.engine.caching import CacheSettings, caching_disabled_by_env
+        options = RunOptions(
+            root=self.root, backend=backend, backend_settings=dict(self.backend_settings), env_dir=self.env_dir,
+            max_parallel=self.max_parallel or os.cpu_count() or 2, image_map=dict(self.images),
+            extra_mounts=tuple(os.path.abspath(os.fspath(p)) for p in self.mounts),
+            cache=CacheSettings(enabled=self.use_cache if use_cache is None else use_cache,
+                                disabled_by_default=caching_disabled_by_env()))
         try:
-            raw = run_pipeline(pipeline, params, root=self.root, backend=runner, use_cache=self.use_cache
-                               if use_cache is None else use_cache, max_parallel=self.max_parallel,
-                               root_artifacts=root_artifacts, subscribers=(listen,), backend_options=options)
+            raw = run_pipeline(pipeline, params, root_artifacts=root_artifacts, subscribers=(listen,),
+                               options=options)
         except UsageError as e:
             raise TypeError(str(e)) from None
-        finally:
-            if isinstance(runner, Backend):
-                runner.close()
         cls = ComponentResult if component else PipelineResult
         result = cls(raw, environment, backend)
         self.results.append(result)
@@ -178,14 +147,6 @@ class LocalRunner:
         compiler.Compiler().compile(target, path)
         self._compiled[id(target)] = (target, path)
         return path
-
-    def _map_images(self, pipeline) -> None:
-        if not self.images:
-            return
-        for executor in pipeline.executors.values():
-            container = executor.get('container')
-            if container and container.get('image') in self.images:
-                container['image'] = self.images[container['image']]
 
     def _split_inputs(self, pipeline, inputs: dict) -> tuple[dict, dict]:
         defs = pipeline.root.get('inputDefinitions', {}) or {}

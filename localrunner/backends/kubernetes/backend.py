@@ -21,7 +21,8 @@ import time
 import uuid
 from typing import Optional, Union
 
-from localrunner.backends.base import Backend, Execution, LaunchError, LaunchSpec, LineSink, LogSink
+from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
+                                       LineSink, LogSink)
 from localrunner.backends.kubernetes import pod_spec
 from localrunner.backends.kubernetes.api import ClusterApi, PodStatus
 from localrunner.backends.kubernetes.staging import S3Settings, Stager
@@ -40,16 +41,25 @@ def _client_error(exc: Exception) -> bool:
 
 class KubernetesBackend(Backend):
     name = 'kubernetes'
-    remote = True     # runs elsewhere: this machine's GPUs and CPUs are not what it uses
+    # runs elsewhere: this machine's GPUs and CPUs are not what it uses; pods see only their volumes
+    capabilities = Capabilities(containers=True, volumes=True, isolated=True, remote=True)
 
-    def __init__(self, api: Optional[ClusterApi] = None,
-                 s3: Union[S3Settings, dict, None] = None, *, namespace: Optional[str] = None,
+    def __init__(self, options: Optional[BackendOptions] = None, *, api: Optional[ClusterApi] = None,
+                 s3: Union[S3Settings, dict, None] = None, namespace: Optional[str] = None,
                  context: Optional[str] = None, run_id: Optional[str] = None,
                  stage_image: Optional[str] = None, poll_s: float = 1.0,
                  hopeless_grace_s: float = 60.0, keep_staging: bool = False,
                  digest_file: Union[str, bool, None] = None):
-        """digest_file: where image tag -> digest (as the cluster reported it) persists;
-        None = the user cache folder, False = this process only."""
+        """options.settings may hold any of the keywords (namespace, context, stage_image,
+        poll_s, ...); api and s3 are injected by tests. digest_file: where image tag -> digest
+        (as the cluster reported it) persists; None = the user cache folder, False = this
+        process only."""
+        super().__init__(options)
+        settings = self.options.settings
+        namespace = namespace or settings.get('namespace')
+        context = context or settings.get('context')
+        run_id = run_id or self.options.run_id or None
+        s3 = s3 if s3 is not None else settings.get('s3')
         self._api = api
         self._s3 = s3
         self.namespace = namespace or os.environ.get('LOCALRUNNER_K8S_NAMESPACE') or 'default'

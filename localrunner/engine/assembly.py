@@ -1,0 +1,101 @@
+"""Putting a run together: IR + RunOptions -> a ready Run, the same for every face (the
+CLI, the Python API, the pytest plugin and --watch).
+
+    assemble(pipeline, options, params=..., cli_params=..., root_artifacts=...) -> Run
+    Run.execute() -> RunResult     (writes <run dir>/result.json through HistoryWriter)
+
+Parameters are typed by the pipeline here, the backend is found by name in the entry-point
+registry and constructed with one BackendOptions, the run id is made, a dry run gets a
+scratch run folder, and the run's history is written by a subscriber of its events.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterable, Optional, Union
+
+from localrunner.backends.base import Backend, BackendOptions
+from localrunner.engine import events as ev
+from localrunner.engine.events import EventBus, Subscriber
+from localrunner.engine.runtime import Run, RunOptions, new_run_id
+from localrunner.errors import LaunchError, UsageError
+from localrunner.params import resolve_pipeline_params
+from localrunner.spec import Pipeline, load_pipeline
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """tmp -> fsync -> rename: a reader sees the old document or the new one, never half."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.result-')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class HistoryWriter:
+    """Writes the run's result document into its run folder when the run ends."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunFinished):
+            write_json_atomic(self.path, event.result.to_json())
+
+
+def make_backend(options: RunOptions, run_id: str) -> Backend:
+    from localrunner.backends.registry import backend_class
+    cls = backend_class(options.backend)
+    return cls(BackendOptions(run_id=run_id, root=options.root, env_dir=options.env_dir, cwd=options.cwd,
+                              warm_start=options.warm_start, settings=dict(options.backend_settings)))
+
+
+def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Optional[dict] = None,
+             cli_params: Optional[dict] = None, root_artifacts: Optional[dict] = None,
+             subscribers: Iterable[Subscriber] = (), backend: Optional[Backend] = None,
+             check_backend: bool = True) -> Run:
+    """A ready run. `params` are Python values (or values from a params file), `cli_params`
+    NAME -> text from `-p`; both are checked and typed by the pipeline (UsageError naming the
+    bad one). `backend`: a Backend the caller owns (used as is, not closed); otherwise the one
+    named in options is made here and closed when the run ends. Raises UsageError for any bad
+    input, before anything runs."""
+    if isinstance(pipeline, str):
+        pipeline = load_pipeline(pipeline)
+    values = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), cli_params or {}, params or {})
+    options.run_id = options.run_id or new_run_id(pipeline.name)
+    scratch = None
+    if options.dry_run and not options.run_dir:
+        # a dry run must not leave a run behind: its run folder is scratch
+        scratch = options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
+    owned = backend is None
+    if owned:
+        backend = make_backend(options, options.run_id)
+        if check_backend:
+            try:
+                backend.check()
+            except LaunchError as e:
+                backend.close()
+                raise UsageError(f'--backend {options.backend}: {e}') from None
+    bus = EventBus()
+    for fn in subscribers:
+        bus.subscribe(fn)
+    run = Run(pipeline, values, backend, options, bus, root_artifacts=root_artifacts)
+    if not options.dry_run:
+        bus.subscribe(HistoryWriter(run.run_layout.result))
+    if owned:
+        run.on_close.append(backend.close)
+    if scratch:
+        run.on_close.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    return run
