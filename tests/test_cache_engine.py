@@ -165,9 +165,10 @@ def test_explain_cache_names_what_changed(setup, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert 'cached  other' in out
-    assert 'would run load: changed: inputs.artifacts.data' in out
-    assert 'would run scale: runs after an upstream task that would run' in out
-    assert '1 task(s) would be served from the cache, 2 would run' in out
+    assert 'would run load: changed: input artifact data' in out
+    assert 'may run scale: reads outputs of load, which would run' in out
+    assert 'would run importer: imports' in out                  # an importer runs every time
+    assert '1 task(s) would be served from the cache, 3 would run' in out
     assert _count(folder, 'load') == 1, 'explain runs nothing'
 
 

@@ -24,8 +24,9 @@ from localrunner.backends.base import LaunchSpec, Mount
 from localrunner.engine import events as ev
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
-from localrunner.engine.caching import action_key, canonical, custom_key_parts, diff_parts, key_parts
-from localrunner.engine.model import WOULD_RUN, Artifact, Outcome, State, TaskRecord
+from localrunner.engine import prediction
+from localrunner.engine.caching import action_key, canonical, custom_key_parts, key_parts
+from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import PlaceholderError, RunContext, resolve_argv, substitute
 from localrunner.engine.resources import resources_of
 from localrunner.engine.slots import GpuShortage
@@ -227,7 +228,8 @@ class ContainerTask:
                 arts[name] = []
                 for i, a in enumerate(lst):
                     path = self.layout.artifact(name, i)
-                    if a.get('digest'):
+                    # a dry run needs what downstream keys read (type, metadata, digest), not the bytes
+                    if a.get('digest') and not run.options.dry_run:
                         run.cache.cas.materialize(a['digest'], path, a.get('kind'))
                     arts[name].append(Artifact(name=name, schema_title=a['type'], schema_version=a['version'],
                                                uri=path, metadata=a.get('metadata') or {},
@@ -243,7 +245,8 @@ class ContainerTask:
             return None
         self.record.cached_from = hit.producer
         if run.options.dry_run:
-            self.record.prediction, self.record.reason = 'CACHED', f'entry {key[:12]}'
+            self.record.prediction = prediction.CACHED
+            self.record.reason = f'entry {key[:16]} from run {hit.producer.get("run", "?")}'
         return self._end(State.CACHED, parameters=hit.outputs.get('parameters', {}), artifacts=arts)
 
     def _predict_run(self, key: str, parts: dict, use_cache: bool) -> Outcome:
@@ -256,9 +259,9 @@ class ContainerTask:
         elif previous['key'] == key:
             why = 'same key as the last run, but its result is gone or expired'
         else:
-            why = 'changed: ' + ', '.join(diff_parts(previous['parts'], canonical(parts))[:6])
-        self.record.prediction, self.record.reason = 'WOULD_RUN', why
-        return self._end(State.SKIPPED, WOULD_RUN)
+            why = prediction.describe_change(previous['parts'], canonical(parts))
+        self.record.prediction, self.record.reason = prediction.WOULD_RUN, why
+        return self.run.end(self.record, Outcome(State.SUCCEEDED, pending=self.name))
 
     # ------------------------------------------------------------------ running
     async def _attempts(self, spec: LaunchSpec, parts: dict, key: str, record: bool) -> Outcome:
@@ -369,6 +372,12 @@ class ContainerTask:
     # ------------------------------------------------------------------ kfp-kubernetes PVC ops
     def _pvc_operation(self, image: str) -> Outcome:
         run = self.run
+        if run.options.dry_run:
+            # no folder is made or removed; CreatePVC's output (the claim's name) is known
+            self.record.prediction, self.record.reason = prediction.WOULD_RUN, 'a PVC operation runs every time'
+            if image.startswith(k8s_local.CREATE_PVC_IMAGE):
+                return self._end(State.SUCCEEDED, parameters={'name': k8s_local.claim_name(self.params, run.run_id)})
+            return self._end(State.SUCCEEDED)
         try:
             if image.startswith(k8s_local.CREATE_PVC_IMAGE):
                 name = k8s_local.create_pvc(self.params, run.options.k8s, run.run_id, run.layout.pvc)

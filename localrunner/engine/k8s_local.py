@@ -197,10 +197,17 @@ def claim_folder(name: str, sources: LocalSources, pvc_folder: PathOf) -> str:
     return os.path.abspath(folder)
 
 
+def claim_name(params: dict, run_id: str) -> str:
+    """CreatePVC's claim name: pvc_name, or the run's name with pvc_name_suffix (as the
+    cluster names it from the workflow)."""
+    if params.get('pvc_name'):
+        return str(params['pvc_name'])
+    return f'{run_id}-{params.get("pvc_name_suffix") or "pvc"}'.lstrip('-').lower()
+
+
 def create_pvc(params: dict, sources: LocalSources, run_id: str, pvc_folder: PathOf) -> str:
-    """CreatePVC: the claim's name (as the cluster would name it) backed by a local folder."""
-    name = params.get('pvc_name') or f'{run_id}-{params.get("pvc_name_suffix") or "pvc"}'.lstrip('-')
-    name = str(name).lower() if not params.get('pvc_name') else str(name)
+    """CreatePVC: the claim's name backed by a local folder."""
+    name = claim_name(params, run_id)
     claim_folder(name, sources, pvc_folder)
     return name
 

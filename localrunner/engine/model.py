@@ -5,8 +5,6 @@ import dataclasses
 import enum
 from typing import Any, Optional
 
-# explain-cache: the outcome of a task that would run (and of what waits on it)
-WOULD_RUN = 'would run'
 LEAF_KINDS = frozenset({'container', 'importer'})
 
 
@@ -73,6 +71,7 @@ class Outcome:
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, list[Artifact]] = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
+    pending: Optional[str] = None         # dry run: a task whose outputs are unknown (would run) decides them
 
 
 @dataclasses.dataclass

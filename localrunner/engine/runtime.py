@@ -27,7 +27,8 @@ from localrunner.engine.container_task import ContainerTask
 from localrunner.engine.events import EventBus
 from localrunner.engine.expressions import ExpressionError, evaluate_condition
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine.model import WOULD_RUN, Artifact, Outcome, State, TaskRecord
+from localrunner.engine import prediction
+from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
 from localrunner.layout import RootLayout
@@ -148,9 +149,9 @@ class Run:
         lists it, and (for a leaf task) the matching event is emitted. A task ends once."""
         if record.state.final and record.finished is not None:
             raise RuntimeError(f'task {record.name} ended twice ({record.state.value}, then {outcome.state.value})')
-        record.state = outcome.state
+        record.state = prediction.predicted_state(record.prediction, outcome.state)
         record.outputs = outcome
-        if outcome.error and outcome.error != WOULD_RUN:
+        if outcome.error:
             record.error = outcome.error
         record.finished = time.time()
         self.register(record)
@@ -286,17 +287,14 @@ class Run:
             state = State.CANCELED
         else:
             state = State.SUCCEEDED
-        if self.options.dry_run and state == State.SUCCEEDED and any(
-                o.error == WOULD_RUN for o in scope.outcomes.values()):
-            state = State.SKIPPED      # its outputs are not known before it runs: what waits on it would run too
-            return Outcome(state, error=WOULD_RUN)
+        pending = next((o.pending for o in scope.outcomes.values() if o.pending), None)
         out_params, out_arts = self._dag_outputs(dag, scope.outcomes)
         failed = [(f'{prefix}{n}', o.error) for n, o in scope.outcomes.items() if o.state == State.FAILED]
         error = None
         if failed:
             name, why = failed[0]
             error = why if why and why.startswith('task ') else f'task {name} failed' + (f': {why}' if why else '')
-        return Outcome(state, out_params, out_arts, error=error)
+        return Outcome(state, out_params, out_arts, error=error, pending=pending)
 
     @staticmethod
     def _dag_outputs(dag: dict, outcomes: dict[str, Outcome]) -> tuple[dict, dict]:
@@ -327,14 +325,13 @@ class Run:
         policy = task.get('triggerPolicy', {}) or {}
         if self.cancelled:
             return self._end_new(name, task, State.CANCELED)
+        if self.options.dry_run:
+            unknown = prediction.pending_upstreams(task, scope)
+            if unknown:
+                return prediction.may_run(self, name, task, f'reads outputs of {", ".join(unknown)}, which would run')
         upstream = [scope.outcomes[u] for u in task_upstreams(task)]
         if policy.get('strategy') != COMPLETED_STRATEGY:
             blocked = [o for o in upstream if not o.state.ok]
-            if self.options.dry_run and any(o.error == WOULD_RUN for o in blocked):
-                if 'dag' not in component:
-                    return self._end_new(name, task, State.SKIPPED, error=WOULD_RUN, prediction='WOULD_RUN',
-                                         reason='runs after an upstream task that would run')
-                return Outcome(State.SKIPPED, error=WOULD_RUN)
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
                 return self._end_new(name, task, state, reason='upstream')
@@ -430,20 +427,17 @@ class Run:
         state = State.FAILED if State.FAILED in states else State.CANCELED if State.CANCELED in states \
             else State.SUCCEEDED
         error = next((r.error for r in results if r.state == State.FAILED), None)
-        if self.options.dry_run and state == State.SUCCEEDED and any(r.error == WOULD_RUN for r in results):
-            state, error = State.SKIPPED, WOULD_RUN
-        return self.end(record, Outcome(state, collected_params, collected_arts, error=error))
+        pending = next((r.pending for r in results if r.pending), None)
+        return self.end(record, Outcome(state, collected_params, collected_arts, error=error, pending=pending))
 
     def _end_new(self, name: str, task: dict, state: State, kind: Optional[str] = None,
-                 error: Optional[str] = None, reason: Optional[str] = None,
-                 prediction: Optional[str] = None) -> Outcome:
+                 error: Optional[str] = None, reason: Optional[str] = None) -> Outcome:
         """A task that ends before it starts (skipped, canceled, failed on its inputs)."""
         comp_name = task['componentRef']['name']
         if kind is None:
             kind = self.task_kind(comp_name)
         record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            kind=kind, component=comp_name, started=time.time(), reason=reason,
-                            prediction=prediction)
+                            kind=kind, component=comp_name, started=time.time(), reason=reason)
         return self.end(record, Outcome(state, error=error))
 
     def task_kind(self, comp_name: str) -> str:
