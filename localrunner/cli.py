@@ -25,7 +25,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('-a', '--artifact', action='append', default=[], metavar='NAME=PATH',
                    help='an input artifact of the pipeline (repeatable; repeat a name for a list)')
     p.add_argument('-v', '--verbose', action='store_true', help="stream every task's output lines")
-    p.add_argument('--backend', default=None, help='subprocess (default), docker or kubernetes')
+    p.add_argument('--backend', default=None,
+                   help='subprocess (default), auto (Docker for tasks that need their image), docker or kubernetes')
     p.add_argument('--cluster', action='store_true', help='same as --backend kubernetes')
     p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')
     p.add_argument('--result-json', help='write the result document (docs/architecture.md) to this file')

@@ -78,6 +78,7 @@ class LaunchSpec:
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)   # host dir -> path in task (PVCs, secrets)
     platform: dict = dataclasses.field(default_factory=dict)  # the IR's kfp-kubernetes settings for this executor
+    needs_image: Optional[str] = None          # why the task runs faithfully only in its image (engine/placement.py)
 
 
 class Execution(abc.ABC):
@@ -104,6 +105,10 @@ class Backend(abc.ABC):
 
     def __init__(self, options: Optional[BackendOptions] = None):
         self.options = options or BackendOptions()
+
+    def capabilities_for(self, spec: 'LaunchSpec') -> Capabilities:
+        """What this task gets (a backend that routes tasks, like auto, answers per task)."""
+        return self.capabilities
 
     @abc.abstractmethod
     def environment_fingerprint(self, spec: LaunchSpec) -> str:

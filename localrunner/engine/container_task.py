@@ -24,7 +24,7 @@ from localrunner.backends.base import LaunchSpec, Mount
 from localrunner.engine import events as ev
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
-from localrunner.engine import prediction
+from localrunner.engine import placement, prediction
 from localrunner.engine.caching import action_key, canonical, custom_key_parts, key_parts
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import PlaceholderError, RunContext, resolve_argv, substitute
@@ -181,9 +181,6 @@ class ContainerTask:
         self.timeout_s = k8s.timeout_s
         for message in k8s.warnings:
             run.warn(message, task=self.name)
-        if k8s.volumes and not run.caps.volumes:
-            run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
-                          f'(--backend docker); on this backend the task does not see them')
         for key in k8s.ignored:
             run.warn_once(f'kfp-kubernetes setting {key} has no local effect (recorded only)')
 
@@ -203,7 +200,12 @@ class ContainerTask:
                           workdir=layout.out, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},
-                          volumes=k8s.volumes, platform=k8s_local.resolve_names(platform_config, lookup))
+                          volumes=k8s.volumes, platform=k8s_local.resolve_names(platform_config, lookup),
+                          needs_image=run.image_needs.get(self.label))
+        self.caps = run.backend.capabilities_for(spec)
+        if k8s.volumes and not self.caps.volumes:
+            run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
+                          f'(--backend docker or auto); on this backend the task does not see them')
         parts = key_parts(image=image, command=self.container.get('command', []),
                           args=self.container.get('args', []), env=env, secret_env=k8s.secret_env,
                           params=self.params,
@@ -304,6 +306,8 @@ class ContainerTask:
             again = retryable and attempt <= len(delays)
             run.bus.emit(ev.AttemptFailed(task=self.name, attempt=attempt, error=error, retrying=again))
             if not again:
+                if spec.needs_image and not self.caps.containers:
+                    error = f'{error}; {placement.hint(spec.needs_image)}'
                 return self._end(State.FAILED, error)
             delay = delays[attempt - 1]
             run.bus.emit(ev.TaskRetrying(task=self.name, attempt=attempt, error=error, delay_s=delay))

@@ -27,7 +27,7 @@ from localrunner.engine.container_task import ContainerTask
 from localrunner.engine.events import EventBus
 from localrunner.engine.expressions import ExpressionError, evaluate_condition
 from localrunner.engine.k8s_local import LocalSources
-from localrunner.engine import prediction
+from localrunner.engine import placement, prediction
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
@@ -113,6 +113,7 @@ class Run:
         if not options.k8s.pvc_root:
             options.k8s.pvc_root = self.layout.pvcs_dir
         self.cache = TaskCache(self.root, options.cache)
+        self.image_needs = placement.tasks_needing_images(pipeline)     # executor label -> why
         self.pool = ResourcePool(options.max_parallel, options.cpus, options.memory, options.gpu_ids)
         self.records: list[TaskRecord] = []
         self._registered: set[int] = set()     # ids of records already listed (a list scan is O(n^2))
@@ -205,6 +206,7 @@ class Run:
         os.makedirs(self.workspace, exist_ok=True)
         self.bus.emit(ev.RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, run_dir=self.run_dir,
                                     total=self.count_leaf_tasks()))
+        self._warn_placement()
         outcome = Outcome(State.FAILED)
         interrupted = False
         try:
@@ -245,6 +247,17 @@ class Run:
         except asyncio.CancelledError:
             self.cancel()
             raise KeyboardInterrupt from None
+
+    def _warn_placement(self) -> None:
+        """Said when the run is planned: the tasks that need their image but won't get it."""
+        if not self.image_needs or self.caps.containers:
+            return
+        listed = '; '.join(f'{label} ({why})' for label, why in sorted(self.image_needs.items())[:5])
+        more = f' and {len(self.image_needs) - 5} more' if len(self.image_needs) > 5 else ''
+        docker = getattr(self.backend, 'docker_error', None)
+        self.warn(f'{len(self.image_needs)} executor(s) need their image but run their command on this machine: '
+                  f'{listed}{more}. ' + (f'--backend auto found no Docker engine ({docker})' if docker else
+                                         'Run with --backend auto to send them to Docker'))
 
     def count_leaf_tasks(self) -> int:
         """Executor tasks in the static IR (loop bodies counted once)."""
