@@ -41,6 +41,7 @@ class RunFinished(Event):
 @_event
 class LoopStarted(Event):
     iterations: int                    # a ParallelFor with this many iterations begins
+    tasks: int = 0                     # leaf tasks in all its iterations (static count of the body)
 
 
 @_event

@@ -261,13 +261,14 @@ class Run:
 
     def count_leaf_tasks(self) -> int:
         """Executor tasks in the static IR (loop bodies counted once)."""
-        def count(comp: dict) -> int:
-            n = 0
-            for task in comp.get('dag', {}).get('tasks', {}).values():
-                sub = self.pipeline.component(task['componentRef']['name'])
-                n += count(sub) if 'dag' in sub else 1
-            return n
-        return count(self.pipeline.root)
+        return self.count_leaves(self.pipeline.root)
+
+    def count_leaves(self, component: dict) -> int:
+        n = 0
+        for task in component.get('dag', {}).get('tasks', {}).values():
+            sub = self.pipeline.component(task['componentRef']['name'])
+            n += self.count_leaves(sub) if 'dag' in sub else 1
+        return n
 
     # ------------------------------------------------------------------ DAGs
     async def run_dag(self, component: dict, params: dict, arts: dict, prefix: str) -> Outcome:
@@ -427,7 +428,7 @@ class Run:
             async with gate:
                 return await self.run_dag(component, p, a, f'{name}.{index}/')
 
-        self.bus.emit(ev.LoopStarted(task=name, iterations=len(items)))
+        self.bus.emit(ev.LoopStarted(task=name, iterations=len(items), tasks=len(items) * self.count_leaves(component)))
         results = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)))
         collected_params: dict[str, list] = {}
         collected_arts: dict[str, list[Artifact]] = {}

@@ -1,15 +1,24 @@
-"""What a person sees: a live view while running (rich, on a terminal), plain lines otherwise,
-then a summary table. A subscriber of the engine's events; the engine itself never prints."""
+"""What a person sees while a run goes on, and its summary. A subscriber of the engine's
+events (engine/events.py); the engine itself never prints.
+
+On a terminal (and not under CI=true): a live view redrawn at a fixed rate — one line per
+running task with its elapsed time, an "environment" line per environment being built with
+the installer's latest output, a progress bar per ParallelFor (done / cached / failed of N),
+and every finished task and failure printed above it the moment it happens (a failure with
+the last lines of its log). Elsewhere: plain lines, no control codes; the tasks of a loop are
+summed up in a progress line every tenth of the loop instead of a line each.
+The summary separates the time spent building environments from the tasks' own time.
+"""
 from __future__ import annotations
 
+import os
+import re
 import sys
 import threading
 import time
 from typing import Optional, TextIO
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from rich.console import Console, Group
 from rich.text import Text
 
 from localrunner.engine import events as ev
@@ -17,6 +26,26 @@ from localrunner.engine.events import Event, handler_table
 
 _STYLE = {'SUCCEEDED': 'green', 'CACHED': 'cyan', 'FAILED': 'bold red', 'SKIPPED': 'dim', 'CANCELED': 'yellow'}
 _METRIC_TYPES = ('system.Metrics',)
+_ITERATION = re.compile(r'^(.*)\.(\d+|\*)$')
+_SHOWN_RUNNING = 8
+
+
+class _Loop:
+    def __init__(self, total: int):
+        self.total = total
+        self.done = self.cached = self.failed = self.skipped = 0
+        self.said = 0                                   # plain mode: tenths already reported
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.cached + self.failed + self.skipped
+
+
+def plain_wanted(stream: TextIO) -> bool:
+    """No live view: not a terminal, or CI (its log would fill with redraws)."""
+    if os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes'):
+        return True
+    return not (hasattr(stream, 'isatty') and stream.isatty())
 
 
 class ConsoleView:
@@ -24,17 +53,24 @@ class ConsoleView:
                  explain: bool = False, verbose: bool = False):
         self.explain = explain
         self.verbose = verbose
-        self.would_run = 0
-        self.would_hit = 0
-        self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
-        self.live_mode = self.console.is_terminal if live is None else live
-        self.running: dict[str, float] = {}
+        self.live_mode = (not plain_wanted(stream)) if live is None else live
+        # plain: no control codes at all (no colour either), whatever the stream claims to be
+        self.console = (Console(file=stream, highlight=False, soft_wrap=True, force_terminal=True)
+                        if self.live_mode else
+                        Console(file=stream, highlight=False, soft_wrap=True, force_terminal=False,
+                                color_system=None))
+        self.would_run = self.would_hit = 0
+        self.running: dict[str, float] = {}              # task -> started
+        self.building: dict[str, tuple[float, str]] = {}  # task -> (started, latest installer line)
+        self.env_spans: list[tuple[float, float]] = []   # (start, end) of environment builds
+        self.env_s_of: dict[str, float] = {}             # task -> seconds its environment took
+        self.loops: dict[str, _Loop] = {}
         self.finished = 0
         self.total = 0
         self.started = time.time()
-        self._lock = threading.Lock()
-        self._live: Optional[Live] = None
+        self._lock = threading.RLock()       # Live.start() renders at once, inside a handler
+        self._live = None
         self._handlers = handler_table(self)
 
     # ---------------------------------------------------------------- events
@@ -44,67 +80,61 @@ class ConsoleView:
             with self._lock:
                 handler(event)
 
-    # events the console shows nothing for (listed, so a new event type is a decision)
     def on_TaskQueued(self, e: ev.TaskQueued) -> None:
-        pass
-
-    def on_LoopStarted(self, e: ev.LoopStarted) -> None:
-        pass
-
-    def on_EnvReady(self, e: ev.EnvReady) -> None:
-        pass
+        pass                                # waiting for a slot: shown once it starts
 
     def on_AttemptFailed(self, e: ev.AttemptFailed) -> None:
-        pass
-
-    def _line(self, text: str, style: str = '') -> None:
-        if self.quiet:
-            return
-        if self._live is not None:
-            self._live.console.print(Text(text, style=style))
-        else:
-            self.console.print(Text(text, style=style))
+        pass                                # TaskRetrying or TaskFailed says it
 
     def on_RunStarted(self, e: ev.RunStarted) -> None:
         self.total = e.total
         self.started = e.time
         self._line(f'run {e.run_id}  ({e.run_dir})', 'bold')
         if self.live_mode and not self.quiet:
-            self._live = Live(self._status(), console=self.console, refresh_per_second=8, transient=True)
+            from rich.live import Live
+            # redrawn at a fixed rate, whatever the event rate: a 1,000-task loop costs no more
+            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=8,
+                              transient=True)
             self._live.start()
+
+    def on_LoopStarted(self, e: ev.LoopStarted) -> None:
+        self.loops[e.task] = _Loop(e.tasks)
+
+    def on_EnvBuilding(self, e: ev.EnvBuilding) -> None:
+        began, _ = self.building.get(e.task, (e.time, ''))
+        if e.task not in self.building and not self.live_mode:
+            self._line(f'  env     {e.task}: building its environment', 'dim')
+        self.building[e.task] = (began, e.line.strip())
+        if self.verbose and not self.live_mode:
+            self._line(f'    [env] {e.line}', 'dim')
+
+    def on_EnvReady(self, e: ev.EnvReady) -> None:
+        began, _ = self.building.pop(e.task, (None, ''))
+        if e.built:
+            self.env_spans.append((began if began is not None else e.time - e.seconds, e.time))
+            self.env_s_of[e.task] = e.seconds
+            self._line(f'  env     {e.task}: environment built in {e.seconds:.1f}s', 'dim')
 
     def on_TaskStarted(self, e: ev.TaskStarted) -> None:
         self.running[e.task] = e.time
-        attempt = e.attempt
-        if not self.live_mode:
-            self._line(f'  start   {e.task}' + (f' (attempt {attempt})' if attempt > 1 else ''))
-        self._refresh()
-
-    def _done(self, e: Event, word: str, style: str, extra: str = '') -> None:
-        began = self.running.pop(e.task, None)
-        self.finished += 1
-        took = f' {e.time - began:.1f}s' if began else ''
-        self._line(f'  {word:<8}{e.task}{took}{extra}', style)
-        self._refresh()
+        if not self.live_mode and not self._in_loop(e.task):
+            self._line(f'  start   {e.task}' + (f' (attempt {e.attempt})' if e.attempt > 1 else ''))
 
     def on_TaskSucceeded(self, e: ev.TaskSucceeded) -> None:
-        self._done(e, 'done', 'green')
+        self._done(e, 'done', 'green', 'done')
 
     def on_TaskCached(self, e: ev.TaskCached) -> None:
         run = (e.cached_from or {}).get('run', '?')
-        self._done(e, 'cached', 'cyan', f'  (from {run})')
+        self._done(e, 'cached', 'cyan', 'cached', f'  (from {run})')
 
     def on_TaskSkipped(self, e: ev.TaskSkipped) -> None:
-        self.finished += 1
-        self._refresh()
+        self._done(e, None, '', 'skipped')
 
     def on_TaskCanceled(self, e: ev.TaskCanceled) -> None:
-        self.running.pop(e.task, None)
-        self.finished += 1
-        self._refresh()
+        self._done(e, None, '', 'skipped')
 
     def on_TaskFailed(self, e: ev.TaskFailed) -> None:
-        self._done(e, 'FAILED', 'bold red', f': {e.error}')
+        self._done(e, 'FAILED', 'bold red', 'failed', f': {e.error}', always=True)
         if e.log_tail and not self.quiet:
             for line in e.log_tail:
                 self._line(f'    | {line}', 'red')
@@ -118,7 +148,7 @@ class ConsoleView:
     def on_TaskPredicted(self, e: ev.TaskPredicted) -> None:
         if e.prediction == 'CACHED':
             self.would_hit += 1
-            self._done(e, 'cached', 'cyan', f'  ({e.why})' if e.why else '')
+            self._done(e, 'cached', 'cyan', 'cached', f'  ({e.why})' if e.why else '')
             return
         self.would_run += 1
         word = 'would run' if e.prediction == 'WOULD_RUN' else 'may run'
@@ -131,10 +161,6 @@ class ConsoleView:
         if self.verbose:
             self._line(f'  [{e.task}] {e.line}', 'dim')
 
-    def on_EnvBuilding(self, e: ev.EnvBuilding) -> None:
-        if e.line.startswith('building environment') or e.line.startswith('[localrunner] building'):
-            self._line(f'  {e.line}', 'dim')
-
     def on_RunFinished(self, e: ev.RunFinished) -> None:
         if self._live is not None:
             self._live.stop()
@@ -145,26 +171,110 @@ class ConsoleView:
         elif not self.quiet:
             self.print_summary(e.result)
 
-    # ---------------------------------------------------------------- live status
-    def _status(self) -> Text:
-        names = ', '.join(list(self.running)[:4]) + (' ...' if len(self.running) > 4 else '')
-        return Text(f'  {self.finished} done, {len(self.running)} running  '
-                    f'{time.time() - self.started:.1f}s  {names}', style='bold blue')
+    # ---------------------------------------------------------------- helpers
+    def _line(self, text: str, style: str = '') -> None:
+        if self.quiet:
+            return
+        target = self._live.console if self._live is not None else self.console
+        target.print(Text(text, style=style))
 
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._status())
+    def _in_loop(self, task: str) -> Optional[_Loop]:
+        """The innermost ParallelFor a task belongs to ('a/for-loop-2.3/x' -> 'a/for-loop-2')."""
+        parts = task.split('/')
+        for i in range(len(parts) - 2, -1, -1):
+            m = _ITERATION.match(parts[i])
+            if m:
+                loop = self.loops.get('/'.join(parts[:i] + [m.group(1)]))
+                if loop is not None:
+                    return loop
+        return None
+
+    def _done(self, e: Event, word: Optional[str], style: str, counter: str, extra: str = '',
+              always: bool = False) -> None:
+        began = self.running.pop(e.task, None)
+        self.finished += 1
+        loop = self._in_loop(e.task)
+        if loop is not None:
+            setattr(loop, counter, getattr(loop, counter) + 1)
+        if word is None:
+            return
+        if loop is not None and not always:
+            if not self.live_mode:
+                self._loop_progress(e.task, loop)
+            return
+        took = f' {e.time - began:.1f}s' if began else ''
+        self._line(f'  {word:<8}{e.task}{took}{extra}', style)
+
+    def _loop_progress(self, task: str, loop: _Loop) -> None:
+        """Plain mode: a line per tenth of a loop, not per task."""
+        if not loop.total:
+            return
+        tenth = loop.ended * 10 // loop.total
+        if tenth > loop.said:
+            loop.said = tenth
+            name = next(n for n, lp in self.loops.items() if lp is loop)
+            self._line(f'  loop    {name}: {loop.ended}/{loop.total} ({loop.done} done, {loop.cached} cached, '
+                       f'{loop.failed} failed)')
+
+    def _render(self):
+        """The live view's body, called by rich at its refresh rate on its own thread while
+        holding rich's lock: it must not take ours (a handler holds ours while printing
+        through rich: the other order would deadlock). It reads copies: a dict is copied
+        whole under the GIL."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        loops, building, running = dict(self.loops), dict(self.building), dict(self.running)
+        now = time.time()
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True)
+        for name, loop in loops.items():
+            if loop.total and loop.ended < loop.total:
+                grid.add_row(ProgressBar(total=loop.total, completed=loop.ended, width=30),
+                             Text(f'{name}  {loop.ended}/{loop.total}  {loop.cached} cached  '
+                                  f'{loop.failed} failed', style='bold'))
+        for name, (began, line) in list(building.items())[:_SHOWN_RUNNING]:
+            grid.add_row(Text(f'{now - began:6.1f}s env', style='magenta'),
+                         Text(f'{name}: {line[:100]}', style='magenta'))
+        shown = [n for n in running if self._in_loop(n) is None][:_SHOWN_RUNNING]
+        for name in shown:
+            grid.add_row(Text(f'{now - running[name]:6.1f}s', style='blue'), Text(name))
+        hidden = len(running) - len(shown)
+        status = Text(f'{self.finished}/{self.total or "?"} done, {len(running)} running'
+                      + (f' ({hidden} not shown)' if hidden > 0 else '')
+                      + f'  {now - self.started:.1f}s', style='bold blue')
+        return Group(grid, status)
 
     # ---------------------------------------------------------------- summary
+    def env_build_s(self) -> float:
+        """Wall time during which at least one environment was being built."""
+        total, end = 0.0, None
+        for a, b in sorted(self.env_spans):
+            if end is None or a > end:
+                total += b - a
+                end = b
+            elif b > end:
+                total += b - end
+                end = b
+        return total
+
     def print_summary(self, result) -> None:
-        table = Table(title=f'{result.pipeline}: {result.state.value} in {result.finished - result.started:.1f}s',
+        from rich.table import Table
+        wall = result.finished - result.started
+        env = self.env_build_s()
+        split = f' (environment builds {env:.1f}s, tasks {max(0.0, wall - env):.1f}s)' if env else ''
+        table = Table(title=f'{result.pipeline}: {result.state.value} in {wall:.1f}s{split}',
                       title_style=_STYLE.get(result.state.value, ''))
         for col in ('task', 'state', 'time', 'cached from', 'metrics'):
             table.add_column(col)
         for r in result.records:
-            if r.kind in ('dag', 'loop', 'condition') and r.state != 'FAILED':
+            if r.kind in ('dag', 'loop', 'condition') and r.state.value != 'FAILED':
                 continue
-            took = f'{r.finished - r.started:.1f}s' if r.started and r.finished else ''
+            took = ''
+            if r.started and r.finished:
+                own = r.finished - r.started - self.env_s_of.get(r.name, 0.0)
+                took = f'{max(0.0, own):.1f}s' + (f' +{self.env_s_of[r.name]:.0f}s env' if r.name in self.env_s_of
+                                                  else '')
             cached = (r.cached_from or {}).get('run', '') if r.cached_from else ''
             table.add_row(r.name, Text(r.state.value, style=_STYLE.get(r.state.value, '')), took, cached,
                           _metrics(r))

@@ -1,0 +1,110 @@
+"""What a person sees: plain lines without control codes in CI, a live view in a real terminal
+(a pseudo-terminal), loop progress instead of a line per iteration, failures the moment they
+happen, and a summary that separates environment builds from the tasks' own time."""
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+from kfp import dsl
+
+from tests.helpers import compile_pipeline
+
+ANSI = re.compile(r'\x1b\[')
+
+
+@dsl.component
+def numbers(n: int) -> list:
+    return list(range(n))
+
+
+@dsl.component
+def work(x: int) -> int:
+    import time
+    time.sleep(0.05)
+    if x == 7:
+        raise RuntimeError(f'seven is unlucky ({x})')
+    return x
+
+
+@dsl.pipeline(name='console-loop')
+def loop_pipeline(n: int = 40):
+    with dsl.ParallelFor(numbers(n=n).output, parallelism=4) as x:
+        work(x=x)
+
+
+@dsl.component(packages_to_install=['six==1.16.0'])
+def with_env() -> str:
+    import six
+    return six.__version__
+
+
+@dsl.pipeline(name='console-env')
+def env_pipeline():
+    with_env()
+
+
+def _cli(args, env=None):
+    full = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, '-m', 'localrunner.cli', *args], capture_output=True, text=True,
+                          env=full, timeout=600)
+
+
+def _in_pty(args, env=None, timeout=300) -> str:
+    """Runs the CLI on a real terminal and returns everything it drew."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env or {})
+        os.environ.pop('CI', None)
+        os.execv(sys.executable, [sys.executable, '-m', 'localrunner.cli', *args])
+    out, deadline = b'', time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    os.waitpid(pid, 0)
+    return out.decode(errors='replace')
+
+
+def test_plain_output_in_ci_has_no_control_codes_and_sums_up_loops(tmp_path):
+    path = compile_pipeline(loop_pipeline, tmp_path / 'loop.yaml')
+    proc = _cli(['run', path, '--root', str(tmp_path / 'root')], env={'CI': 'true'})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert not ANSI.search(out)
+    assert out.count('done    for-loop') == 0                  # no line per iteration ...
+    progress = [line for line in out.splitlines() if line.strip().startswith('loop ')]
+    assert 5 <= len(progress) <= 11 and '40/40' in progress[-1] and '1 failed' in progress[-1]
+    # ... but the failure, at once, with its log tail
+    assert 'FAILED  for-loop-1.7/work' in out and 'seven is unlucky' in out
+
+
+def test_live_view_in_a_terminal(tmp_path):
+    path = compile_pipeline(loop_pipeline, tmp_path / 'loop.yaml')
+    drawn = _in_pty(['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=60'])
+    assert ANSI.search(drawn)                                   # a live view was drawn
+    assert re.search(r'for-loop-1\s+\d+/60', drawn)            # the loop's progress bar line
+    assert 'running' in drawn and 'FAILED' in drawn and 'seven is unlucky' in drawn
+    assert 'console-loop: FAILED in' in drawn                  # the summary after it
+
+
+def test_environment_build_is_shown_and_timed_apart(tmp_path):
+    path = compile_pipeline(env_pipeline, tmp_path / 'env.yaml')
+    proc = _cli(['run', path, '--root', str(tmp_path / 'root')],
+                env={'CI': 'true', 'LOCALRUNNER_ENV_DIR': str(tmp_path / 'envs')})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert 'building its environment' in out and 'environment built in' in out
+    assert re.search(r'console-env: SUCCEEDED in [\d.]+s \(environment builds [\d.]+s, tasks [\d.]+s\)', out)
+    again = _cli(['run', path, '--root', str(tmp_path / 'root2')],
+                 env={'CI': 'true', 'LOCALRUNNER_ENV_DIR': str(tmp_path / 'envs')})
+    assert 'environment builds' not in again.stdout               # built once, reused
