@@ -230,6 +230,15 @@ def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: s
     }
 
 
-def custom_key_parts(cache_key: str) -> dict:
-    """set_caching_options(cache_key=K): as on KFP, the user's key replaces the computed one."""
-    return {'schema': KEY_SCHEMA_VERSION, 'custom_cache_key': cache_key}
+def custom_key_parts(cache_key: str, component: dict, container: dict) -> dict:
+    """set_caching_options(cache_key=K): the user's key replaces the computed one (the user
+    vouches that K names the result), scoped by the component as kfp.local scopes it
+    (kfp/local/cache.py compute_key): two different components with the same K never share a
+    result, while one component used twice (comp-x, comp-x-2 in the IR) does. A component is
+    its interface and what it runs: the lightweight function's name, or image and command."""
+    args = [str(a) for a in container.get('args', []) or []]
+    function = args[args.index('--function_to_execute') + 1] if '--function_to_execute' in args[:-1] else None
+    identity = {'inputs': component.get('inputDefinitions', {}), 'outputs': component.get('outputDefinitions', {})}
+    identity.update({'function': function} if function else
+                    {'image': container.get('image', ''), 'command': container.get('command', [])})
+    return {'schema': KEY_SCHEMA_VERSION, 'custom_cache_key': cache_key, 'component': identity}

@@ -103,7 +103,7 @@ class ContainerTask:
             return self._end(State.FAILED, str(e))
         options = self.task.get('cachingOptions') or {}
         custom = options.get('cacheKey') if isinstance(options, dict) else None
-        key = action_key(custom_key_parts(custom) if custom else parts)
+        key = action_key(custom_key_parts(custom, self.component, self.container) if custom else parts)
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(options)
         if not run.options.dry_run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import re
@@ -379,12 +380,15 @@ def check_compiled_form(expected: dict, pipeline_path: str, where: str) -> list[
 
 
 def _covering(name: str, predicted: dict[str, str]) -> Optional[tuple[str, str]]:
-    """The dry run's entry for a real task: itself, or the nearest enclosing DAG/loop it
-    listed as WOULD_RUN/MAY_RUN (a loop whose items come from a task that would run cannot
-    be expanded before it runs). 'a/for-loop-2.1/b' is enclosed by 'a/for-loop-2.1',
-    'a/for-loop-2' and 'a'."""
+    """The dry run's entry for a real task: itself; the entry for any iteration of a loop
+    whose count the dry run could not know ('a/for-loop-2.*/b' covers 'a/for-loop-2.1/b');
+    or the nearest enclosing DAG/loop it listed as WOULD_RUN/MAY_RUN. 'a/for-loop-2.1/b' is
+    enclosed by 'a/for-loop-2.1', 'a/for-loop-2' and 'a'."""
     if name in predicted:
         return name, predicted[name]
+    for pattern, prediction in predicted.items():
+        if '.*' in pattern and fnmatch.fnmatchcase(name, pattern) and prediction in ('WOULD_RUN', 'MAY_RUN'):
+            return pattern, prediction
     parts = name.split('/')
     for i in range(len(parts) - 1, 0, -1):
         prefix = '/'.join(parts[:i])
