@@ -21,8 +21,10 @@ entry names things; only this module turns those names into places.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from typing import Iterable
 
 MAX_NAME_BYTES = 200
@@ -52,15 +54,33 @@ def _inside(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
+@functools.lru_cache(maxsize=64)
+def _real(base: str) -> str:
+    # a run asks for thousands of paths under the same few bases
+    return os.path.realpath(base)
+
+
 def within(base: str, *names: str, what: str = 'name') -> str:
-    """base/names... — each name one checked component; the result, resolved through any
-    symlink that exists on disk (a task may have planted one), must stay inside `base`."""
+    """base/names... — each name one checked component (so the path can't leave `base` by
+    its spelling); then every component that exists on disk is checked for a symlink (a task
+    may have planted one) that resolves outside `base`. Walking stops at the first component
+    that doesn't exist: nothing below it can be a link."""
     path = base
     for name in names:
         path = os.path.join(path, check_name(name, what))
-    real_base = os.path.realpath(base)
-    if not _inside(os.path.realpath(path), real_base):
-        raise PathEscape(f'{what}: {os.path.join(*names) if names else path!r} leads outside {base}')
+    real_base = _real(base)
+    walked = base
+    for name in names:
+        walked = os.path.join(walked, name)
+        try:
+            mode = os.lstat(walked).st_mode
+        except FileNotFoundError:
+            break
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode) and not _inside(os.path.realpath(walked), real_base):
+            raise PathEscape(f'{what}: {os.path.join(*names)!r} leads outside {base} '
+                             f'(through a link to {os.path.realpath(walked)})')
     return path
 
 

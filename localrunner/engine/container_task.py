@@ -161,7 +161,8 @@ class ContainerTask:
     def _prepare(self) -> tuple[LaunchSpec, dict]:
         """The task's folders, executor input, launch spec and key parts."""
         run, layout = self.run, self.layout
-        shutil.rmtree(layout.dir, ignore_errors=True)
+        if os.path.lexists(layout.dir):             # a task folder of this run id: never mixed
+            shutil.rmtree(layout.dir, ignore_errors=True)
         os.makedirs(layout.out, exist_ok=True)
         self.out_arts = executor_io.output_artifacts(self.component, layout)
         self.out_param_files = executor_io.output_parameter_files(self.component, layout)
@@ -289,7 +290,7 @@ class ContainerTask:
             self.record.attempts = attempt
             spec.log_path = self.layout.log(attempt)
             self.record.logs.append(spec.log_path)
-            self._clear_outputs()
+            self._clear_outputs(attempt)
             if run.cancelled:
                 return self._end(State.CANCELED)
             run.bus.emit(ev.TaskStarted(task=self.name, attempt=attempt, display_name=self.display))
@@ -336,17 +337,18 @@ class ContainerTask:
             return f'exited with code {code}', True
         return None, False
 
-    def _clear_outputs(self) -> None:
-        """A fresh out folder for the attempt: nothing a failed attempt left counts."""
-        for sub in ('artifacts', 'parameters'):
-            shutil.rmtree(os.path.join(self.layout.out, sub), ignore_errors=True)
-        if os.path.lexists(self.layout.executor_output):
-            os.remove(self.layout.executor_output)
-        for lst in self.out_arts.values():
-            for a in lst:
-                os.makedirs(os.path.dirname(a.path), exist_ok=True)
-        for path in self.out_param_files.values():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+    def _clear_outputs(self, attempt: int) -> None:
+        """A fresh out folder for the attempt: nothing a failed attempt left counts. The
+        output folders exist before the task starts (KFP's launcher makes them too)."""
+        if attempt > 1:
+            for sub in ('artifacts', 'parameters'):
+                shutil.rmtree(os.path.join(self.layout.out, sub), ignore_errors=True)
+            if os.path.lexists(self.layout.executor_output):
+                os.remove(self.layout.executor_output)
+        folders = {os.path.dirname(a.path) for lst in self.out_arts.values() for a in lst}
+        folders |= {os.path.dirname(p) for p in self.out_param_files.values()}
+        for folder in folders:
+            os.makedirs(folder, exist_ok=True)
 
     async def _collect(self, key: str, parts: dict, record: bool) -> Outcome:
         run = self.run
