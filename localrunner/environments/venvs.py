@@ -98,22 +98,24 @@ def read_record(venv: str) -> Optional[Resolved]:
 
 
 def write_record(venv: str) -> Resolved:
-    """Reads what VENV holds with its own python and records it (atomically: a reader sees
-    the old record or the new one). The stamp is taken first, so a change made while
-    reading makes the next read_record() stale rather than wrongly fresh."""
+    """Reads what VENV holds with its own python (raises OSError/ValueError when it cannot
+    tell) and records it, atomically: a reader sees the old record or the new one. The stamp
+    is taken first, so a change made while reading makes the next read_record() stale rather
+    than wrongly fresh. A venv folder we may not write to (another user's) is read each time."""
     stamp = _stamp(venv)
     reading = read_installed(_venv_python(venv))
-    fd, tmp = tempfile.mkstemp(dir=venv, prefix='.resolved-')
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=venv, prefix='.resolved-')
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             json.dump({'site': stamp, 'resolved': reading.to_json()}, f, sort_keys=True)
         os.replace(tmp, os.path.join(venv, RESOLVED_FILE))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    except OSError:
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return reading
 
 
@@ -174,21 +176,25 @@ class VenvCache:
         Without LOG, a build's output is held for the next ensure() of ENV (prepare())."""
         if log is None:
             log = self._holder(env)
-        target = self.ensure(env, log)
-        reading = read_record(target)
-        if reading is not None:
-            return reading
         try:
-            return write_record(target)      # a venv of an older localrunner, or changed since
-        except (OSError, ValueError):
-            pass
-        # its python cannot even list its packages (files deleted, base interpreter moved):
-        # rebuild it, once
-        target = self._build_locked(env, target, log, broken=True)
-        try:
-            return read_record(target) or write_record(target)
-        except (OSError, ValueError) as e:
-            raise LaunchError(f'the environment {target} was rebuilt but cannot be read: {e}',
+            target = self.ensure(env, log)
+            reading = read_record(target)
+            if reading is not None:
+                return reading
+            try:
+                return write_record(target)      # a venv of an older localrunner, or changed since
+            except (OSError, ValueError):
+                pass
+            # its python cannot even list its packages (files deleted, base interpreter
+            # moved): rebuild it, once
+            target = self._build_locked(env, target, log, broken=True)
+            try:
+                return read_record(target) or write_record(target)
+            except (OSError, ValueError) as e:
+                raise LaunchError(f'the environment {target} was rebuilt but cannot be read: {e}',
+                                  retryable=False) from None
+        except OSError as e:                     # the env folder itself: permissions, disk full
+            raise LaunchError(f'cannot build the environment under {self.root}: {e}',
                               retryable=False) from None
 
     def _holder(self, env: PythonEnv) -> Callable[[str], None]:
