@@ -249,7 +249,6 @@ def test_a_corrupt_record_is_not_believed(tmp_path, probe_env):
 def test_a_broken_venv_is_rebuilt(tmp_path, probe_env):
     cache = VenvCache(str(tmp_path / 'envs'))
     built = cache.resolved(probe_env, lambda line: None)
-    os.remove(os.path.join(cache.path(probe_env), RESOLVED_FILE))
     os.remove(os.path.join(cache.path(probe_env), 'bin', 'python'))   # its interpreter is gone
     log = []
     assert cache.resolved(probe_env, log.append) == built

@@ -82,15 +82,16 @@ def _venv_python(venv: str) -> str:
 
 def read_record(venv: str) -> Optional[Resolved]:
     """The venv's recorded reading when it is still true (its site-packages unchanged since);
-    None when absent (a venv of an older localrunner), unreadable, or stale. Cheap: one
-    small file and one stat -- this runs on every cache lookup."""
+    None when absent (a venv of an older localrunner), unreadable, stale or broken. Cheap:
+    one small file and two stats -- this runs on every cache lookup."""
     try:
         with open(os.path.join(venv, RESOLVED_FILE), encoding='utf-8') as f:
             data = json.load(f)
         site = data['site']
-        # stat the recorded folders (no glob: this is the hot path)
+        # stat the recorded folders (no glob: this is the hot path), and the venv's python
+        # through its links (a deleted or moved base interpreter breaks the venv)
         if not site or any(os.stat(os.path.join(venv, rel)).st_mtime_ns != mtime
-                           for rel, mtime in site.items()):
+                           for rel, mtime in site.items()) or not os.path.exists(_venv_python(venv)):
             return None
         return Resolved.from_json(data.get('resolved'))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -171,7 +172,7 @@ class VenvCache:
         upgrade what an earlier one chose) -- and the installer's choices, and could drift
         from what then gets installed. The venv is needed anyway on a miss; on a hit on a new
         machine it is built once, and every later lookup reads the record (read_record: one
-        small file and one stat).
+        small file and two stats).
 
         Without LOG, a build's output is held for the next ensure() of ENV (prepare())."""
         if log is None:
