@@ -40,7 +40,7 @@ class _NoopExecution(Execution):
 class NoopBackend(Backend):
     name = 'noop'
 
-    def environment_fingerprint(self, spec) -> str:
+    def environment_fingerprint(self, spec, log=None, build=True) -> str:
         return 'noop'
 
     def launch(self, spec, on_line) -> Execution:

@@ -19,6 +19,7 @@ from localrunner.backends.base import BackendOptions, LaunchError, LaunchSpec, M
 from localrunner.backends.docker_backend import RUN_LABEL, DockerBackend
 from localrunner.environments import images
 from localrunner.environments.python_env import InstallStep, PythonEnv
+from localrunner.environments.resolved import Resolved
 from tests.support import require_base_image, require_docker
 
 pytestmark = pytest.mark.docker
@@ -203,9 +204,60 @@ def test_fingerprint_is_the_image_id_never_the_tag(backend, client, base_image, 
     spec = make_spec(tmp_path, 'localrunner-test-base:bookworm', ['true'])
     assert backend.environment_fingerprint(spec) == client.images.get(spec.image).id
     assert backend.environment_fingerprint(spec).startswith('sha256:')
-    env = PythonEnv((InstallStep(('six',)),))
-    spec.python_env = env
-    assert backend.environment_fingerprint(spec) == f'{client.images.get(spec.image).id}+{env.key()}'
+
+
+@pytest.mark.slow
+def test_environment_fingerprint_is_the_base_id_and_what_the_image_holds(client, fresh_base, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv('LOCALRUNNER_ENV_DIR', str(tmp_path / 'envs'))
+    base_id = client.images.get(fresh_base).id
+    env = PythonEnv((InstallStep(('six==1.16.0',)),))
+    spec = make_spec(tmp_path, fresh_base, ['true'], python_env=env)
+    first = DockerBackend()
+    fingerprint = first.environment_fingerprint(spec)        # builds the derived image
+    base, _, holds = fingerprint.partition('+')
+    assert base == base_id
+    interpreter, _, packages = holds.partition(' | ')
+    assert interpreter.startswith('cpython-3.') and interpreter.endswith(' linux_x86_64 glibc')
+    assert 'six==1.16.0' in packages.split() and '/' not in holds
+    [derived] = client.images.list(filters={'label': f'{images.BASE_LABEL}={base_id}'})
+    labels = derived.attrs['Config']['Labels']
+    assert images.RESOLVED_LABEL in labels and holds == Resolved.parse(labels[images.RESOLVED_LABEL]).identity()
+    # its build output, held by the fingerprint, is shown by prepare(), once
+    lines = []
+    first.prepare(spec, lines.append)
+    assert sum('building environment image' in line for line in lines) == 1
+    assert any(line.startswith('[localrunner] environment holds: ') for line in lines)
+    lines.clear()
+    first.prepare(spec, lines.append)
+    assert lines == []
+    first.close()
+    # another run: the same key from the image's label, nothing built
+    second = DockerBackend()
+    assert second.environment_fingerprint(spec) == fingerprint
+    assert [d.id for d in client.images.list(filters={'label': f'{images.BASE_LABEL}={base_id}'})] == [derived.id]
+    second.close()
+
+
+@pytest.mark.slow
+def test_environment_image_without_a_resolved_label_is_rebuilt(client, fresh_base, tmp_path, monkeypatch):
+    """An environment image made by an older localrunner (no RESOLVED_LABEL) under the very
+    tag and key: its package list is unknown, so it is built again, never keyed by guess."""
+    monkeypatch.setenv('LOCALRUNNER_ENV_DIR', str(tmp_path / 'envs'))
+    base_id = client.images.get(fresh_base).id
+    env = PythonEnv((InstallStep(('six==1.16.0',)),))
+    key = images.env_image_key(base_id, env)
+    old = client.containers.create(fresh_base, command=['true'])
+    try:
+        planted = old.commit(repository=images.ENV_IMAGE_REPO, tag=key[:16],
+                             conf={'Labels': {images.KEY_LABEL: key, images.BASE_LABEL: base_id}})
+    finally:
+        old.remove(force=True)
+    lines = []
+    built = images.ensure_env_image(client, base_id, env, lines.append)
+    assert built.built and built.image_id != planted.id
+    assert dict(built.resolved.packages)['six'] == '1.16.0'
+    assert images.find_env_image(client, key) == built.image_id
 
 
 def test_missing_image_without_registry_fails_fast(tmp_path, client):

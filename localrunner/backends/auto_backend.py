@@ -51,8 +51,9 @@ class AutoBackend(Backend):
     def capabilities_for(self, spec: LaunchSpec) -> Capabilities:
         return self._for(spec).capabilities
 
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
-        return self._for(spec).environment_fingerprint(spec)
+    def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
+                                build: bool = True) -> Optional[str]:
+        return self._for(spec).environment_fingerprint(spec, log, build)
 
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         self._for(spec).prepare(spec, log)

@@ -111,9 +111,12 @@ class Backend(abc.ABC):
         return self.capabilities
 
     @abc.abstractmethod
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
-        """An immutable identity of what the task will run in (Docker image id + python env
-        key; interpreter + python env key). Enters the cache key. Must not build anything."""
+    def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
+                                build: bool = True) -> Optional[str]:
+        """An immutable identity of what the task will run in (image id; interpreter, platform
+        and the packages really installed — never a host path). Enters the cache key. An
+        environment that doesn't exist yet is built first (its output to `log`): what it
+        resolves to decides the key. With build=False (a dry run), None instead of a build."""
 
     def check(self) -> None:
         """Verifies, before a run starts, that the backend can work at all (an engine that

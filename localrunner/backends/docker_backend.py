@@ -75,7 +75,8 @@ class DockerBackend(Backend):
         self._env_lock_dir = settings.get('env_lock_dir')
         self._lock = threading.Lock()
         self._image_ids: dict[str, str] = {}
-        self._env_images: dict[tuple[str, str], str] = {}
+        self._env_images: dict[tuple[str, str], images.EnvImage] = {}
+        self._held_logs: dict[tuple[str, str], list[str]] = {}   # see _env_image
         self._ncpu: Optional[int] = None
         self._live: set[DockerExecution] = set()
         self._finalizer = weakref.finalize(self, _sweep, self._state)
@@ -143,9 +144,17 @@ class DockerBackend(Backend):
     def check(self) -> None:
         self.client        # noqa: B018 - raises LaunchError when no engine answers
 
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+    def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
+                                build: bool = True) -> Optional[str]:
         image_id = self.image_id(spec.image)
-        return f'{image_id}+{spec.python_env.key()}' if spec.python_env else image_id
+        if spec.python_env is None:
+            return image_id
+        if not build and images.find_env_image(self.client, images.env_image_key(image_id, spec.python_env)) is None:
+            return None
+        # The base image id + what the derived image's python really holds (its
+        # RESOLVED_LABEL), not the requested packages. The derived image is built here when
+        # missing, for the reason VenvCache.resolved gives for venvs.
+        return f'{image_id}+{self._env_image(spec, log).resolved.identity()}'
 
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         self.run_image(spec, log)
@@ -153,19 +162,32 @@ class DockerBackend(Backend):
     def run_image(self, spec: LaunchSpec, log: Optional[LogSink] = None) -> str:
         """The id of the image the attempt runs in: spec.image, or its derived environment
         image (built now when missing) for a lightweight component."""
-        base_id = self.image_id(spec.image)
         if spec.python_env is None:
-            return base_id
+            return self.image_id(spec.image)
+        return self._env_image(spec, log).image_id
+
+    def _env_image(self, spec: LaunchSpec, log: Optional[LogSink]) -> images.EnvImage:
+        """The derived image of a lightweight component (built when missing), once per run.
+        Without LOG (the fingerprint has none), a build's output is held for the next call
+        with one (prepare())."""
+        base_id = self.image_id(spec.image)
         env_key = (base_id, spec.python_env.key())
         with self._lock:
-            if env_key in self._env_images:
-                return self._env_images[env_key]
-        built = images.ensure_env_image(self.client, base_id, spec.python_env,
-                                        log or (lambda line: None), pip=self._pip,
-                                        lock_dir=self._env_lock_dir)
+            held = self._held_logs.pop(env_key, []) if log else []
+            found = self._env_images.get(env_key)
+        for line in held:
+            log(line)
+        if found is not None:
+            return found
+
+        def hold(line: str) -> None:
+            with self._lock:
+                self._held_logs.setdefault(env_key, []).append(line)
+        built = images.ensure_env_image(self.client, base_id, spec.python_env, log or hold,
+                                        pip=self._pip, lock_dir=self._env_lock_dir)
         with self._lock:
-            self._env_images[env_key] = built.image_id
-        return built.image_id
+            self._env_images[env_key] = built
+        return built
 
     # ------------------------------------------------------------ containers
 

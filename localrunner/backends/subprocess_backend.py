@@ -15,7 +15,7 @@ from typing import Optional
 
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
-from localrunner.environments.venvs import VenvCache, interpreter_identity
+from localrunner.environments.venvs import VenvCache
 
 _KILL_GRACE_S = 5.0
 
@@ -67,11 +67,18 @@ class SubprocessBackend(Backend):
         self.venvs = VenvCache(self.options.env_dir)
         self.cwd = self.options.cwd or os.getcwd()
 
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+    def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
+                                build: bool = True) -> Optional[str]:
         if spec.python_env is None:
-            # a container component's command runs on the host: its image does not apply
+            # a container component's command runs on the host: its image does not apply, and
+            # what the host has is not ours to read (no path, so machines still share)
             return f'host:{os.uname().sysname}'
-        return f'venv:{interpreter_identity()}:{spec.python_env.key()}'
+        # What the venv holds (interpreter, platform, installed versions), never a host path
+        # nor the requested packages (those are in the command, a key part of their own). The
+        # venv is built here when missing (VenvCache.resolved says why)
+        if not build and not self.venvs.is_built(spec.python_env):
+            return None
+        return 'venv:' + self.venvs.resolved(spec.python_env, log).identity()
 
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         if spec.python_env is not None:

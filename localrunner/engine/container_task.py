@@ -98,9 +98,14 @@ class ContainerTask:
         except (PlaceholderError, ValueError, executor_io.OutputError) as e:
             return self._end(State.FAILED, str(e))
         try:
-            parts['environment'] = await run.in_thread(run.backend.environment_fingerprint, spec)
+            fingerprint = await self._environment(spec)
         except LaunchError as e:
             return self._end(State.FAILED, str(e))
+        if fingerprint is None:           # a dry run builds nothing: what it would install decides
+            self.record.prediction = prediction.MAY_RUN
+            self.record.reason = 'its environment is not built on this machine yet (the key holds what it installs)'
+            return self.run.end(self.record, Outcome(State.SUCCEEDED, pending=self.name))
+        parts['environment'] = fingerprint
         options = self.task.get('cachingOptions') or {}
         custom = options.get('cacheKey') if isinstance(options, dict) else None
         key = action_key(custom_key_parts(custom, self.component, self.container) if custom else parts)
@@ -272,17 +277,10 @@ class ContainerTask:
         delays = retry_delays(self.task.get('retryPolicy', {}) or {})
         with open(self.layout.executor_input, 'w') as f:
             json.dump(self.executor_input, f, indent=1)
-        began = time.time()
-        building: list[bool] = []
-
-        def on_env_line(line: str) -> None:
-            building.append(True)
-            run.bus.emit(ev.EnvBuilding(task=self.name, line=line))
         try:
-            await run.in_thread(run.backend.prepare, spec, on_env_line)
+            await self._environment(spec, prepare=True)
         except LaunchError as e:
             return self._end(State.FAILED, str(e))
-        run.bus.emit(ev.EnvReady(task=self.name, seconds=time.time() - began, built=bool(building)))
         os.makedirs(self.layout.logs_dir, exist_ok=True)
         attempt = 0
         while True:
@@ -313,6 +311,28 @@ class ContainerTask:
             delay = delays[attempt - 1]
             run.bus.emit(ev.TaskRetrying(task=self.name, attempt=attempt, error=error, delay_s=delay))
             await asyncio.sleep(delay)
+
+    async def _environment(self, spec: LaunchSpec, prepare: bool = False) -> Optional[str]:
+        """The environment's fingerprint (which builds a missing environment: what it
+        resolves to decides the key), or with prepare=True, the environment made ready to run
+        (cheap once built). Build output becomes EnvBuilding events; a build is timed by
+        EnvReady, so the summary can tell build time from task time."""
+        run = self.run
+        began = time.time()
+        building: list[bool] = []
+
+        def on_env_line(line: str) -> None:
+            building.append(True)
+            run.bus.emit(ev.EnvBuilding(task=self.name, line=line))
+        if prepare:
+            await run.in_thread(run.backend.prepare, spec, on_env_line)
+            result = None
+        else:
+            result = await run.in_thread(run.backend.environment_fingerprint, spec, on_env_line,
+                                         not run.options.dry_run)
+        if building:
+            run.bus.emit(ev.EnvReady(task=self.name, seconds=time.time() - began, built=True))
+        return result
 
     async def _one_attempt(self, spec: LaunchSpec) -> tuple[Optional[str], bool]:
         run = self.run

@@ -6,6 +6,11 @@ key) in a container of the base image, `docker commit` the result as
 `localrunner-env:<short key>` (the full key in a label) and start every later task of that
 environment from it.
 
+After the installs, the build container's python lists what it now holds (resolved.py's
+READ_SCRIPT); the committed image carries that reading as a label (RESOLVED_LABEL), and the
+cache key holds the base image id + that reading: the versions really installed, not the
+requested ones.
+
 Builds are serialised per key by a file lock (threads and processes alike), so two tasks or
 two runs that need the same environment build it once. pip inside the build container gets
 the host's pip settings that make sense there: the CA bundle (copied in; PyPI may sit behind
@@ -22,6 +27,7 @@ import fcntl
 import functools
 import hashlib
 import io
+import json
 import os
 import re
 import shlex
@@ -33,16 +39,24 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from localrunner.backends.base import LaunchError
 from localrunner.environments.python_env import InstallStep, PythonEnv
+from localrunner.environments.resolved import READ_SCRIPT, Resolved
 
 ENV_IMAGE_REPO = 'localrunner-env'
 KEY_LABEL = 'localrunner.env.key'
 BASE_LABEL = 'localrunner.env.base'
 PYENV_LABEL = 'localrunner.env.python-env'
 PACKAGES_LABEL = 'localrunner.env.packages'
+RESOLVED_LABEL = 'localrunner.env.resolved'     # JSON of resolved.Resolved, read at build time
 BUILD_DIR = '/.localrunner-build'        # inside the build container; deleted before commit
 TAIL_LINES = 40
 # Exit status 100+i of the build script means step i failed (see _install_script).
 _STEP_EXIT_BASE = 100
+_READ_EXIT = 99                          # listing the installed packages failed
+# The build script prints the environment's reading on one line after this marker.
+_RESOLVED_MARKER = '[localrunner] resolved: '
+# Part of every image key: bumped when what a derived image carries changes (2: the
+# RESOLVED_LABEL), so an image of an older localrunner is rebuilt rather than misread.
+_IMAGE_LAYOUT = 2
 _NETWORK_TROUBLE = re.compile(r'ConnectionError|ProxyError|Read timed out|ConnectTimeout|'
                               r'Temporary failure in name resolution|Connection reset|'
                               r'SSLError|HTTP error 5\d\d', re.I)
@@ -51,8 +65,9 @@ LogSink = Callable[[str], None]
 
 
 def env_image_key(base_image_id: str, python_env: PythonEnv) -> str:
-    """The identity of a derived image: its base image id + the install steps."""
-    return hashlib.sha256(f'{base_image_id}\n{python_env.key()}'.encode()).hexdigest()
+    """Which derived image to build or reuse: its base image id + the install steps. (The
+    cache key holds the base image id + the image's RESOLVED_LABEL instead.)"""
+    return hashlib.sha256(f'{base_image_id}\n{python_env.key()}\n{_IMAGE_LAYOUT}'.encode()).hexdigest()
 
 
 def env_image_tag(key: str) -> str:
@@ -217,6 +232,7 @@ class EnvImage:
     key: str
     built: bool          # False: an existing image was reused
     seconds: float
+    resolved: Resolved   # what its python holds, read at build time
 
 
 def describe_step(step: InstallStep) -> str:
@@ -236,6 +252,9 @@ def _install_script(python_env: PythonEnv, env: dict[str, str]) -> str:
         lines.append(f'echo {shlex.quote(f"[localrunner] step {i}/{total}: {describe_step(step)}")}')
         lines.append(f'"$PY" -m pip install --progress-bar off {args} '
                      f'|| exit {_STEP_EXIT_BASE + i}')
+    # not isolated (-I): the image's own PYTHONPATH & co are what its tasks will see too
+    lines.append(f'printf %s {shlex.quote(_RESOLVED_MARKER)}; '
+                 f'"$PY" {BUILD_DIR}/read_env.py || exit {_READ_EXIT}')
     lines.append(f'rm -rf {BUILD_DIR}')
     return '\n'.join(lines) + '\n'
 
@@ -243,7 +262,7 @@ def _install_script(python_env: PythonEnv, env: dict[str, str]) -> str:
 def _build_context(script: str, cert: Optional[str]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode='w') as tar:
-        files = {'install.sh': script.encode()}
+        files = {'install.sh': script.encode(), 'read_env.py': READ_SCRIPT.encode()}
         if cert:
             files['ca.crt'] = open(cert, 'rb').read()
         for name, data in files.items():
@@ -253,15 +272,27 @@ def _build_context(script: str, cert: Optional[str]) -> bytes:
     return buf.getvalue()
 
 
-def find_env_image(client, key: str) -> Optional[str]:
-    """The id of the derived image for KEY when it exists (and really is that key)."""
+def _find(client, key: str) -> Optional[tuple[str, Resolved]]:
+    """(id, reading) of the derived image for KEY when it exists, really is that key and
+    carries a readable RESOLVED_LABEL (an image without one is built again)."""
     import docker.errors
     try:
         image = client.images.get(env_image_tag(key))
     except docker.errors.ImageNotFound:
         return None
     labels = (image.attrs.get('Config') or {}).get('Labels') or {}
-    return image.id if labels.get(KEY_LABEL) == key else None
+    if labels.get(KEY_LABEL) != key:
+        return None
+    try:
+        return image.id, Resolved.parse(labels.get(RESOLVED_LABEL) or '')
+    except ValueError:
+        return None
+
+
+def find_env_image(client, key: str) -> Optional[str]:
+    """The id of the derived image for KEY when it exists (and really is that key)."""
+    found = _find(client, key)
+    return found[0] if found else None
 
 
 def ensure_env_image(client, base_image_id: str, python_env: PythonEnv, log: LogSink, *,
@@ -270,21 +301,22 @@ def ensure_env_image(client, base_image_id: str, python_env: PythonEnv, log: Log
     started = time.monotonic()
     key = env_image_key(base_image_id, python_env)
     tag = env_image_tag(key)
-    found = find_env_image(client, key)
+    found = _find(client, key)
     if found:
-        return EnvImage(found, tag, key, False, time.monotonic() - started)
+        return EnvImage(found[0], tag, key, False, time.monotonic() - started, found[1])
     with _key_lock(key, lock_dir):
-        found = find_env_image(client, key)   # built by another thread/process meanwhile
+        found = _find(client, key)   # built by another thread/process meanwhile
         if found:
-            return EnvImage(found, tag, key, False, time.monotonic() - started)
-        image_id = _build(client, base_image_id, python_env, key, log, pip or PipSettings.from_host())
+            return EnvImage(found[0], tag, key, False, time.monotonic() - started, found[1])
+        image_id, reading = _build(client, base_image_id, python_env, key, log,
+                                   pip or PipSettings.from_host())
     seconds = time.monotonic() - started
     log(f'[localrunner] environment image {tag} built in {seconds:.1f}s')
-    return EnvImage(image_id, tag, key, True, seconds)
+    return EnvImage(image_id, tag, key, True, seconds, reading)
 
 
 def _build(client, base_id: str, python_env: PythonEnv, key: str, log: LogSink,
-           pip: PipSettings) -> str:
+           pip: PipSettings) -> tuple[str, Resolved]:
     import docker.errors
     base_config = client.images.get(base_id).attrs.get('Config') or {}
     labels = {KEY_LABEL: key, BASE_LABEL: base_id, PYENV_LABEL: python_env.key(),
@@ -303,12 +335,24 @@ def _build(client, base_id: str, python_env: PythonEnv, key: str, log: LogSink,
         container.put_archive('/', _build_context(script, pip.cert))
         container.start()
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        reading: Optional[str] = None
         for line in iter_lines(container.logs(stream=True, follow=True)):
+            if line.startswith(_RESOLVED_MARKER):
+                reading = line[len(_RESOLVED_MARKER):]
+                continue
             tail.append(line)
             log(line)
         status = container.wait().get('StatusCode', -1)
         if status != 0:
             raise _install_error(python_env, base_id, status, list(tail))
+        try:
+            resolved = Resolved.parse(reading or '')
+        except ValueError as exc:
+            raise LaunchError(f'the environment on image {base_id[:19]} was installed but its '
+                              f'package list is unreadable ({exc}): {reading!r:.200}',
+                              retryable=False) from None
+        log(f'[localrunner] environment holds: {resolved.identity()}')
+        labels = {**labels, RESOLVED_LABEL: json.dumps(resolved.to_json(), sort_keys=True)}
         # The committed image must look like the base (entrypoint, cmd, env, user, workdir),
         # not like the build container: the daemon fills every field we leave empty from it.
         conf = {'Labels': labels,
@@ -320,7 +364,7 @@ def _build(client, base_id: str, python_env: PythonEnv, key: str, log: LogSink,
                 'WorkingDir': base_config.get('WorkingDir') or '/'}
         committed = container.commit(repository=ENV_IMAGE_REPO, tag=key[:16], conf=conf,
                                      message=f'localrunner environment {key}')
-        return committed.id
+        return committed.id, resolved
     except docker.errors.APIError as exc:
         raise LaunchError(f'building the environment image for {python_env.packages} on '
                           f'{base_id[:19]} failed: {exc}', retryable=True) from exc
@@ -336,6 +380,8 @@ def _install_error(python_env: PythonEnv, base_id: str, status: int, tail: list[
         what = f'step {index}/{len(steps)} `{describe_step(steps[index - 1])}`'
     elif index == 0:
         what = 'making pip available (ensurepip)'
+    elif status == _READ_EXIT:
+        what = "listing the installed packages with the image's python"
     else:
         what = f'the install script (exit {status})'
     output = '\n'.join(tail)

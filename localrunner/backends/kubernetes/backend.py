@@ -113,7 +113,8 @@ class KubernetesBackend(Backend):
 
     # ------------------------------------------------------------ image identity
 
-    def environment_fingerprint(self, spec: LaunchSpec) -> str:
+    def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
+                                build: bool = True) -> Optional[str]:
         """The image reference -- or the digest the cluster reported running for it in an
         EARLIER run -- plus the python environment key. No cluster call. The digests are
         read once, when the backend is made, so every task of a run keys alike; a digest a
