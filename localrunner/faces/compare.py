@@ -87,7 +87,7 @@ def text(c: Comparison) -> str:
     else:
         lines.append('  (none)')
     width = max([len(n) for n, _, _ in c.tasks] + [4])
-    lines += ['', f'  {"TASK":<{width}}  {"A":<12}  {"B":<12}  TIME A -> B']
+    lines += ['', 'tasks (ran here, or served from the cache)', f'  {"TASK":<{width}}  {"A":<12}  {"B":<12}  TIME A -> B']
     for name, x, y in c.tasks:
         lines.append(f'  {name:<{width}}  {_ran(x):<12}  {_ran(y):<12}  '
                      f'{format_seconds((x or {}).get("duration_s"))} -> {format_seconds((y or {}).get("duration_s"))}')
@@ -145,16 +145,14 @@ def html_page(c: Comparison) -> str:
 
 
 def last_two(history: History) -> tuple[str, str]:
-    """The two most recent readable runs of the pipeline of the most recent readable run."""
-    readable = [history.read(n) for n in history.run_ids()]
-    readable = [r for r in readable if r.result is not None]
-    if not readable:
-        raise UsageError(f'runs compare --last: no finished run under {history.runs_dir}')
-    newest = readable[-1]
-    same = [r for r in readable if r.result.get('pipeline') == newest.result.get('pipeline')]
-    if len(same) < 2:
-        raise UsageError(f'runs compare --last: only one finished run of {newest.result.get("pipeline")!r}')
-    return same[-2].run_id, same[-1].run_id
+    """The newest run that has an earlier run of the same pipeline, and that earlier run."""
+    readable = [r for r in (history.read(n) for n in history.run_ids()) if r.result is not None]
+    for i in range(len(readable) - 1, 0, -1):
+        newest = readable[i]
+        for older in reversed(readable[:i]):
+            if older.result.get('pipeline') == newest.result.get('pipeline'):
+                return older.run_id, newest.run_id
+    raise UsageError(f'runs compare --last: no two finished runs of the same pipeline under {history.runs_dir}')
 
 
 def compare_command(history: History, args) -> int:
