@@ -7,13 +7,13 @@ from kfp.dsl import HTML, ClassificationMetrics, Input, Markdown, Metrics, Outpu
 HOSTILE_HTML = '''<!doctype html><html><body><h1 id="h">artifact page</h1><script>
 var results = {};
 function attempt(name, fn) { try { fn(); results[name] = 'reached'; } catch (e) { results[name] = 'blocked: ' + e.name; } }
-attempt('parent_document', function () { parent.document.body.innerHTML = '<h1>PWNED</h1>'; });
 attempt('top_document', function () { window.top.document.title = 'PWNED'; });
 attempt('parent_cookie', function () { parent.document.cookie = 'pwned=1'; });
 attempt('own_cookie', function () { document.cookie = 'pwned=1'; if (document.cookie.indexOf('pwned') < 0) throw {name: 'NoCookie'}; });
 attempt('parent_storage', function () { window.stolen = parent.localStorage.getItem('secret'); });
 attempt('own_storage', function () { localStorage.setItem('pwned', '1'); });
 attempt('parent_global', function () { parent.pwned = true; if (parent.pwned !== true) throw {name: 'NotSet'}; });
+attempt('parent_document', function () { parent.document.body.innerHTML = '<h1>PWNED</h1>'; });
 document.body.setAttribute('data-ran', 'yes');
 document.body.setAttribute('data-results', JSON.stringify(results));
 </script></body></html>'''

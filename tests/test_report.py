@@ -82,13 +82,14 @@ def test_artifacts_are_sandboxed_and_the_page_is_self_contained(runs):
     [md_frame] = page.find('iframe', class_='artifact-markdown')
     assert md_frame['sandbox'] == ''                  # Markdown runs no script at all
     assert '<h1>Notes</h1>' in md_frame['srcdoc'] and '<td>a</td>' in md_frame['srcdoc']
+    assert '<script' not in md_frame['srcdoc'] and '&lt;script&gt;' in md_frame['srcdoc']   # raw HTML is text
     # nothing of the artifact (nor the parameter carrying it) is markup of the page itself
     assert not page.find('script') and '<script' not in text.lower()
     # self-contained: no link, no fetched resource, no font, no remote anything
-    assert not page.find('link') and not page.find('img')
+    assert not page.find('img') and [a['rel'] for a in page.find('link')] == ['icon']
     for _, attrs in page.elements:
         for name in ('src', 'href'):
-            assert attrs.get(name, '#').startswith('#'), attrs
+            assert attrs.get(name, '#').startswith(('#', 'data:')), attrs
     css = ''.join(re.findall(r'<style>(.*?)</style>', text, re.S))
     assert '@import' not in css and '@font-face' not in css
     assert set(re.findall(r'url\(([^)]*)\)', css)) == {'#arrow'}

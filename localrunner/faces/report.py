@@ -77,11 +77,17 @@ def state_badge(state: str) -> str:
     return f'<span class="state state-{_e(state)}">{_e(state)}</span>'
 
 
-def page(title: str, body: str) -> str:
-    """The page shell every localrunner HTML file shares (run page, comparison)."""
+def page(title: str, body: str, state: str = '') -> str:
+    """The page shell every localrunner HTML file shares (run page, comparison). Its icon is
+    inline too (a dot in the run's state colour): a browser asks a server for /favicon.ico
+    otherwise."""
+    color = STATE_COLORS.get(state, '#57606a').replace('#', '%23')
+    icon = (f"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+            f"%3Ccircle cx='8' cy='8' r='7' fill='{color}'/%3E%3C/svg%3E")
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta name="generator" content="localrunner"><title>{_e(title)}</title>'
+            f'<link rel="icon" href="{icon}">'
             f'<style>{CSS}</style></head><body>\n{body}\n</body></html>\n')
 
 
@@ -184,12 +190,10 @@ def _embedded(record: Optional[RunRecord], art: dict) -> tuple[Optional[str], st
 
 
 def _markdown_html(text: str) -> str:
-    try:
-        from markdown_it import MarkdownIt
-    except ImportError:          # rich brings markdown-it-py; without it, show the source
-        return f'<pre>{html.escape(text)}</pre>'
-    # KFP's Markdown viewer allows raw HTML; here it can't run scripts (sandbox="" below)
-    body = MarkdownIt('commonmark', {'html': True}).enable('table').render(text)
+    from markdown_it import MarkdownIt       # imported here: only a run with Markdown pays for it
+    # raw HTML in Markdown is shown as text: the frame runs no script anyway (sandbox="" below),
+    # and a blocked script would only put an error on the console
+    body = MarkdownIt('commonmark', {'html': False}).enable('table').render(text)
     return ('<!doctype html><meta charset="utf-8"><style>body{font:14px/1.5 system-ui,sans-serif;margin:.8em;'
             'color:#1f2328} table{border-collapse:collapse} th,td{border:1px solid #d0d7de;padding:2px 6px}'
             f'pre{{background:#f6f8fa;padding:.5em}}</style>{body}')
@@ -356,7 +360,7 @@ def render(result: dict, history: Optional[History] = None, record: Optional[Run
 <h2>Tasks</h2>
 <table class="tasks"><tr><th>task</th><th>state</th><th>time</th><th>attempts</th><th>cached from</th></tr>{rows}</table>
 {"".join(_task_section(history, record, t) for t in tasks)}'''
-    return page(f'{result.get("pipeline") or "run"} — {result["state"]}', body)
+    return page(f'{result.get("pipeline") or "run"} — {result["state"]}', body, result['state'])
 
 
 def record_for(result: dict) -> RunRecord:
