@@ -24,6 +24,7 @@ NODE_W, NODE_H = 190, 46
 GAP_X, GAP_Y = 56, 16
 PAD, HEAD = 12, 22
 LOOP_COLUMNS = 4
+MARGIN_TOP = 16            # room for an edge routed over the top row
 _ITERATION = re.compile(r'^(?P<loop>.+)\.(?P<index>\d+)$')
 _LABEL_CHARS = 26
 
@@ -252,17 +253,37 @@ def _group_svg(node: Node) -> str:
             f'{inner}</g>')
 
 
-def _edge_svg(a: Node, b: Node) -> str:
+def _blockers(a: Node, b: Node, x1: float, x2: float, y1: float, y2: float, leaves: list[Node]) -> list[Node]:
+    """Leaf nodes (not a or b, nor inside them) a straight-ish edge from (x1,y1) to (x2,y2)
+    would cross."""
+    lo, hi = min(y1, y2), max(y1, y2)
+    out = []
+    for n in leaves:
+        if n is a or n is b or n.path.startswith(a.path + '/') or n.path.startswith(b.path + '/'):
+            continue
+        if n.x < x2 and n.x + n.w > x1 and n.y < hi + 2 and n.y + n.h > lo - 2:
+            out.append(n)
+    return out
+
+
+def _edge_svg(a: Node, b: Node, leaves: list[Node]) -> str:
+    attrs = f'class="edge" data-from="{_e(a.path)}" data-to="{_e(b.path)}"'
     x1, y1 = a.x + a.w, a.y + (a.h if not a.leaf else NODE_H) / 2
     x2, y2 = b.x, b.y + (b.h if not b.leaf else NODE_H) / 2
     if x2 <= x1:       # across groups the consumer may sit left of the producer's box edge
         x1, y1 = a.x + a.w / 2, a.y + a.h
         x2, y2 = b.x + b.w / 2, b.y
-        return (f'<path class="edge" data-from="{_e(a.path)}" data-to="{_e(b.path)}" '
-                f'd="M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + 30:.1f} {x2:.1f},{y2 - 30:.1f} {x2:.1f},{y2:.1f}"/>')
+        return f'<path {attrs} d="M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + 30:.1f} {x2:.1f},{y2 - 30:.1f} {x2:.1f},{y2:.1f}"/>'
+    blockers = _blockers(a, b, x1, x2, y1, y2, leaves)
+    if blockers:       # an edge that skips a column goes over what stands in between
+        xa = min(n.x for n in blockers) - 8
+        xb = max(n.x + n.w for n in blockers) + 8
+        yr = min(n.y for n in blockers) - 9
+        return (f'<path {attrs} d="M{x1:.1f},{y1:.1f} C{(x1 + xa) / 2:.1f},{y1:.1f} {(x1 + xa) / 2:.1f},{yr:.1f} '
+                f'{xa:.1f},{yr:.1f} L{xb:.1f},{yr:.1f} C{(xb + x2) / 2:.1f},{yr:.1f} {(xb + x2) / 2:.1f},{y2:.1f} '
+                f'{x2:.1f},{y2:.1f}"/>')
     mid = (x1 + x2) / 2
-    return (f'<path class="edge" data-from="{_e(a.path)}" data-to="{_e(b.path)}" '
-            f'd="M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>')
+    return f'<path {attrs} d="M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>'
 
 
 def render_svg(result: dict, links: list[tuple[str, str]]) -> str:
@@ -270,11 +291,12 @@ def render_svg(result: dict, links: list[tuple[str, str]]) -> str:
     if not root.children:
         return '<p class="dim">no tasks ran</p>'
     _layout(root, links)
-    _absolute(root, 4, 4)
+    _absolute(root, 4, MARGIN_TOP)
     nodes = {n.path: n for n in root.walk()}
-    edges_svg = ''.join(_edge_svg(nodes[a], nodes[b]) for a, b in links if a in nodes and b in nodes)
+    leaves = [n for n in nodes.values() if n.leaf]
+    edges_svg = ''.join(_edge_svg(nodes[a], nodes[b], leaves) for a, b in links if a in nodes and b in nodes)
     body = ''.join(_group_svg(c) if not c.leaf else _node_svg(c) for c in root.children)
-    width, height = root.w + 8, root.h + 8
+    width, height = root.w + 8, root.h + MARGIN_TOP + 4
     return (f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="pipeline graph" '
             f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">'
             f'<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
