@@ -188,3 +188,19 @@ def test_report_to_an_unwritable_place_is_one_line(runs, tmp_path):
                    '-o', str(blocker / 'r.html'))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and 'Traceback' not in proc.stderr
+
+
+def test_a_run_served_from_elsewhere_says_which_arrows_it_cannot_draw(runs, tmp_path):
+    """A fresh CI machine served from a remote cache has no producing run under its root."""
+    second = runs['second']
+    root = tmp_path / 'root'
+    shutil.copytree(os.path.join(runs['root'], 'runs', second['run_id']), root / 'runs' / second['run_id'],
+                    symlinks=True)
+    out = tmp_path / 'p.html'
+    proc = run_cli('runs', 'report', second['run_id'], '--root', str(root), '-o', str(out))
+    assert proc.returncode == 0, proc.stderr
+    page = Page(out.read_text())
+    cached = sorted(t['name'] for t in leaf(second) if t['state'] == 'CACHED')
+    note = re.search(r'no arrows into (.*?): served from a run that is not under this root', page.text)
+    assert cached and note and sorted(note.group(1).split(', ')) == cached
+    assert 'inputs: not recorded in the run folder' in page.text

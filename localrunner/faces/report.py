@@ -334,10 +334,13 @@ def render(result: dict, history: Optional[History] = None, record: Optional[Run
     tasks = leaf_tasks(result)
     counts = task_counts(result)
     started = datetime.datetime.fromtimestamp(result.get('started') or 0).strftime('%Y-%m-%d %H:%M:%S')
-    links, inferred = run_graph.edges(history, record)
+    links, inferred, unseen = run_graph.edges(history, record)
     legend = ''.join(f'<span>{state_badge(s)}</span>' for s in STATE_COLORS if s != 'RUNNING')
     edge_note = (' · arrows: artifacts passed between tasks (this run does not record dependencies through '
                  'parameters alone)') if inferred else ''
+    if unseen:
+        edge_note += (f' · no arrows into {", ".join(unseen[:5])}{" ..." if len(unseen) > 5 else ""}: '
+                      'served from a run that is not under this root')
     summary = ', '.join(f'{n} {s.lower()}' for s, n in counts.items() if s != 'ran' and n)
     rows = ''.join(
         f'<tr data-task="{_e(t["name"])}"><td><a href="#task-{_e(t["name"])}">{_e(t["name"])}</a></td>'

@@ -101,8 +101,10 @@ def build_tree(result: dict) -> Node:
     return root
 
 
-def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], bool]:
-    """(producer, consumer) node paths, and whether they were inferred from artifacts."""
+def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], bool, list[str]]:
+    """(producer, consumer) node paths; whether they were inferred from artifacts; and the
+    leaf tasks whose inputs could not be read (a cached task whose producing run is not
+    under this root: a fresh CI machine served from a remote cache)."""
     result = record.result
     names = {t['name'] for t in result['tasks']}
     if any('upstream' in t for t in result['tasks']):
@@ -113,12 +115,14 @@ def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], b
                 src = f'{prefix}/{up}' if prefix else up
                 if src in names and src != t['name']:
                     out.append((src, t['name']))
-        return sorted(set(out)), False
+        return sorted(set(out)), False, []
     producers: dict[str, dict[str, str]] = {}
-    out = []
+    out, unseen = [], []
     for task in leaf_tasks(result):
         data, source, _ = history.inputs(record, task)
         if data is None:
+            if task.get('type') != 'importer' and task['state'] in ('SUCCEEDED', 'FAILED', 'CACHED'):
+                unseen.append(task['name'])
             continue
         if source.run_id not in producers:
             producers[source.run_id] = source.uri_producers() if source.result else {}
@@ -128,7 +132,7 @@ def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], b
                 src = producers[source.run_id].get((art or {}).get('uri')) if isinstance(art, dict) else None
                 if src and src in names and src != task['name']:
                     out.append((src, task['name']))
-    return sorted(set(out)), True
+    return sorted(set(out)), True, unseen
 
 
 # ---------------------------------------------------------------------------- layout
