@@ -337,6 +337,10 @@ def _damaged_root(history, tmp_path):
         t['logs'] = [p.replace(str(good), str(runs / 'zz-nolog')) for p in t.get('logs', [])]
     (runs / 'zz-nolog' / 'result.json').write_text(json.dumps(data))
     os.remove(task(data, 'measure')['logs'][0])
+    # executor inputs with the wrong shape, or not JSON at all
+    (runs / 'zz-nolog' / 'tasks' / 'measure' / 'executor_input.json').write_text(json.dumps(
+        {'inputs': {'parameterValues': 'nope', 'artifacts': {'x': {'artifacts': [{'uri': ['a', 'list']}, 7]}}}}))
+    (runs / 'zz-nolog' / 'tasks' / 'flaky' / 'executor_input.json').write_bytes(os.urandom(512))
     return root, damaged
 
 
@@ -370,5 +374,7 @@ def test_damaged_history_is_one_line_never_a_traceback(history, tmp_path):
     assert proc.returncode == 0 and 'the log is missing' in (tmp_path / 'r.html').read_text()
     proc = cli(root, 'runs', 'compare', '--last')
     assert proc.returncode == 0 and 'Traceback' not in proc.stderr
+    proc = cli(root, 'runs', 'compare', history['b']['run_id'], d['nolog'])
+    assert proc.returncode == 0 and 'flaky.counter_dir' in proc.stdout      # its inputs could not be read
     proc = cli(root, 'runs', 'prune', '--keep', '2')
     assert proc.returncode == 0 and proc.stdout.strip() == f'removed {len(d) + 1} run(s), kept 2'

@@ -312,6 +312,25 @@ class RunRecord:
         return out
 
 
+def input_artifacts(executor_input: dict) -> list[tuple[str, dict]]:
+    """(input name, runtime artifact) pairs of an executor input, skipping malformed entries
+    (it is a file in the run folder: whatever it holds, a face must not raise on it)."""
+    inputs = executor_input.get('inputs')
+    arts = inputs.get('artifacts') if isinstance(inputs, dict) else None
+    out = []
+    for name, spec in arts.items() if isinstance(arts, dict) else ():
+        items = spec.get('artifacts') if isinstance(spec, dict) else None
+        if isinstance(items, list):
+            out += [(name, art) for art in items if isinstance(art, dict) and isinstance(art.get('uri', ''), str)]
+    return out
+
+
+def input_parameters(executor_input: dict) -> dict:
+    inputs = executor_input.get('inputs')
+    values = inputs.get('parameterValues') if isinstance(inputs, dict) else None
+    return values if isinstance(values, dict) else {}
+
+
 def scan_logs(run_dir: str) -> dict[str, list[str]]:
     """Per-attempt logs found under <run>/tasks (a run still going has no result yet)."""
     base = os.path.join(run_dir, 'tasks')
@@ -431,8 +450,6 @@ class History:
         out = {}
         for task in leaf_tasks(record.result):
             data, _, _ = self.inputs(record, task)
-            values = ((data or {}).get('inputs') or {}).get('parameterValues') or {}
-            if isinstance(values, dict):
-                for k, v in values.items():
-                    out[f'{task["name"]}.{k}'] = v
+            for k, v in input_parameters(data or {}).items():
+                out[f'{task["name"]}.{k}'] = v
         return out

@@ -116,5 +116,8 @@ def logs_command(args) -> int:
     if args.task:
         _check_task(record, args.task, live)
     if args.follow:
-        return follow(history, record, args.task)
+        try:
+            return follow(history, record, args.task)
+        except KeyboardInterrupt:          # Ctrl-C ends the following, not the run
+            return 130
     return print_logs(record, args.task)

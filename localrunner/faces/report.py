@@ -20,7 +20,8 @@ from typing import Any, Optional
 from localrunner.errors import UsageError
 from localrunner.faces import run_graph
 from localrunner.faces.history import (BadResult, History, RunRecord, artifacts_of, check_result, format_seconds,
-                                       format_value, is_number, leaf_tasks, log_tail, metric_rows, task_counts)
+                                       format_value, input_artifacts, input_parameters, is_number, leaf_tasks,
+                                       log_tail, metric_rows, task_counts)
 
 MAX_EMBED = 2_000_000        # bytes of an HTML/Markdown artifact shown inline
 LOG_TAIL = 40
@@ -238,18 +239,15 @@ def _inputs_html(history: History, record: RunRecord, task: dict) -> str:
     data, source, source_task = history.inputs(record, task)
     if data is None:
         return '<p class="dim">inputs: not recorded in the run folder</p>'
-    inputs = data.get('inputs') if isinstance(data.get('inputs'), dict) else {}
-    params = inputs.get('parameterValues') if isinstance(inputs.get('parameterValues'), dict) else {}
-    arts = inputs.get('artifacts') if isinstance(inputs.get('artifacts'), dict) else {}
+    params = input_parameters(data)
     producers = source.uri_producers() if source and source.result else {}
     rows = []
-    for name, spec in arts.items():
-        for art in (spec.get('artifacts') or []) if isinstance(spec, dict) else []:
-            if isinstance(art, dict):
-                uri = art.get('uri', '')
-                by = producers.get(uri)
-                rows.append(f'<tr><th>{_e(name)}</th><td>{_e((art.get("type") or {}).get("schemaTitle", "") if isinstance(art.get("type"), dict) else "")}</td>'
-                            f'<td>{_e(uri)}{f" <span class=dim>from {_e(by)}</span>" if by else ""}</td></tr>')
+    for name, art in input_artifacts(data):
+        uri = art.get('uri', '')
+        kind = art['type'].get('schemaTitle', '') if isinstance(art.get('type'), dict) else ''
+        by = producers.get(uri)
+        rows.append(f'<tr><th>{_e(name)}</th><td>{_e(kind)}</td>'
+                    f'<td>{_e(uri)}{f" <span class=dim>from {_e(by)}</span>" if by else ""}</td></tr>')
     note = ''
     if source is not record:
         note = (f'<p class="dim">served from the cache: inputs as run {_e(source.run_id)} recorded them '

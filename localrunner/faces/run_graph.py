@@ -18,7 +18,7 @@ import html
 import re
 from typing import Optional
 
-from localrunner.faces.history import GROUP_TYPES, History, RunRecord, format_seconds, leaf_tasks
+from localrunner.faces.history import GROUP_TYPES, History, RunRecord, format_seconds, input_artifacts, leaf_tasks
 
 NODE_W, NODE_H = 190, 46
 GAP_X, GAP_Y = 56, 16
@@ -96,9 +96,13 @@ def build_tree(result: dict) -> Node:
             node.kind = kind if kind in GROUP_TYPES else 'leaf'
     for node in root.walk():      # a loop's iterations in index order
         if node.kind == 'loop':
-            node.children.sort(key=lambda c: int(_ITERATION.match(c.path.rsplit('/', 1)[-1]).group('index'))
-                               if _ITERATION.match(c.path.rsplit('/', 1)[-1]) else 0)
+            node.children.sort(key=_iteration_index)
     return root
+
+
+def _iteration_index(node: Node) -> int:
+    m = _ITERATION.match(node.path.rsplit('/', 1)[-1])
+    return int(m.group('index')) if m else 0
 
 
 def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], bool, list[str]]:
@@ -126,12 +130,10 @@ def edges(history: History, record: RunRecord) -> tuple[list[tuple[str, str]], b
             continue
         if source.run_id not in producers:
             producers[source.run_id] = source.uri_producers() if source.result else {}
-        arts = ((data.get('inputs') or {}).get('artifacts') or {})
-        for spec in arts.values() if isinstance(arts, dict) else ():
-            for art in (spec or {}).get('artifacts') or [] if isinstance(spec, dict) else ():
-                src = producers[source.run_id].get((art or {}).get('uri')) if isinstance(art, dict) else None
-                if src and src in names and src != task['name']:
-                    out.append((src, task['name']))
+        for _, art in input_artifacts(data):
+            src = producers[source.run_id].get(art.get('uri'))
+            if src and src in names and src != task['name']:
+                out.append((src, task['name']))
     return sorted(set(out)), True, unseen
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -32,9 +33,7 @@ def missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             return f'{path} not found (apt-get install -y chromium chromium-driver)'
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec('selenium') is None:
         return "the selenium package is not installed (pip install -e '.[test]')"
     return None
 

@@ -156,7 +156,6 @@ def test_the_hostile_artifact_would_reach_a_page_that_trusted_it(browser, site):
                         f'</iframe>')
     try:
         load(browser, f'{site["url"]}/trusting.html')
-        from selenium.webdriver.common.by import By
         wait(browser, lambda d: d.execute_script("return [...document.querySelectorAll('h1')].map(h => h.textContent)")
              == ['PWNED'])
         assert browser.title == 'PWNED' and browser.execute_script('return window.pwned') is True
