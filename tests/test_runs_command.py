@@ -290,6 +290,7 @@ def test_logs_follow_prints_as_the_task_writes_until_the_run_ends(tmp_path):
         [run_id] = os.listdir(root / 'runs')
         holder, we_hold = hold_lease(root, run_id)
         assert cli(root, 'runs', 'ls').stdout.split()[:3] == [run_id, '-', 'RUNNING']
+        assert one_line_error(cli(root, 'runs', 'show', run_id)).endswith(f'{run_id}: still running, no result yet')
         follower = subprocess.Popen([sys.executable, '-m', 'localrunner.cli', 'logs', run_id, 'gated', '-f',
                                      '--root', str(root)], stdout=subprocess.PIPE, text=True)
         lines = Lines(follower)

@@ -422,8 +422,8 @@ class History:
         """The run named by `ref`, with its result; UsageError (one line) when it has none."""
         record = self.read(self.resolve(ref, command))
         if record.result is None:
-            state = 'still running: ' if record.live else ''
-            raise UsageError(f'{command} {record.run_id}: {state}{record.problem}')
+            why = 'still running, no result yet' if record.live else record.problem
+            raise UsageError(f'{command} {record.run_id}: {why}')
         return record
 
     def inputs(self, record: RunRecord, task: dict) -> tuple[Optional[dict], Optional[RunRecord], Optional[str]]:
