@@ -42,6 +42,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--config-map', action='append', default=[], metavar='NAME=PATH', help='likewise for a config map')
     p.add_argument('--pvc', action='append', default=[], metavar='NAME=DIR', help='host folder backing a PVC')
     p.add_argument('--report', metavar='HTML', help='also write the run as one HTML page (metrics, visualizations)')
+    p.add_argument('--junit-xml', metavar='FILE',
+                   help='also write the run as JUnit XML (one test case per task) for CI test reports')
     p.add_argument('--image-map', action='append', default=[], metavar='IMAGE=LOCAL',
                    help='run LOCAL wherever the pipeline names IMAGE (mirrors, air-gapped machines)')
     p.add_argument('--quiet', '-q', action='store_true', help='print only the result line')
@@ -76,12 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument('pipeline')
     graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
     runs = sub.add_parser('runs', help='list or show past runs')
-    runs.add_argument('action', choices=['ls', 'show', 'report', 'prune'])
+    runs.add_argument('action', choices=['ls', 'show', 'report', 'prune', 'compare'])
     runs.add_argument('--keep', type=int, help='prune: keep the newest N runs')
     runs.add_argument('--older-than', metavar='AGE', help='prune: remove runs older than AGE (e.g. 14d)')
     runs.add_argument('-o', '--output', help='report: where to write the HTML (default <run dir>/report.html)')
     runs.add_argument('run_id', nargs='?')
+    runs.add_argument('run_id_b', nargs='?', metavar='RUN_B', help='compare: the second run')
     runs.add_argument('--root', default='.localrunner')
+    runs.add_argument('--json', action='store_true', help='show: the result document as JSON')
+    runs.add_argument('--html', metavar='FILE', help='compare: also write the comparison as a page')
+    runs.add_argument('--last', action='store_true', help='compare: the two most recent runs of the same pipeline')
+    logs = sub.add_parser('logs', help="a task's log, every attempt (-f: follow until the run ends)")
+    logs.add_argument('run_id', metavar='RUN')
+    logs.add_argument('task', nargs='?', metavar='TASK', help="the task's path, e.g. condition-1/deploy-model")
+    logs.add_argument('-f', '--follow', action='store_true', help='keep printing until the run ends')
+    logs.add_argument('--root', default='.localrunner')
     return parser
 
 
@@ -103,6 +114,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == 'runs':
             from localrunner.faces.runs_command import runs_command
             return runs_command(args)
+        if args.command == 'logs':
+            from localrunner.faces.logs_command import logs_command
+            return logs_command(args)
         build_parser().print_help()
         return EXIT_USAGE
     except UsageError as e:

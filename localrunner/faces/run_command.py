@@ -101,6 +101,9 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     if args.report and not options.dry_run:
         from localrunner.faces.report import write_report
         print(f'report: {write_report(data, args.report)}')
+    if getattr(args, 'junit_xml', None) and not options.dry_run:
+        from localrunner.faces.junit import write_junit
+        print(f'junit: {write_junit(data, args.junit_xml)}')
     if args.quiet:
         print(f'{result.run_id} {result.state.value}', flush=True)
     return EXIT_CODES.get(result.state.value, 1), data
