@@ -70,7 +70,7 @@ class ContainerTask:
         self.arts = arts
         # kfp-kubernetes settings name their parameters in the enclosing DAG (its inputs, its tasks' outputs)
         self.scope = scope or task_inputs.Scope({}, {}, {}, '')
-        self.record = TaskRecord(name=name, display_name=display, kind='container', component=component_name)
+        self.record = TaskRecord.of(name, task, 'container', display_name=display)
         self.task_id = str(uuid.uuid4())
         self.timeout_s: Optional[float] = None
 

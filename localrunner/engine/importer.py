@@ -36,8 +36,7 @@ def _resolve_metadata(value: Any, params: dict) -> Any:
 
 async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_name: str, spec: dict,
                        params: dict) -> Outcome:
-    record = TaskRecord(name=name, display_name=display, kind='importer', component=comp_name,
-                        started=time.time())
+    record = TaskRecord.of(name, task, 'importer', display_name=display, started=time.time())
     run.register(record)
     source = spec.get('artifactUri', {})
     uri = source.get('constant') if 'constant' in source else params.get(source.get('runtimeParameter', 'uri'))

@@ -94,6 +94,16 @@ class TaskRecord:
     logs: list[str] = dataclasses.field(default_factory=list)
     prediction: Optional[str] = None       # dry run: CACHED | WOULD_RUN | MAY_RUN
     reason: Optional[str] = None           # why it was predicted so / skipped
+    upstream: list[str] = dataclasses.field(default_factory=list)   # sibling tasks it waits for (IR keys)
+
+    @classmethod
+    def of(cls, name: str, task: dict, kind: str, **fields: Any) -> 'TaskRecord':
+        """The record of the IR task `task` run as `name` (its display name, component and
+        upstream tasks come from the IR)."""
+        from localrunner.spec import task_upstreams
+        display = fields.pop('display_name', None) or (task.get('taskInfo') or {}).get('name', name)
+        return cls(name=name, display_name=display, kind=kind, component=task['componentRef']['name'],
+                   upstream=sorted(task_upstreams(task)), **fields)
 
     @property
     def leaf(self) -> bool:
@@ -127,4 +137,5 @@ class TaskRecord:
             d['prediction'] = self.prediction
         if self.reason:
             d['reason'] = self.reason
+        d['upstream'] = self.upstream
         return d

@@ -80,8 +80,7 @@ def may_run(run: 'Run', name: str, task: dict, why: str) -> Outcome:
         loop = 'parameterIterator' in task or 'artifactIterator' in task
         _list_static(run, run.pipeline.component(comp_name), f'{name}.{UNKNOWN_INDEX}/' if loop else name + '/', why)
     else:
-        record = TaskRecord(name=name, display_name=(task.get('taskInfo') or {}).get('name', name), kind=kind,
-                            component=comp_name, prediction=MAY_RUN, reason=why)
+        record = TaskRecord.of(name, task, kind, prediction=MAY_RUN, reason=why)
         run.end(record, Outcome(State.SUCCEEDED, pending=name))
     return Outcome(State.SUCCEEDED, pending=name)
 

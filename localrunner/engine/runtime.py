@@ -72,6 +72,7 @@ class RunResult:
     started: float
     finished: float
     warnings: list[str]
+    parameters: dict = dataclasses.field(default_factory=dict)     # the run's typed pipeline parameters
 
     def to_json(self) -> dict:
         return {
@@ -80,6 +81,7 @@ class RunResult:
             'state': self.state.value,
             'outputs': {'parameters': self.outputs.parameters,
                         'artifacts': {k: [a.result() for a in v] for k, v in self.outputs.artifacts.items()}},
+            'parameters': self.parameters,
             'tasks': [r.to_json() for r in self.records],
             'run_dir': self.run_dir,
             'started': self.started,
@@ -237,7 +239,7 @@ class Run:
         else:
             state = State.SUCCEEDED
         result = RunResult(self.run_id, self.pipeline.name, state, outcome, self.records, self.run_dir,
-                           started, time.time(), self.warnings)
+                           started, time.time(), self.warnings, parameters=self.params)
         self.bus.emit(ev.RunFinished(result=result))
         return result
 
@@ -348,7 +350,7 @@ class Run:
             blocked = [o for o in upstream if not o.state.ok]
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
-                return self._end_new(name, task, state, reason='upstream')
+                return self._end_new(name, task, state, reason='an upstream task did not succeed')
         is_loop = 'parameterIterator' in task or 'artifactIterator' in task
         exempt = frozenset()
         if is_loop:
@@ -366,7 +368,7 @@ class Run:
             except ExpressionError as e:
                 return self._end_new(name, task, State.FAILED, error=f'condition: {e}')
             if not passed:
-                return self._end_new(name, task, State.SKIPPED, kind='condition', reason='condition')
+                return self._end_new(name, task, State.SKIPPED, kind='condition', reason='its condition was false')
         if is_loop:
             return await self._run_loop(name, task, comp_name, component, params, arts)
         if 'dag' in component:
@@ -384,14 +386,12 @@ class Run:
                                    scope=scope).execute()
 
     async def _run_sub_dag(self, name, task, comp_name, component, params, arts) -> Outcome:
-        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            kind='dag', component=comp_name, started=time.time())
+        record = TaskRecord.of(name, task, 'dag', started=time.time())
         outcome = await self.run_dag(component, params, arts, name + '/')
         return self.end(record, outcome)
 
     async def _run_loop(self, name, task, comp_name, component, params, arts) -> Outcome:
-        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            kind='loop', component=comp_name, started=time.time())
+        record = TaskRecord.of(name, task, 'loop', started=time.time())
         if 'parameterIterator' in task:
             iterator = task['parameterIterator']
             spec = iterator.get('items', {})
@@ -450,8 +450,7 @@ class Run:
         comp_name = task['componentRef']['name']
         if kind is None:
             kind = self.task_kind(comp_name)
-        record = TaskRecord(name=name, display_name=task.get('taskInfo', {}).get('name', name),
-                            kind=kind, component=comp_name, started=time.time(), reason=reason)
+        record = TaskRecord.of(name, task, kind, started=time.time(), reason=reason)
         return self.end(record, Outcome(state, error=error))
 
     def task_kind(self, comp_name: str) -> str:
