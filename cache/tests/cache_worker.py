@@ -60,7 +60,7 @@ def _install_crash_point(ac: ActionCache, kill_after: int) -> None:
 
     for name in ("write", "fsync", "rename", "replace", "chmod", "utime"):
         setattr(os, name, wrap(getattr(os, name)))
-    ac._cache.set = wrap(ac._cache.set)
+    ac._index.set = wrap(ac._index.set)
 
 
 def writer(root: str, seed: str, kill_after: str | None = None) -> None:
