@@ -134,6 +134,10 @@ def salvage(db_path: str, query: str) -> list[tuple]:
     except sqlite3.Error:
         return rows
     try:
+        # a truncated file is shorter than its header says; sqlite refuses to open such a
+        # file as corrupt unless the schema is "writable" (btree.c lockBtree). Immutable:
+        # nothing is written either way.
+        con.execute("PRAGMA writable_schema=ON")
         cursor = con.execute(query)
         while True:
             row = cursor.fetchone()

@@ -179,6 +179,8 @@ class Lease:
                     os.close(old)
             finally:
                 fcntl.flock(self._gc_fd, fcntl.LOCK_UN)
+        except LockTimeout:
+            raise
         except OSError as exc:
             raise CacheError(f"cannot write the lease {self.path}: {exc}") from exc
 
