@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from lrcache_helpers import BlackHole
 from localrunner_cache import CAS, ActionCache
 
 
@@ -74,55 +75,6 @@ def bucket(s3_client):
     name = f"lr-cache-{uuid.uuid4().hex[:12]}"
     s3_client.make_bucket(name)
     return name
-
-
-class BlackHole:
-    """A TCP endpoint on 127.0.0.1 that never answers. "silent": it accepts connections
-    (counted) and never sends a byte; "unaccepted": its accept queue is full, so a new
-    connection is never even established (SYNs are dropped)."""
-
-    def __init__(self, kind: str):
-        import threading
-
-        self.kind = kind
-        self.accepted = 0
-        self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(0 if kind == "unaccepted" else 16)
-        self.endpoint = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        if kind == "unaccepted":
-            for _ in range(4):  # fill the accept queue ourselves; never accept
-                c = socket.socket()
-                c.setblocking(False)
-                try:
-                    c.connect(self._server.getsockname())
-                except BlockingIOError:
-                    pass
-                self._held.append(c)
-            time.sleep(0.2)
-        else:
-            self._thread = threading.Thread(target=self._accept, daemon=True)
-            self._thread.start()
-
-    def _accept(self):
-        self._server.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            self._held.append(conn)  # read nothing, answer nothing, close nothing
-
-    def close(self):
-        self._stop.set()
-        if self.kind != "unaccepted":
-            self._thread.join(timeout=5)
-        for s in self._held:
-            s.close()
-        self._server.close()
 
 
 @pytest.fixture(params=["silent", "unaccepted"])
