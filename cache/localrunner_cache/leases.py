@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 
 from .action_cache import safe_name
@@ -114,6 +115,9 @@ class Lease:
         self.timeout = timeout
         self.digests: set[str] = set()
         self._fd: int | None = None
+        # one hold at a time in this process: the gc lock is an flock on one descriptor,
+        # and one thread's unlock would otherwise end another's shared hold
+        self._mutex = threading.Lock()
         try:
             os.makedirs(self.leases_dir, exist_ok=True)
             self._gc_fd = os.open(os.path.join(self.leases_dir, _GC_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
@@ -160,7 +164,11 @@ class Lease:
         """Record ``digests`` as relied on, before relying on them. Waits (up to
         ``timeout``, then LockTimeout) while a gc is sweeping. Check afterwards that the
         objects are there: a gc that swept before this call may have removed them."""
-        new = [d for d in digests if d not in self.digests]
+        with self._mutex:
+            self._hold(list(digests))
+
+    def _hold(self, digests: list) -> None:
+        new = [d for d in dict.fromkeys(digests) if d not in self.digests]
         if not new:
             return
         if self._fd is None:
@@ -186,14 +194,15 @@ class Lease:
 
     def release(self) -> None:
         """The run is over: remove the lease (idempotent)."""
-        if self._fd is None:
-            return
-        if _same_file(self._fd, self.path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        os.close(self._fd)
-        os.close(self._gc_fd)
-        self._fd = None
+        with self._mutex:
+            if self._fd is None:
+                return
+            if _same_file(self._fd, self.path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+            os.close(self._fd)
+            os.close(self._gc_fd)
+            self._fd = None
 
     def __enter__(self) -> "Lease":
         return self

@@ -134,3 +134,15 @@ def test_hold_refuses_what_is_not_a_digest(leases):
     with Lease(leases, "run-1") as lease:
         with pytest.raises(CacheError, match="not a digest"):
             lease.hold(["../../etc/passwd"])
+
+
+def test_holds_from_many_threads_are_all_recorded(cas, leases):
+    from concurrent.futures import ThreadPoolExecutor
+
+    digests = [cas.put_bytes(b"%d" % i) for i in range(400)]
+    with Lease(leases, "run-1") as lease:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda d: lease.hold([d]), digests))
+        with sweeping(leases) as (leased, _stale):
+            assert leased == set(digests)
+        assert sorted(open(lease.path).read().split()) == sorted(digests)
