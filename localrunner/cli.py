@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument('--max-size', metavar='SIZE')
     cache.add_argument('--keep-runs', type=int, default=None, help='gc: runs whose outputs stay reachable')
     cache.add_argument('--json', action='store_true')
+    cache.add_argument('--repair', action='store_true', help='verify: drop action entries whose objects are missing')
     envs = sub.add_parser('envs', help='environments built for lightweight components (venvs, images)')
     envs.add_argument('action', choices=['ls', 'prune'])
     envs.add_argument('--older-than', metavar='AGE', help='prune: not used for AGE (e.g. 30d)')

@@ -1,10 +1,16 @@
 """--remote-cache: two machines (two roots) share results through a real S3 server."""
 
+import importlib.util
+import os
+import time
+
 import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 from minio import Minio
 
+from localrunner.engine.caching import CacheSettings, TaskCache
+from localrunner_cache import ActionCache
 from tests.helpers import compile_pipeline, run_pipeline_file, states, task
 from tests.support.s3_server import moto_server
 
@@ -63,3 +69,43 @@ def test_unreachable_remote_is_a_miss_with_a_warning(tmp_path):
     assert rc == 0, proc.stdout + proc.stderr
     assert states(result)['expensive'] == 'SUCCEEDED'
     assert 'remote cache' in proc.stdout
+
+
+def _black_hole_class():
+    """The library tests' black hole (one definition: cache/tests/lrcache_helpers.py)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'cache', 'tests',
+                        'lrcache_helpers.py')
+    spec = importlib.util.spec_from_file_location('lrcache_helpers_for_engine_tests', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BlackHole
+
+
+@pytest.mark.parametrize('kind', ['silent', 'unaccepted'])
+def test_a_dead_remote_costs_one_timeout_per_run(kind, tmp_path, monkeypatch):
+    """open_remote's timeouts and the store's breaker: ten lookups and ten uploads against
+    an endpoint that never answers pay for one request, and say so once."""
+    hole = _black_hole_class()(kind)
+    try:
+        for k, v in {'LOCALRUNNER_S3_ENDPOINT': hole.endpoint, 'LOCALRUNNER_S3_INSECURE': '1',
+                     'AWS_ACCESS_KEY_ID': 'x', 'AWS_SECRET_ACCESS_KEY': 'y'}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv('AWS_DEFAULT_REGION', raising=False)   # the client asks the bucket's region first
+        cache = TaskCache(str(tmp_path / 'root'), CacheSettings(remote='s3://team/ml'))
+        out = tmp_path / 'out'
+        started = time.monotonic()
+        for i in range(10):
+            assert cache.lookup(f'key{i}') is None
+            out.write_text(f'result {i}')
+            digest, _kind = cache.put_output(str(out))
+            cache.record(f'key{i}', {}, {'parameters': {}, 'artifacts': {}}, {digest}, {'run': 'r'})
+        elapsed = time.monotonic() - started
+        warnings = cache.drain_warnings()
+        cache.close()
+    finally:
+        hole.close()
+    assert len(warnings) == 1 and 'not used for the rest of this run' in warnings[0], warnings
+    assert len(list(ActionCache(str(tmp_path / 'root' / 'cache' / 'actions')).entries())) == 10, 'recorded locally'
+    if kind == 'silent':
+        assert hole.accepted == 1, 'one request reached the remote, none after it'
+    assert elapsed < 20, f'a safety bound only (measured: {elapsed:.1f}s; figures in benchmarks/RESULTS.md)'

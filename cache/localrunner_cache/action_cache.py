@@ -1,9 +1,11 @@
 """ActionCache: action key -> ActionResult, with a cross-process single-flight lock.
 
-Entries live in a diskcache.Cache under root/actions (sqlite, process- and thread-safe)
-as JSON. An entry is only ever written after every object it references is in the CAS,
-and reading it with a CAS re-checks that, so a missing or quarantined object turns a hit
-into a miss, never into a wrong result.
+Entries live in an Index (a diskcache folder, sqlite) under root/actions as JSON. An entry
+is only ever written after every object it references is in the CAS, and reading it with
+a CAS re-checks that, so a missing or quarantined object turns a hit into a miss, never
+into a wrong result. An entry names its own key: a damaged index that hands back another
+key's row is a miss too. A damaged index is quarantined and rebuilt (see index.py);
+entries that do not parse are dropped with a warning in ``warnings``.
 """
 
 from __future__ import annotations
@@ -12,17 +14,16 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import diskcache
-
-from .digest import digest_bytes
+from .digest import DIGEST_RE, digest_bytes
 from .errors import CacheError, LockTimeout
+from .index import Index
 
 _SCHEMA_VERSION = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
@@ -50,31 +51,44 @@ class ActionResult:
     def __post_init__(self):
         self.digests = set(self.digests)  # accept any iterable (list, tuple, set)
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "schema": _SCHEMA_VERSION,
-                "outputs": self.outputs,
-                "digests": sorted(self.digests),
-                "created": self.created,
-                "producer": self.producer,
-                "key_parts": self.key_parts,
-            },
-            sort_keys=True, separators=(",", ":"),
-        )
+    def to_json(self, key: str | None = None) -> str:
+        """The stored form; with ``key``, the entry names its key (checked when read)."""
+        obj = {
+            "schema": _SCHEMA_VERSION,
+            "outputs": self.outputs,
+            "digests": sorted(self.digests),
+            "created": self.created,
+            "producer": self.producer,
+            "key_parts": self.key_parts,
+        }
+        if key is not None:
+            obj["key"] = key
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> "ActionResult":
-        obj = json.loads(data)
+    def from_json(cls, data: str | bytes, key: str | None = None) -> "ActionResult":
+        """Parse a stored entry; ValueError unless every field has its shape (and, with
+        ``key``, unless the entry is that key's or names no key: entries written before
+        keys were stored)."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, TypeError) as exc:  # also bytes that are not UTF-8
+            raise ValueError(f"not JSON: {exc}") from None
         if not isinstance(obj, dict) or obj.get("schema") != _SCHEMA_VERSION:
             raise ValueError(f"not an action result of schema {_SCHEMA_VERSION}")
-        return cls(
-            outputs=obj.get("outputs") or {},
-            digests=obj.get("digests") or (),
-            created=float(obj["created"]),
-            producer=obj.get("producer") or {},
-            key_parts=obj.get("key_parts") or {},
-        )
+        if key is not None and obj.get("key", key) != key:
+            raise ValueError(f"entry of another key ({str(obj.get('key'))[:40]!r})")
+        digests = obj.get("digests") or []
+        if not isinstance(digests, list) or not all(isinstance(d, str) and DIGEST_RE.fullmatch(d) for d in digests):
+            raise ValueError("digests: not a list of digests")
+        created = obj.get("created")
+        if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
+            raise ValueError(f"created: not a time ({str(created)[:40]!r})")
+        fields = {name: obj.get(name) or {} for name in ("outputs", "producer", "key_parts")}
+        for name, value in fields.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"{name}: not a JSON object")
+        return cls(digests=digests, created=float(created), **fields)
 
 
 def _all_complete(cas, digests) -> list[str]:
@@ -92,40 +106,53 @@ def _all_complete(cas, digests) -> list[str]:
 
 
 class ActionCache:
-    def __init__(self, root):
+    def __init__(self, root, quarantine_dir=None, warnings: list | None = None):
+        """``quarantine_dir``: where a damaged index goes (default root/quarantine);
+        ``warnings``: a list the cache appends its warnings to (default its own)."""
         self.root = os.path.abspath(os.fspath(root))
         self.locks_dir = os.path.join(self.root, "locks")
+        self.warnings = warnings if warnings is not None else []
         try:
             os.makedirs(self.locks_dir, exist_ok=True)
-            # No eviction: what leaves the cache is decided by prune()/gc(), never silently.
-            # Every value inside sqlite (no side files): a failed write, e.g. on a full
-            # disk, then rolls back whole instead of leaving an orphaned value file.
-            self._cache = diskcache.Cache(os.path.join(self.root, "actions"), eviction_policy="none",
-                                          disk_min_file_size=1 << 30)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise CacheError(f"cannot open the action cache at {self.root}: {exc}") from exc
+        self._index = Index(os.path.join(self.root, "actions"), "actions",
+                            quarantine_dir or os.path.join(self.root, "quarantine"), self.warnings)
 
     def __repr__(self) -> str:
         return f"ActionCache({self.root!r})"
 
+    def _parse(self, key: str, raw) -> ActionResult | None:
+        """The entry, or None (dropped, with a warning) when it does not parse."""
+        try:
+            return ActionResult.from_json(raw, key=key)
+        except ValueError as exc:
+            self.warnings.append(f"action cache entry {key[:16]} is unreadable ({exc}); dropped")
+            try:
+                self._index.delete(key)
+            except CacheError:
+                pass
+            return None
+
     def get(self, key: str, cas=None, max_age_s: float | None = None) -> ActionResult | None:
         """The result for ``key``, or None when absent, unreadable, older than
         ``max_age_s`` or (with ``cas``) referencing anything the CAS lacks."""
-        try:
-            raw = self._cache.get(key)
-        except (OSError, sqlite3.Error) as exc:
-            raise CacheError(f"cannot read the action cache at {self.root}: {exc}") from exc
+        raw = self._index.get(key)
         if raw is None:
             return None
-        try:
-            result = ActionResult.from_json(raw)
-        except (ValueError, KeyError, TypeError):
+        result = self._parse(key, raw)
+        if result is None:
             return None
         if max_age_s is not None and time.time() - result.created > max_age_s:
             return None
-        if cas is not None and _all_complete(cas, result.digests):
+        if cas is not None and self.missing(result, cas):
             return None
         return result
+
+    @staticmethod
+    def missing(result: ActionResult, cas) -> list[str]:
+        """The digests of ``result`` not wholly present in ``cas`` (stat only)."""
+        return _all_complete(cas, result.digests)
 
     def put(self, key: str, result: ActionResult, cas=None) -> None:
         """Record ``result``. With ``cas``, refuse (CacheError) unless every referenced
@@ -135,30 +162,46 @@ class ActionCache:
             if missing:
                 raise CacheError(f"action {key}: objects not in the CAS: {', '.join(missing[:5])}")
         try:
-            self._cache.set(key, result.to_json())
-        except (OSError, sqlite3.Error) as exc:
-            full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in str(exc)
+            self._index.set(key, result.to_json(key=key))
+        except CacheError as exc:
+            cause = exc.__cause__
+            full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in str(cause)
             what = "disk full: no space left to record" if full else "cannot record"
-            raise CacheError(f"{what} action {key} in the action cache at {self.root}: {exc}") from exc
+            raise CacheError(f"{what} action {key} in the action cache at {self.root}: {cause or exc}") from exc
 
     def delete(self, key: str) -> bool:
-        return bool(self._cache.delete(key))
+        return self._index.delete(key)
 
-    def entries(self) -> Iterator[tuple[str, ActionResult]]:
-        for key in self._cache.iterkeys():
-            raw = self._cache.get(key)
+    def scan(self) -> Iterator[tuple[str, ActionResult | None, str | None]]:
+        """Every entry as (key, result, None), or (key, None, why) when it does not parse."""
+        for key in self._index.keys():
+            raw = self._index.get(key)
             if raw is None:
                 continue  # deleted meanwhile
             try:
-                yield key, ActionResult.from_json(raw)
-            except (ValueError, KeyError, TypeError):
-                continue
+                yield key, ActionResult.from_json(raw, key=key), None
+            except ValueError as exc:
+                yield key, None, str(exc)
+
+    def entries(self) -> Iterator[tuple[str, ActionResult]]:
+        for key, result, _problem in self.scan():
+            if result is not None:
+                yield key, result
+
+    def check(self) -> str | None:
+        """Integrity check of the index (reads every page); a damaged one is repaired."""
+        return self._index.check()
+
+    @property
+    def repairs(self) -> list[str]:
+        """Why the index was rebuilt since this object opened it (damage met in use)."""
+        return self._index.repairs
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._index)
 
     def close(self) -> None:
-        self._cache.close()
+        self._index.close()
 
     # ---- single flight ----------------------------------------------------------------
 

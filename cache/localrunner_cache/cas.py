@@ -10,7 +10,14 @@ An object's name is always the digest of its bytes, so one check verifies anythi
 Writes go temp file -> fsync -> rename: a killed writer leaves at worst a stray temp file
 (removed by gc), never a partial object. Objects are copied in and copied (or reflinked)
 out, never hardlinked: a task running as root ignores read-only bits and would corrupt
-the store through a shared inode.
+the store through a shared inode. Every copy out is verified against the digest, cloned
+or not.
+
+Objects are read-only and never more readable than what they were made from: a file's
+object keeps only its read bits (a 0600 output is a 0400 object, a 0644 one 0444), other
+objects (trees, symlink targets, downloads) get 0444; the umask applies to both, and the
+owner can always read. Storing content that exists already only ever narrows the existing
+object's mode, and a copy out is no more readable than its object.
 """
 
 from __future__ import annotations
@@ -18,18 +25,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import shutil
+import stat
 import tempfile
 import time
 from typing import Iterator
 
 import xxhash
 
-from .digest import TREE_MAGIC, _buffer, decode_tree, digest_bytes, hash_file_uncached, walk_tree
-from .errors import CacheError
+from .digest import (DIGEST_RE, TREE_MAGIC, _buffer, decode_tree, digest_bytes, digest_fileobj,
+                     hash_file_uncached, walk_tree)
+from .errors import CacheError, DigestMismatch
 
-_DIGEST_RE = re.compile(r"[0-9a-f]{32}")
 _FICLONE = 0x40049409  # ioctl number of FICLONE on Linux (reflink a whole file)
 _STALE_TMP_S = 3600.0
 
@@ -68,6 +75,39 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, racing threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _object_mode(source_mode: int, umask: int) -> int:
+    """Read bits only: those of the source (0o444 for content of no file), minus the
+    umask, and always the owner's (the store must read its own objects)."""
+    return (source_mode & 0o444 & ~umask) | 0o400
+
+
+def _copy_mode(mode: int, object_mode: int) -> int:
+    """A copy out with ``mode`` (0644 or 0755), no more readable than its object: each
+    class keeps x and r only where the object is readable to it; the owner keeps w."""
+    readable = object_mode & 0o444
+    return mode & (readable | readable >> 2 | 0o200)
+
+
+def _hash_fd(fd: int) -> str:
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+        f.seek(0)
+        return digest_fileobj(f)
+
+
 def _describe(exc: OSError, what: str, root: str) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"disk full: no space left to store {what} in the cache at {root} ({exc.strerror})"
@@ -82,6 +122,7 @@ class CAS:
         self.quarantine_dir = os.path.join(self.root, "quarantine")
         for d in (self.objects_dir, self.tmp_dir, self.quarantine_dir):
             os.makedirs(d, exist_ok=True)
+        self._umask = _umask()
 
     def __repr__(self) -> str:
         return f"CAS({self.root!r})"
@@ -90,7 +131,7 @@ class CAS:
 
     def path_of(self, digest: str) -> str:
         """Path of the object (which may be absent: check has()). Read it, never write it."""
-        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
             raise CacheError(f"not a digest: {digest!r}")
         return os.path.join(self.objects_dir, digest[:2], digest[2:])
 
@@ -108,9 +149,10 @@ class CAS:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def _touch_existing(self, digest: str) -> bool:
+    def _touch_existing(self, digest: str, mode: int) -> bool:
         """True when the object exists; refreshes its mtime so a gc with a grace period
-        spares objects a writer has just relied on."""
+        spares objects a writer has just relied on, and narrows its mode to ``mode``
+        (the same content from a less readable source makes the object less readable)."""
         path = self.path_of(digest)
         try:
             os.utime(path)
@@ -118,6 +160,12 @@ class CAS:
             return False
         except OSError:
             return os.path.exists(path)  # e.g. a shared store owned by another user
+        try:
+            current = stat.S_IMODE(os.stat(path).st_mode)
+            if current & ~mode:
+                os.chmod(path, current & mode)
+        except OSError:
+            pass  # gone meanwhile, or not ours to change
         return True
 
     def _new_tmp(self, what: str) -> tuple[int, str]:
@@ -126,15 +174,15 @@ class CAS:
         except OSError as exc:
             raise CacheError(_describe(exc, what, self.root)) from exc
 
-    def _commit(self, tmp: str, digest: str) -> None:
+    def _commit(self, tmp: str, digest: str, mode: int) -> None:
         final = self.path_of(digest)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, mode)
         os.rename(tmp, final)  # atomic: readers see nothing or the whole object
 
-    def _ingest(self, what: str, fill) -> str:
-        """Create a temp object, let ``fill(fd) -> digest`` write it, fsync, rename it in.
-        Any failure removes the temp file and surfaces as CacheError."""
+    def _ingest(self, what: str, fill, mode: int) -> str:
+        """Create a temp object, let ``fill(fd) -> digest`` write it, fsync, rename it in
+        with ``mode``. Any failure removes the temp file and surfaces as CacheError."""
         fd, tmp = self._new_tmp(what)
         try:
             try:
@@ -142,10 +190,10 @@ class CAS:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if self._touch_existing(digest):
+            if self._touch_existing(digest, mode):
                 os.unlink(tmp)
             else:
-                self._commit(tmp, digest)
+                self._commit(tmp, digest, mode)
             return digest
         except BaseException as exc:
             try:
@@ -156,33 +204,44 @@ class CAS:
                 raise CacheError(_describe(exc, what, self.root)) from exc
             raise
 
+    @property
+    def _plain_mode(self) -> int:
+        """Mode of objects that are not copies of a file: trees, symlink targets, downloads."""
+        return _object_mode(0o444, self._umask)
+
     def put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
-        if self._touch_existing(digest):
+        if self._touch_existing(digest, self._plain_mode):
             return digest
 
         def fill(fd: int) -> str:
             _write_all(fd, memoryview(data))
             return digest
 
-        return self._ingest(f"a {len(data)}-byte blob", fill)
+        return self._ingest(f"a {len(data)}-byte blob", fill, self._plain_mode)
 
     def put_file(self, path, memo=None) -> str:
         """Copy the file's content in (reflink where possible). The stored object is
-        hashed as copied, so it matches its name even if the source changes meanwhile."""
+        hashed as copied, so it matches its name even if the source changes meanwhile;
+        it is no more readable than the file."""
         path = os.fspath(path)
         if memo is not None:
             digest = memo.digest_file(path)
-            if self._touch_existing(digest):
+            try:
+                mode = _object_mode(os.stat(path).st_mode, self._umask)
+            except OSError as exc:
+                raise CacheError(f"cannot read {path}: {exc}") from exc
+            if self._touch_existing(digest, mode):
                 return digest
         try:
             src = open(path, "rb", buffering=0)
+            mode = _object_mode(os.fstat(src.fileno()).st_mode, self._umask)
         except OSError as exc:
             raise CacheError(f"cannot read {path}: {exc}") from exc
 
         def fill(fd: int) -> str:
             if _reflink(src.fileno(), fd):
-                return hash_file_uncached(f"/proc/self/fd/{fd}")
+                return _hash_fd(fd)
             hasher = xxhash.xxh3_128()
             view = _buffer()
             while True:
@@ -193,7 +252,7 @@ class CAS:
                 _write_all(fd, view[:n])
 
         with src:
-            return self._ingest(f"file {path}", fill)
+            return self._ingest(f"file {path}", fill, mode)
 
     def put_stream(self, reader, expected: str | None = None) -> str:
         """Store everything ``reader.read(n)`` yields; CacheError (nothing stored) when
@@ -209,10 +268,10 @@ class CAS:
                 _write_all(fd, memoryview(chunk))
             digest = hasher.hexdigest()
             if expected is not None and digest != expected:
-                raise CacheError(f"content does not match its digest: expected {expected}, got {digest}")
+                raise DigestMismatch(f"content does not match its digest: expected {expected}, got {digest}")
             return digest
 
-        return self._ingest(f"object {expected or 'stream'}", fill)
+        return self._ingest(f"object {expected or 'stream'}", fill, self._plain_mode)
 
     def put_tree(self, dirpath, memo=None) -> str:
         """Store every file, symlink target and tree object under ``dirpath``, children
@@ -278,8 +337,9 @@ class CAS:
         """Recreate the file or tree ``digest`` at ``dest`` (replacing what is there).
 
         Built at a temp name beside ``dest`` and renamed into place. Files are reflinked
-        where the FS supports it, else copied while hashing (``verify``): a mismatch
-        quarantines the object and raises CacheError. Never a hardlink.
+        where the FS supports it, else copied; with ``verify`` (the default) every file
+        written is re-hashed, cloned or copied: a mismatch quarantines the object and
+        raises CacheError. Never a hardlink.
         """
         dest = os.path.abspath(os.fspath(dest))
         kind = kind or self.kind(digest)
@@ -320,30 +380,37 @@ class CAS:
             os.replace(tmp, dest)
 
     def _copy_out(self, digest: str, target: str, mode: int, verify: bool) -> None:
+        """Clone or copy the object to ``target`` (a new file), re-hashing what was
+        written when ``verify``: a clone shares the object's blocks, so a damaged object
+        is caught either way. A mismatch quarantines the object and raises CacheError."""
         try:
             src = open(self.path_of(digest), "rb", buffering=0)
         except FileNotFoundError:
             raise CacheError(f"object {digest} is missing from the cache at {self.root}") from None
+        actual = None
         with src:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            mode = _copy_mode(mode, os.fstat(src.fileno()).st_mode)
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
             try:
                 os.fchmod(fd, mode)  # exact mode, whatever the umask
                 if _reflink(src.fileno(), fd):
-                    return  # verifying would mean reading it all: not cheap here
-                if not verify and _copy_in_kernel(src.fileno(), fd):
-                    return
-                hasher = xxhash.xxh3_128() if verify else None
-                view = _buffer()
-                while True:
-                    n = src.readinto(view)
-                    if not n:
-                        break
-                    if hasher is not None:
-                        hasher.update(view[:n])
-                    _write_all(fd, view[:n])
+                    actual = _hash_fd(fd) if verify else None
+                elif not verify and _copy_in_kernel(src.fileno(), fd):
+                    pass
+                else:
+                    hasher = xxhash.xxh3_128() if verify else None
+                    view = _buffer()
+                    while True:
+                        n = src.readinto(view)
+                        if not n:
+                            break
+                        if hasher is not None:
+                            hasher.update(view[:n])
+                        _write_all(fd, view[:n])
+                    actual = hasher.hexdigest() if hasher is not None else None
             finally:
                 os.close(fd)
-        if hasher is not None and hasher.hexdigest() != digest:
+        if verify and actual != digest:
             self.quarantine(digest)
             raise CacheError(f"object {digest} is corrupt (content does not match); quarantined")
 
@@ -402,7 +469,7 @@ class CAS:
                 continue
             for entry in os.scandir(shard.path):
                 digest = shard.name + entry.name
-                if _DIGEST_RE.fullmatch(digest):
+                if DIGEST_RE.fullmatch(digest):
                     yield digest
 
     def size_of(self, digest: str) -> int:

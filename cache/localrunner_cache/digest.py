@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import threading
 from typing import Callable
@@ -23,6 +24,7 @@ from .errors import CacheError
 CHUNK_SIZE = 1 << 20
 TREE_MAGIC = b"localrunner-tree/1\n"
 MODES = ("file", "exec", "dir", "symlink")
+DIGEST_RE = re.compile(r"[0-9a-f]{32}")  # what every digest looks like (xxh3-128, hex)
 
 _local = threading.local()
 

@@ -8,6 +8,13 @@
         wait for WORKDIR/go, then the single-flight pattern; appends to WORKDIR/ran and
         WORKDIR/log, prints the result's digest
     cache_worker.py hold ROOT KEY          hold the lock until stdin closes
+    cache_worker.py fill ROOT N [abandon]  record N entries k0..k{N-1} (outputs {"n": i});
+        with "abandon", exit without closing (the -wal and -shm stay, as after a crash)
+    cache_worker.py openput ROOT KEY WORKDIR
+        wait for WORKDIR/go, open the (damaged) action cache, record KEY, print the warnings
+    cache_worker.py lease LEASES_DIR RUN_ID DIGEST...   hold a lease on the digests until stdin closes
+    cache_worker.py sweep LEASES_DIR      hold the gc lock (as a gc sweeping) until stdin closes
+    cache_worker.py key PATH WORKDIR       wait for WORKDIR/go, print the cache secret key at PATH
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from localrunner_cache import CAS, ActionCache, ActionResult  # noqa: E402
+from localrunner_cache import CAS, ActionCache, ActionResult, Lease, load_or_create_key  # noqa: E402
+from localrunner_cache.leases import sweeping  # noqa: E402
 
 
 def _append(path: str, line: str) -> None:
@@ -60,7 +68,7 @@ def _install_crash_point(ac: ActionCache, kill_after: int) -> None:
 
     for name in ("write", "fsync", "rename", "replace", "chmod", "utime"):
         setattr(os, name, wrap(getattr(os, name)))
-    ac._cache.set = wrap(ac._cache.set)
+    ac._index.set = wrap(ac._index.set)
 
 
 def writer(root: str, seed: str, kill_after: str | None = None) -> None:
@@ -121,5 +129,51 @@ def hold(root: str, key: str) -> None:
         sys.stdin.read()
 
 
+def fill(root: str, count: str, abandon: str = "") -> None:
+    cas, ac = CAS(root), ActionCache(root)
+    for i in range(int(count)):
+        d = cas.put_bytes(f"output {i}".encode())
+        ac.put(f"k{i}", ActionResult(outputs={"n": i, "pad": "x" * 400}, digests=[d]), cas=cas)
+    print("filled", flush=True)
+    if abandon:
+        os._exit(0)  # no close, no checkpoint: what a killed process leaves
+    ac.close()
+
+
+def _wait_for_go(workdir: str) -> None:
+    while not os.path.exists(os.path.join(workdir, "go")):
+        time.sleep(0.005)
+
+
+def openput(root: str, key: str, workdir: str) -> None:
+    print("ready", flush=True)
+    _wait_for_go(workdir)
+    cas = CAS(root)
+    ac = ActionCache(root)
+    d = cas.put_bytes(key.encode())
+    ac.put(key, ActionResult(outputs={"who": key}, digests=[d]), cas=cas)
+    print(len(ac.warnings), flush=True)
+
+
+def lease(leases_dir: str, run_id: str, *digests: str) -> None:
+    with Lease(leases_dir, run_id) as held:
+        held.hold(digests)
+        print("held", flush=True)
+        sys.stdin.read()
+
+
+def sweep(leases_dir: str) -> None:
+    with sweeping(leases_dir):
+        print("sweeping", flush=True)
+        sys.stdin.read()
+
+
+def key(path: str, workdir: str) -> None:
+    print("ready", flush=True)
+    _wait_for_go(workdir)
+    print(load_or_create_key(path).decode(), flush=True)
+
+
 if __name__ == "__main__":
-    {"writer": writer, "share": share, "singleflight": singleflight, "hold": hold}[sys.argv[1]](*sys.argv[2:])
+    {"writer": writer, "share": share, "singleflight": singleflight, "hold": hold, "fill": fill,
+     "openput": openput, "lease": lease, "sweep": sweep, "key": key}[sys.argv[1]](*sys.argv[2:])

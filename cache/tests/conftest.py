@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from lrcache_helpers import BlackHole
 from localrunner_cache import CAS, ActionCache
 
 
@@ -74,3 +75,10 @@ def bucket(s3_client):
     name = f"lr-cache-{uuid.uuid4().hex[:12]}"
     s3_client.make_bucket(name)
     return name
+
+
+@pytest.fixture(params=["silent", "unaccepted"])
+def black_hole(request):
+    hole = BlackHole(request.param)
+    yield hole
+    hole.close()

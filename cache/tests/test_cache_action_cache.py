@@ -73,9 +73,12 @@ def test_put_refuses_entries_pointing_at_missing_objects(ac, cas):
 
 
 def test_unreadable_entry_is_a_miss(ac):
-    ac._cache.set("k", "{not json")
-    assert ac.get("k") is None
+    ac._index.set("k", "{not json")
+    assert [problem is not None for _k, _r, problem in ac.scan()] == [True]
     assert list(ac.entries()) == []
+    assert ac.get("k") is None
+    assert len(ac.warnings) == 1 and "unreadable" in ac.warnings[0]
+    assert len(ac) == 0, "an unreadable entry is dropped when read"
 
 
 def test_lock_is_exclusive_between_threads(ac):

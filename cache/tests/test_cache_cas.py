@@ -269,3 +269,110 @@ def test_materialize_without_verify_copies_in_kernel(cas, tmp_path):
     cas.materialize(t, tmp_path / "out", verify=False)
     _assert_same_tree(src, str(tmp_path / "out"))
     assert digest_tree(tmp_path / "out") == t
+
+
+# ---- modes: never more readable than the source ---------------------------------------
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("source, expected", [(0o644, 0o444), (0o600, 0o400), (0o640, 0o440),
+                                              (0o755, 0o444), (0o700, 0o400), (0o200, 0o400)])
+def test_object_keeps_only_the_read_bits_of_its_source(cas, tmp_path, source, expected):
+    path = tmp_path / "f"
+    path.write_bytes(b"content %o" % source)
+    os.chmod(path, source)
+    d = cas.put_file(path)
+    assert _mode(cas.path_of(d)) == expected
+
+
+def test_same_content_from_a_private_file_narrows_the_object(cas, tmp_path):
+    public, private = tmp_path / "public", tmp_path / "private"
+    public.write_bytes(b"same bytes")
+    private.write_bytes(b"same bytes")
+    os.chmod(private, 0o600)
+    d = cas.put_file(public)
+    assert _mode(cas.path_of(d)) == 0o444
+    assert cas.put_file(private) == d
+    assert _mode(cas.path_of(d)) == 0o400
+    assert cas.put_file(public) == d
+    assert _mode(cas.path_of(d)) == 0o400, "modes only ever narrow"
+
+
+def test_a_private_file_in_a_tree_stays_private_when_restored(cas, tmp_path):
+    src = write_tree(tmp_path / "src", {"open.txt": b"hello", "key.pem": b"-----BEGIN", "tool": ("exec", b"#!")})
+    os.chmod(os.path.join(src, "key.pem"), 0o600)
+    os.chmod(os.path.join(src, "tool"), 0o700)
+    t = cas.put_tree(src)
+    cas.materialize(t, tmp_path / "out")
+    assert _mode(tmp_path / "out" / "open.txt") == 0o644
+    assert _mode(tmp_path / "out" / "key.pem") == 0o600
+    assert _mode(tmp_path / "out" / "tool") == 0o700
+    assert _mode(cas.path_of(t)) == 0o444, "a tree object is no file of the task's"
+
+
+def test_umask_applies_to_objects(tmp_path):
+    from localrunner_cache import CAS
+
+    old = os.umask(0o077)
+    try:
+        private = CAS(tmp_path / "store")
+        d = private.put_bytes(b"made under umask 077")
+        (tmp_path / "f").write_bytes(b"a 0644 file")
+        os.chmod(tmp_path / "f", 0o644)
+        f = private.put_file(tmp_path / "f")
+    finally:
+        os.umask(old)
+    assert _mode(private.path_of(d)) == 0o400 and _mode(private.path_of(f)) == 0o400
+
+
+# ---- reflink: restores are verified like copies ---------------------------------------
+
+@pytest.fixture
+def reflink_store(tmp_path):
+    """A CAS on a real copy-on-write file system (a btrfs image on a loop device)."""
+    import shutil
+    import subprocess
+
+    from localrunner_cache import CAS
+    from localrunner_cache.cas import _reflink
+
+    mkfs = shutil.which("mkfs.btrfs")
+    if mkfs is None:
+        pytest.skip("mkfs.btrfs is not installed (apt-get install btrfs-progs)")
+    image, mnt = tmp_path / "btrfs.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(160 << 20)  # sparse
+    mnt.mkdir()
+    if subprocess.run([mkfs, "-q", str(image)], capture_output=True).returncode != 0:
+        pytest.skip("mkfs.btrfs failed here")
+    done = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a loop device here: {done.stderr.strip()}")
+    try:
+        a, b = mnt / "probe-a", mnt / "probe-b"
+        a.write_bytes(b"probe")
+        with open(a, "rb") as fa, open(b, "wb") as fb:
+            assert _reflink(fa.fileno(), fb.fileno()), "btrfs clones files"
+        yield CAS(mnt / "store"), mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_reflinked_restore_is_verified(reflink_store):
+    cas, mnt = reflink_store
+    src = write_tree(mnt / "src", SPEC)
+    t = cas.put_tree(src)
+    cas.materialize(t, mnt / "out")
+    _assert_same_tree(src, str(mnt / "out"))
+    big = digest_bytes(open(os.path.join(src, "nested/deeper/big.bin"), "rb").read())
+    path = cas.path_of(big)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:  # rot in place: same size, same inode, one byte off
+        f.seek(1 << 20)
+        f.write(b"\0" if f.read(1) != b"\0" else b"\1")
+    with pytest.raises(CacheError, match="corrupt"):
+        cas.materialize(t, mnt / "again")
+    assert not cas.has(big) and os.listdir(cas.quarantine_dir)
+    assert not os.path.exists(mnt / "again")

@@ -4,6 +4,10 @@ The action key is the xxh3-128 digest of the canonical JSON of everything that c
 task's result (docs/cache-key.md): executor (image identity, command, args, env, python env),
 input parameter values, input artifacts' type + metadata + CONTENT digest, declared outputs,
 accelerator type and count, and the key-schema version.
+
+Layout under a run root: cache/{cas,actions,memo.db,last,leases,secret.key} and quarantine/
+(damaged indexes, set aside for inspection). Nothing here raises for a damaged or
+unreachable cache: that is a miss and a warning in TaskCache.warnings (docs/cache.md).
 """
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ import json
 import math
 import os
 import time
+import uuid
 from typing import Any, Optional
 
-import diskcache
-
-from localrunner_cache import CAS, ActionCache, ActionResult, StatMemo, digest_bytes
+from localrunner.errors import UsageError
+from localrunner_cache import (CAS, ActionCache, ActionResult, CacheError, Index, Lease, RemoteUnavailable,
+                               StatMemo, digest_bytes, is_live, load_or_create_key, secret_digest)
+from localrunner_cache.digest import DIGEST_RE
+from localrunner_cache.secret_key import read_key
 
 KEY_SCHEMA_VERSION = 1
 
@@ -96,9 +103,48 @@ class CacheSettings:
     remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
 
 
-def open_remote(url: str):
+def cache_dir(root: str) -> str:
+    return os.path.join(os.path.abspath(root), 'cache')
+
+
+def quarantine_dir(root: str) -> str:
+    """Where damaged cache files go (kept for inspection, never read again)."""
+    return os.path.join(os.path.abspath(root), 'quarantine')
+
+
+def leases_dir(root: str) -> str:
+    return os.path.join(cache_dir(root), 'leases')
+
+
+def run_is_live(root: str, run_id: str) -> bool:
+    """Whether run ``run_id`` under ``root`` is alive (a process holds its cache lease)."""
+    return is_live(leases_dir(root), run_id)
+
+
+# A remote that does not answer must cost seconds, not minutes (docs/cache.md).
+S3_CONNECT_TIMEOUT_S = 3.0
+S3_READ_TIMEOUT_S = 10.0
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name, '').strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f'{name}={text}: expected a number of seconds')
+    return value
+
+
+def open_remote(url: str, warnings: Optional[list] = None):
     """s3://bucket/prefix, reached with LOCALRUNNER_S3_ENDPOINT (host:port; default AWS) and
-    the usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; LOCALRUNNER_S3_INSECURE=1 for http."""
+    the usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; LOCALRUNNER_S3_INSECURE=1 for http.
+    Short timeouts (LOCALRUNNER_S3_CONNECT_TIMEOUT, LOCALRUNNER_S3_READ_TIMEOUT), one retry
+    of a refused or timed-out connection and of a 5xx answer, none of a request that got no
+    answer in time: with the store's circuit breaker, a dead remote costs one timeout per run."""
     from minio import Minio
     from localrunner_cache import RemoteStore
     if not url.startswith('s3://'):
@@ -107,37 +153,178 @@ def open_remote(url: str):
     endpoint = os.environ.get('LOCALRUNNER_S3_ENDPOINT', 's3.amazonaws.com')
     endpoint = endpoint.split('://', 1)[-1]
     import urllib3
-    # a shared cache that does not answer must cost seconds, not minutes, per task
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=3, read=60),
-                               retries=urllib3.Retry(total=2, backoff_factor=0.2,
-                                                     status_forcelist=[500, 502, 503, 504]))
+    timeout = urllib3.Timeout(connect=_seconds_from_env('LOCALRUNNER_S3_CONNECT_TIMEOUT', S3_CONNECT_TIMEOUT_S),
+                              read=_seconds_from_env('LOCALRUNNER_S3_READ_TIMEOUT', S3_READ_TIMEOUT_S))
+    retries = urllib3.Retry(total=2, connect=1, read=0, other=0, status=2, backoff_factor=0.2,
+                            status_forcelist=[500, 502, 503, 504])
+    http = urllib3.PoolManager(timeout=timeout, retries=retries)
     client = Minio(endpoint, access_key=os.environ.get('AWS_ACCESS_KEY_ID'), http_client=http,
                    secret_key=os.environ.get('AWS_SECRET_ACCESS_KEY'),
                    secure=os.environ.get('LOCALRUNNER_S3_INSECURE', '') not in ('1', 'true'),
                    region=os.environ.get('AWS_DEFAULT_REGION'))
-    return RemoteStore(client, bucket, prefix.strip('/'))
+    return RemoteStore(client, bucket, prefix.strip('/'), warnings=warnings)
 
 
+# ---------------------------------------------------------------------------------- entries
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# Output parameter types of the IR (pipeline_spec.proto ParameterType) -> accepted values.
+# A whole float is an integer, as canonical() has it (KFP carries numbers as doubles).
+_PARAMETER_TYPES = {
+    'STRING': lambda v: isinstance(v, str),
+    'NUMBER_INTEGER': lambda v: _number(v) and (isinstance(v, int) or (math.isfinite(v) and v.is_integer())),
+    'NUMBER_DOUBLE': _number,
+    'BOOLEAN': lambda v: isinstance(v, bool),
+    'LIST': lambda v: isinstance(v, list),
+    'STRUCT': lambda v: isinstance(v, dict),
+}
+
+
+def _plain_name(name: Any) -> bool:
+    """A name usable as one path component (the engine restores artifacts at
+    <task dir>/artifacts/<name>)."""
+    return (isinstance(name, str) and name not in ('', '.', '..') and '/' not in name and '\0' not in name
+            and (os.altsep is None or os.altsep not in name))
+
+
+def _short(value: Any) -> str:
+    return repr(value)[:60]
+
+
+def entry_problem(result: ActionResult, contract: Optional[dict]) -> Optional[str]:
+    """What makes a cache entry unusable for a task, or None when it may be served.
+
+    ``contract`` is the component's `outputDefinitions` from the IR ({'parameters': {name:
+    {'parameterType', 'isOptional'}}, 'artifacts': {name: {'artifactType', 'isArtifactList'}}}):
+    the entry must produce exactly what the component declares, parameter values of the
+    declared types. Without it only the shapes are checked. Either way artifact names must
+    be plain names (they become paths), every digest well-formed and among the entry's
+    digests, kinds 'file' / 'tree' / none. Never raises: an entry from a damaged or
+    tampered cache (local or remote) is a miss, never an error or a write elsewhere."""
+    try:
+        return _entry_problem(result, contract)
+    except Exception as e:          # whatever shape it has, it is no usable entry
+        return f'malformed entry ({type(e).__name__}: {e})'
+
+
+def _entry_problem(result: ActionResult, contract: Optional[dict]) -> Optional[str]:
+    outputs = result.outputs
+    params, arts = outputs.get('parameters', {}), outputs.get('artifacts', {})
+    if not isinstance(params, dict) or not isinstance(arts, dict):
+        return 'outputs.parameters / outputs.artifacts are not JSON objects'
+    declared_params = (contract or {}).get('parameters') or {}
+    declared_arts = (contract or {}).get('artifacts') or {}
+    for name, value in params.items():
+        if contract is None:
+            continue
+        if name not in declared_params:
+            return f'output parameter {_short(name)} is not declared by the component'
+        ptype = (declared_params[name] or {}).get('parameterType')
+        accepts = _PARAMETER_TYPES.get(ptype)
+        if accepts is None:
+            return f'output parameter {_short(name)} has a type this engine does not cache ({ptype!r})'
+        if not accepts(value):
+            return f'output parameter {_short(name)}: {_short(value)} is not a {ptype}'
+    for name, lst in arts.items():
+        if not _plain_name(name):
+            return f'output artifact name {_short(name)} is not a plain name'
+        if contract is not None and name not in declared_arts:
+            return f'output artifact {_short(name)} is not declared by the component'
+        if not isinstance(lst, list) or not lst and not (declared_arts.get(name) or {}).get('isArtifactList'):
+            return f'output artifact {_short(name)}: not a list of artifacts'
+        for a in lst:
+            problem = _artifact_problem(a, result.digests)
+            if problem:
+                return f'output artifact {_short(name)}: {problem}'
+    if contract is not None:
+        for name, d in declared_params.items():
+            if name not in params and not (d or {}).get('isOptional'):
+                return f'declared output parameter {_short(name)} is missing'
+        for name in declared_arts:
+            if name not in arts:
+                return f'declared output artifact {_short(name)} is missing'
+    return None
+
+
+def _artifact_problem(a: Any, digests: set) -> Optional[str]:
+    if not isinstance(a, dict):
+        return f'{_short(a)} is not a JSON object'
+    if not isinstance(a.get('type'), str) or not isinstance(a.get('version'), str):
+        return 'type / version are not strings'
+    if a.get('metadata') is not None and not isinstance(a['metadata'], dict):
+        return 'metadata is not a JSON object'
+    digest, kind = a.get('digest'), a.get('kind')
+    if kind not in ('file', 'tree', None):
+        return f'kind {_short(kind)} is not file or tree'
+    if digest is None:
+        return None if kind is None else 'a kind without a digest'
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+        return f'digest {_short(digest)} is malformed'
+    if digest not in digests:
+        return f'digest {digest} is not among the entry\'s digests'
+    if kind is None:
+        return 'a digest without a kind'
+    return None
+
+
+# ---------------------------------------------------------------------------------- the cache
 class TaskCache:
-    """Per run root: <root>/cache/{cas,actions,memo.db,last}."""
+    """Per run root: <root>/cache/{cas,actions,memo.db,last,leases,secret.key}.
 
-    def __init__(self, root: str, settings: CacheSettings):
-        self.dir = os.path.join(root, 'cache')
-        os.makedirs(self.dir, exist_ok=True)
-        self.cas = CAS(os.path.join(self.dir, 'cas'))
-        self.actions = ActionCache(os.path.join(self.dir, 'actions'))
-        self.memo = StatMemo(os.path.join(self.dir, 'memo.db'))
+    Never prints: what the engine should tell the user (a damaged index set aside, a
+    rejected entry, the remote given up) collects in ``warnings``; drain it with
+    drain_warnings() and emit each as a warning event. ``run_id`` names the lease this
+    run holds on what it relies on (cache gc/prune and runs prune respect it)."""
+
+    def __init__(self, root: str, settings: CacheSettings, run_id: Optional[str] = None):
+        self.root = os.path.abspath(root)
+        self.dir = cache_dir(self.root)
+        self.quarantine = quarantine_dir(self.root)
         self.settings = settings
-        self._last: Optional[diskcache.Cache] = None
-        self.remote = open_remote(settings.remote) if settings.remote else None
-        self.remote_errors: list[str] = []
+        self.warnings: list[str] = []
+        os.makedirs(self.dir, exist_ok=True)
+        key_file = os.environ.get('LOCALRUNNER_CACHE_SECRET_KEY_FILE', '').strip()
+        self._secret_key: Optional[bytes] = None
+        if key_file:                          # the user's file: bad input, said before anything runs
+            try:
+                self._secret_key = read_key(key_file)
+            except CacheError as e:
+                raise UsageError(f'LOCALRUNNER_CACHE_SECRET_KEY_FILE: {e}') from None
+        self.remote = open_remote(settings.remote, self.warnings) if settings.remote else None
+        self.cas = CAS(os.path.join(self.dir, 'cas'))
+        self.actions = ActionCache(os.path.join(self.dir, 'actions'), self.quarantine, self.warnings)
+        self.memo = StatMemo(os.path.join(self.dir, 'memo.db'), self.quarantine, self.warnings)
+        self.lease = Lease(leases_dir(self.root), run_id or f'anonymous-{uuid.uuid4().hex}')
+        self._last: Optional[Index] = None
+
+    def drain_warnings(self) -> list[str]:
+        """The warnings collected since the last call (thread-safe against appends)."""
+        n = len(self.warnings)
+        out = self.warnings[:n]
+        del self.warnings[:n]
+        return out
 
     @property
-    def last(self) -> diskcache.Cache:
+    def last(self) -> Index:
         """(pipeline, task path) -> the last key and its parts, to explain a later miss."""
         if self._last is None:
-            self._last = diskcache.Cache(os.path.join(self.dir, 'last'))
+            self._last = Index(os.path.join(self.dir, 'last'), 'last', self.quarantine, self.warnings)
         return self._last
+
+    @property
+    def secret_key(self) -> bytes:
+        """LOCALRUNNER_CACHE_SECRET_KEY_FILE's key (a team shares it to share results of
+        tasks that read secrets), else this cache's own, made on first use (mode 0600)."""
+        if self._secret_key is None:
+            self._secret_key = load_or_create_key(os.path.join(self.dir, 'secret.key'), self.quarantine,
+                                                  self.warnings)
+        return self._secret_key
+
+    def secret_digest(self, value) -> str:
+        """What stands for a secret value in a key: 'hmac-sha256:...' under secret_key."""
+        return secret_digest(self.secret_key, value.encode() if isinstance(value, str) else bytes(value))
 
     def wants_cache(self, caching_options: Optional[dict]) -> bool:
         """Whether a task with the IR's `cachingOptions` uses the cache at all: reads it,
@@ -150,62 +337,135 @@ class TaskCache:
             return False
         return task_caching_enabled(caching_options)
 
-    def lookup(self, key: str) -> Optional[ActionResult]:
-        hit = self.actions.get(key, cas=self.cas, max_age_s=self.settings.max_age_s)
+    # ------------------------------------------------------------------ leases
+    def _hold(self, digests) -> bool:
+        """Put ``digests`` in this run's lease before relying on them (gc keeps them)."""
+        try:
+            self.lease.hold(digests)
+            return True
+        except CacheError as e:
+            self.warnings.append(f'cache lease: {e}')
+            return False
+
+    def _stored(self, digest: str, store) -> str:
+        """Hold what was just stored; should a gc have swept it in between, store it again
+        (now held, it stays)."""
+        if self._hold([digest]) and not self.cas.is_complete(digest):
+            digest = store()[0]
+        return digest
+
+    # ------------------------------------------------------------------ lookups
+    def lookup(self, key: str, contract: Optional[dict] = None) -> Optional[ActionResult]:
+        """The result cached for ``key`` (local, else remote), validated against the
+        component's `outputDefinitions` (``contract``) and held in this run's lease; None
+        for a miss. Never raises: damage, a rejected entry, a remote failure are misses
+        with a warning. Restore with cas.materialize (it verifies every blob)."""
+        try:
+            hit = self._local_hit(key, contract)
+        except CacheError as e:
+            self.warnings.append(f'cache lookup failed ({e}); running the task')
+            return None
         if hit is not None or self.remote is None:
             return hit
+        return self._remote_hit(key, contract)
+
+    def _too_old(self, result: ActionResult) -> bool:
+        return self.settings.max_age_s is not None and time.time() - result.created > self.settings.max_age_s
+
+    def _local_hit(self, key: str, contract: Optional[dict]) -> Optional[ActionResult]:
+        hit = self.actions.get(key)
+        if hit is None or self._too_old(hit):
+            return None
+        problem = entry_problem(hit, contract)
+        if problem:
+            self.warnings.append(f'cache entry {key[:16]} rejected ({problem}); dropped, the task runs')
+            self.actions.delete(key)
+            return None
+        if not self._hold(hit.digests) or self.actions.missing(hit, self.cas):
+            return None
+        return hit
+
+    def _remote_hit(self, key: str, contract: Optional[dict]) -> Optional[ActionResult]:
         try:
             shared = self.remote.get_action(key)
-            if shared is None or (self.settings.max_age_s is not None
-                                  and time.time() - shared.created > self.settings.max_age_s):
+            if shared is None or self._too_old(shared):
                 return None
-            for digest in shared.digests:
+            problem = entry_problem(shared, contract)
+            if problem:
+                self.warnings.append(f'remote cache entry {key[:16]} rejected ({problem}); the task runs')
+                return None
+            if not self._hold(shared.digests):
+                return None
+            for digest in sorted(shared.digests):
                 self.remote.pull(self.cas, digest)
             self.actions.put(key, shared, cas=self.cas)
             return shared
+        except RemoteUnavailable:         # already said, once
+            return None
         except Exception as e:            # a remote problem is a miss, never a failed task
-            self.remote_errors.append(f'remote cache lookup failed: {e}')
+            self.warnings.append(f'remote cache lookup failed: {e}')
             return None
 
+    # ------------------------------------------------------------------ storing
     def put_output(self, path: str) -> tuple[Optional[str], Optional[str]]:
         """Stores what a task left at an output path: (digest, kind), or (None, None) if nothing."""
         if not os.path.lexists(path):
             return None, None
-        return self.cas.put_path(path, memo=None)
+        digest, kind = self.cas.put_path(path, memo=None)
+        return self._stored(digest, lambda: self.cas.put_path(path, memo=None)), kind
 
     def digest_input(self, path: str) -> tuple[Optional[str], Optional[str]]:
         """An artifact not produced in this run (importer): digest with the stat memo, store it too."""
         if not os.path.exists(path):
             return None, None
-        return self.cas.put_path(path, memo=self.memo)
+        digest, kind = self.cas.put_path(path, memo=self.memo)
+        return self._stored(digest, lambda: self.cas.put_path(path, memo=self.memo)), kind
 
-    def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict) -> None:
+    def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict,
+               share: bool = True) -> None:
+        """Record a task's result locally (CacheError if that fails, e.g. a full disk)
+        and, with ``share`` and a remote, push it there. share=False keeps it on this
+        machine (a task that read a secret, unless the user opted in)."""
         result = ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
                               producer=producer, key_parts=parts)
         self.actions.put(key, result, cas=self.cas)
-        if self.remote is not None:
-            try:
-                for digest in digests:
-                    self.remote.push(self.cas, digest)
-                self.remote.put_action(key, result)
-            except Exception as e:
-                self.remote_errors.append(f'remote cache upload failed: {e}')
+        if self.remote is None or not share:
+            return
+        try:
+            for digest in sorted(digests):
+                self.remote.push(self.cas, digest)
+            self.remote.put_action(key, result)
+        except RemoteUnavailable:
+            pass
+        except Exception as e:
+            self.warnings.append(f'remote cache upload failed: {e}')
 
+    # ------------------------------------------------------------------ explaining
     def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
-        self.last.set(f'{pipeline}\0{task}', {'key': key, 'parts': canonical(parts), 'run': run_id})
+        value = json.dumps({'key': key, 'parts': canonical(parts), 'run': run_id}, sort_keys=True)
+        try:
+            self.last.set(f'{pipeline}\0{task}', value)
+        except CacheError as e:         # only explains a later miss: never fails a task
+            self.warnings.append(f'cannot remember the key of {task}: {e}')
 
     def previous(self, pipeline: str, task: str) -> Optional[dict]:
-        return self.last.get(f'{pipeline}\0{task}')
+        try:
+            value = self.last.get(f'{pipeline}\0{task}')
+            if isinstance(value, str):
+                value = json.loads(value)
+        except (CacheError, ValueError):
+            return None
+        # written as JSON text; older versions stored the dict itself
+        return value if isinstance(value, dict) and isinstance(value.get('key'), str) else None
 
     def close(self) -> None:
-        for closer in (self.actions.close, getattr(self.memo, 'close', None)):
+        for closer in (self.actions.close, self.memo.close, self.lease.release,
+                       self._last.close if self._last is not None else None):
             if closer:
                 try:
                     closer()
                 except Exception:
                     pass
-        if self._last is not None:
-            self._last.close()
 
 
 # ---------------------------------------------------------------------------- the key

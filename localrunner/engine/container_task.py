@@ -226,7 +226,7 @@ class ContainerTask:
         """CACHED with the entry's outputs restored into this run, or None (a miss; an
         entry that turns out unusable is dropped and is a miss too)."""
         run = self.run
-        hit = await run.in_thread(run.cache.lookup, key)
+        hit = await run.in_thread(run.cache.lookup, key, self.component.get('outputDefinitions', {}))
         if hit is None:
             return None
 

@@ -114,7 +114,7 @@ class Run:
         self.workspace = self.run_layout.workspace
         if not options.k8s.pvc_root:
             options.k8s.pvc_root = self.layout.pvcs_dir
-        self.cache = TaskCache(self.root, options.cache)
+        self.cache = TaskCache(self.root, options.cache, run_id=self.run_id)
         self.image_needs = placement.tasks_needing_images(pipeline)     # executor label -> why
         self.pool = ResourcePool(options.max_parallel, options.cpus, options.memory, options.gpu_ids)
         self.records: list[TaskRecord] = []
@@ -132,7 +132,16 @@ class Run:
 
     # ------------------------------------------------------------------ services for tasks
     async def in_thread(self, fn: Callable, *args) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+        finally:
+            self._drain_cache_warnings()
+
+    def _drain_cache_warnings(self) -> None:
+        # the cache library never prints: what it noticed (damage quarantined, a remote that
+        # stopped answering, an entry that failed validation) becomes the run's warnings
+        for message in self.cache.drain_warnings():
+            self.warn(message)
 
     def key_lock(self, key: str) -> asyncio.Lock:
         return self._key_locks.setdefault(key, asyncio.Lock())
@@ -218,8 +227,7 @@ class Run:
             self.cancel()
             outcome = Outcome(State.CANCELED)
         finally:
-            for message in dict.fromkeys(self.cache.remote_errors):
-                self.warn(message)
+            self._drain_cache_warnings()
             for stopper in self._stoppers:
                 stopper.join()
             self._threads.shutdown(wait=True, cancel_futures=True)

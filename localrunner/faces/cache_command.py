@@ -1,4 +1,8 @@
-"""`localrunner cache stats | ls | show KEY | verify | gc | prune`."""
+"""`localrunner cache stats | ls | show KEY | verify [--repair] | gc | prune`.
+
+A damaged index is set aside (quarantine/) and rebuilt by the library as it is opened:
+the commands still answer, with a `warning:` line on stderr. `verify` reports every kind
+of damage on one line and exits 1 when it found any."""
 from __future__ import annotations
 
 import datetime
@@ -7,15 +11,16 @@ import os
 import re
 import sys
 
-from localrunner.engine.caching import parse_duration
+from localrunner.engine.caching import cache_dir, leases_dir, parse_duration, quarantine_dir
 from localrunner.errors import UsageError
-from localrunner_cache import CAS, ActionCache, gc, prune
+from localrunner_cache import CAS, ActionCache, CacheError, Index, StatMemo, gc, prune, verify
 
 _SIZE = re.compile(r'^\s*([0-9.]+)\s*([kmgt]?i?b?)\s*$', re.I)
 _SIZE_UNITS = {'': 1, 'b': 1, 'k': 10**3, 'kb': 10**3, 'ki': 2**10, 'kib': 2**10, 'm': 10**6, 'mb': 10**6,
                'mi': 2**20, 'mib': 2**20, 'g': 10**9, 'gb': 10**9, 'gi': 2**30, 'gib': 2**30,
                't': 10**12, 'tb': 10**12, 'ti': 2**40, 'tib': 2**40}
-# objects younger than this survive a gc: a run in progress stores objects before recording them
+# objects younger than this survive gc and prune: a run in progress stores objects before
+# it records them (objects a live run relies on are kept anyway, by its lease)
 GC_GRACE_S = 3600.0
 
 
@@ -38,11 +43,40 @@ def _age(created: float) -> str:
     return datetime.datetime.fromtimestamp(created).strftime('%Y-%m-%d %H:%M:%S')
 
 
-def _open(root: str) -> tuple[CAS, ActionCache]:
-    base = os.path.join(os.path.abspath(root), 'cache')
+def _open(root: str, warnings: list) -> tuple[CAS, ActionCache]:
+    base = cache_dir(root)
     if not os.path.isdir(base):
         raise UsageError(f'{root}: no cache here (run a pipeline with --root {root} first)')
-    return CAS(os.path.join(base, 'cas')), ActionCache(os.path.join(base, 'actions'))
+    return CAS(os.path.join(base, 'cas')), ActionCache(os.path.join(base, 'actions'), quarantine_dir(root), warnings)
+
+
+def _other_indexes(root: str, warnings: list) -> list[tuple[str, object]]:
+    """The stat memo and the explain index, for verify (only those that exist)."""
+    base, out = cache_dir(root), []
+    if os.path.exists(os.path.join(base, 'memo.db')):
+        out.append(('memo', StatMemo(os.path.join(base, 'memo.db'), quarantine_dir(root), warnings)))
+    if os.path.isdir(os.path.join(base, 'last')):
+        out.append(('last', Index(os.path.join(base, 'last'), 'last', quarantine_dir(root), warnings)))
+    return out
+
+
+def _verify_line(report: dict, repair: bool) -> str:
+    damaged = ', '.join(f'{name} ({why[:80]})' for name, why in report['damaged_indexes'].items()) or '0'
+    line = (f'checked {report["checked"]} objects and {report["actions"]} action entries; '
+            f'corrupt (quarantined): {len(report["corrupt"])}; entries missing objects: {len(report["incomplete"])}; '
+            f'unreadable entries: {len(report["unreadable"])}; damaged indexes (quarantined, rebuilt): {damaged}')
+    if repair:
+        line += f'; entries dropped: {report["dropped"]}'
+    elif report['incomplete'] or report['unreadable']:
+        line += ' (drop them with --repair)'
+    return line
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:                     # removed meanwhile (a concurrent runs prune)
+        return 0.0
 
 
 def kept_run_digests(root: str, keep_runs: int | None) -> set[str]:
@@ -50,7 +84,7 @@ def kept_run_digests(root: str, keep_runs: int | None) -> set[str]:
     runs_dir = os.path.join(os.path.abspath(root), 'runs')
     if not os.path.isdir(runs_dir):
         return set()
-    runs = sorted((os.path.join(runs_dir, d) for d in os.listdir(runs_dir)), key=os.path.getmtime, reverse=True)
+    runs = sorted((os.path.join(runs_dir, d) for d in os.listdir(runs_dir)), key=_mtime, reverse=True)
     if keep_runs is not None:
         runs = runs[:keep_runs]
     keep = set()
@@ -60,9 +94,12 @@ def kept_run_digests(root: str, keep_runs: int | None) -> set[str]:
                 result = json.load(f)
         except (OSError, ValueError):
             continue
-        for task in result.get('tasks', []):
-            for arts in task.get('outputs', {}).get('artifacts', {}).values():
-                keep.update(a['digest'] for a in arts if a.get('digest'))
+        try:
+            for task in result.get('tasks', []):
+                for arts in (task.get('outputs') or {}).get('artifacts', {}).values():
+                    keep.update(a['digest'] for a in arts if isinstance(a.get('digest'), str))
+        except (AttributeError, TypeError, KeyError):
+            continue                    # a damaged record keeps nothing (the lease still protects live runs)
     return keep
 
 
@@ -76,7 +113,18 @@ def _find(ac: ActionCache, prefix: str):
 
 
 def cache_command(args) -> int:
-    cas, ac = _open(args.root)
+    warnings: list[str] = []
+    try:
+        return _command(args, warnings)
+    except CacheError as e:             # what even a rebuilt index cannot answer (e.g. a read-only disk)
+        raise UsageError(f'cache {args.action}: {e}') from None
+    finally:
+        for message in dict.fromkeys(warnings):
+            print(f'warning: {message}', file=sys.stderr)
+
+
+def _command(args, warnings: list) -> int:
+    cas, ac = _open(args.root, warnings)
     out = sys.stdout
     if args.action == 'stats':
         digests = list(cas.iter_digests())
@@ -100,12 +148,17 @@ def cache_command(args) -> int:
         key, r = _find(ac, args.key)
         print(json.dumps({'key': key, **json.loads(r.to_json())}, indent=1), file=out)
     elif args.action == 'verify':
-        report = cas.verify_all()
-        print(json.dumps(report) if args.json else
-              f'checked {report["checked"]} objects; corrupt (quarantined): {len(report["corrupt"])}', file=out)
-        return 1 if report['corrupt'] else 0
+        others = _other_indexes(args.root, warnings)
+        report = verify(cas, ac, repair=args.repair, indexes=others)
+        for _name, index in others:
+            index.close()
+        warnings.clear()                # what was quarantined is on the one line below
+        print(json.dumps(report) if args.json else _verify_line(report, args.repair), file=out)
+        ac.close()
+        return 1 if report['damaged'] else 0
     elif args.action == 'gc':
-        stats = gc(cas, ac, keep=kept_run_digests(args.root, args.keep_runs), grace_s=GC_GRACE_S)
+        stats = gc(cas, ac, keep=kept_run_digests(args.root, args.keep_runs), grace_s=GC_GRACE_S,
+                   leases_dir=leases_dir(args.root))
         print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
     elif args.action == 'prune':
         if not args.older_than and not args.max_size:
@@ -116,7 +169,8 @@ def cache_command(args) -> int:
             raise UsageError(f'--older-than: {e}') from None
         size = parse_size(args.max_size) if args.max_size else None
         stats = prune(cas, ac, older_than_s=older, max_size_bytes=size,
-                      keep=frozenset(kept_run_digests(args.root, args.keep_runs)) if args.keep_runs else frozenset())
+                      keep=frozenset(kept_run_digests(args.root, args.keep_runs)) if args.keep_runs else frozenset(),
+                      grace_s=GC_GRACE_S, leases_dir=leases_dir(args.root))
         print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
     ac.close()
     return 0

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import re
 import shutil
 import time
 
 from localrunner.engine.caching import parse_duration
 from localrunner.environments.venvs import COMPLETE_MARKER, default_env_dir
 from localrunner.errors import UsageError
+
+_VENV_KEY = re.compile(r'[0-9a-f]{20}')     # VenvCache.key(): the folder names it makes
 
 
 def _size(path: str) -> int:
@@ -24,19 +27,38 @@ def _size(path: str) -> int:
     return total
 
 
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _describe(marker: str) -> str:
+    try:
+        with open(marker, encoding='utf-8', errors='replace') as f:
+            return f.read(200)
+    except OSError:
+        return ''
+
+
 def list_venvs(root: str) -> list[dict]:
+    """Every venv folder under ``root``; one without its marker (a crashed or running
+    build, or a damaged folder) is listed as incomplete, so that prune can remove it."""
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:                     # no env dir yet, or not a folder
+        return []
     out = []
-    if not os.path.isdir(root):
-        return out
-    for name in sorted(os.listdir(root)):
+    for name in names:
         path = os.path.join(root, name)
+        if not _VENV_KEY.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue                    # lock files, anything else kept there, links: not venvs
         marker = os.path.join(path, COMPLETE_MARKER)
-        if not os.path.isfile(marker):
-            continue
-        with open(marker) as f:
-            described = f.read()
-        out.append({'kind': 'venv', 'key': name, 'path': path, 'last_used': os.path.getmtime(marker),
-                    'bytes': _size(path), 'describes': described[:200]})
+        complete = os.path.isfile(marker)
+        out.append({'kind': 'venv', 'key': name, 'path': path, 'complete': complete,
+                    'last_used': _mtime(marker if complete else path), 'bytes': _size(path),
+                    'describes': _describe(marker) if complete else '(incomplete: no build marker)'})
     return out
 
 
@@ -63,15 +85,24 @@ def list_images() -> list[dict]:
 
 
 def _remove_venv(path: str) -> bool:
-    """Only when no build or task holds it: take the builder's lock first."""
-    with open(path + '.lock', 'w') as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        shutil.rmtree(path, ignore_errors=True)
-    os.remove(path + '.lock')
-    return True
+    """Only when no build or task holds it: take the builder's lock first. The marker
+    goes first, so a removal cut short leaves a folder that is rebuilt, never used."""
+    try:
+        with open(path + '.lock', 'a') as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            marker = os.path.join(path, COMPLETE_MARKER)
+            if os.path.isdir(marker) and not os.path.islink(marker):
+                shutil.rmtree(marker, ignore_errors=True)    # damaged: not the file a build writes
+            elif os.path.lexists(marker):
+                os.remove(marker)
+            shutil.rmtree(path, ignore_errors=True)
+        os.remove(path + '.lock')
+    except OSError:                     # a damaged entry (e.g. a folder where the lock file goes)
+        return not os.path.exists(path)
+    return not os.path.exists(path)
 
 
 def envs_command(args) -> int:
@@ -80,7 +111,8 @@ def envs_command(args) -> int:
     if args.action == 'ls':
         for e in sorted(entries, key=lambda e: e['last_used'], reverse=True):
             when = datetime.datetime.fromtimestamp(e['last_used']).strftime('%Y-%m-%d %H:%M')
-            print(f'{e["kind"]:<5}  {e["key"]:<20}  {e["bytes"] / 2**20:8.1f} MiB  {when}  {e["path"]}')
+            flag = '' if e.get('complete', True) else '  (incomplete)'
+            print(f'{e["kind"]:<5}  {e["key"]:<20}  {e["bytes"] / 2**20:8.1f} MiB  {when}  {e["path"]}{flag}')
         return 0
     if not args.older_than and not args.all:
         raise UsageError('envs prune: give --older-than AGE (e.g. 30d) or --all')

@@ -14,7 +14,6 @@ record or a link a task planted can't make a report embed ~/.ssh/id_rsa.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import json
 import os
@@ -22,6 +21,8 @@ import re
 from typing import Any, Iterator, Optional
 
 from localrunner.errors import UsageError
+from localrunner.layout import RootLayout
+from localrunner_cache import leases
 
 LEAF_TYPES = ('container', 'importer')
 GROUP_TYPES = ('dag', 'loop', 'condition')
@@ -32,27 +33,13 @@ _LOG_FILE = re.compile(r'^(?:(?P<a>.+)/attempt-(?P<n1>\d+)/log\.txt|(?P<b>.+)/lo
 
 
 def lease_path(root: str, run_id: str) -> str:
-    return os.path.join(os.path.abspath(root), 'cache', 'leases', f'{run_id}.lease')
+    return leases.lease_path(RootLayout(root).leases_dir, run_id)
 
 
 def run_is_live(root: str, run_id: str) -> bool:
-    """Whether a run is in progress: the run holds an exclusive flock on its lease file for as
-    long as it lives (the cache library's protocol). We try to take that lock without waiting;
-    EWOULDBLOCK means someone holds it. No lease file: not live. A lease we cannot open for
-    another reason counts as live: callers use this to decide what they may delete."""
-    try:
-        fd = os.open(lease_path(root, run_id), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-    finally:
-        os.close(fd)          # closing our descriptor drops the lock we may have taken
-    return False
+    """Whether a run is in progress: it holds the flock on its lease for as long as it lives
+    (localrunner_cache.leases)."""
+    return leases.is_live(RootLayout(root).leases_dir, run_id)
 
 
 class held_lease:
