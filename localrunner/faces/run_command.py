@@ -113,7 +113,9 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
     backend = make_backend(backend_name, run_id=options.run_id)
     try:
-        backend.check()
+        # a dry run launches nothing: a remote backend needs neither its cluster nor its config
+        if not (options.dry_run and getattr(backend, 'remote', False)):
+            backend.check()
     except LaunchError as e:
         backend.close()
         raise UsageError(f'--backend {backend_name}: {e}') from None
