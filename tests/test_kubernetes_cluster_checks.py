@@ -196,6 +196,17 @@ def test_the_cli_names_a_broken_kubeconfig_before_anything_runs(two_tasks, tmp_p
     assert not (root / 'runs').exists()                     # nothing ran, no run was recorded
 
 
+def test_a_missing_client_package_is_named_before_the_run(tmp_path, monkeypatch):
+    import sys
+
+    from localrunner.backends.base import LaunchError
+    monkeypatch.setenv('KUBECONFIG', _good(tmp_path / 'config'))
+    monkeypatch.setitem(sys.modules, 'kubernetes', None)       # how Python marks a module unimportable
+    backend = KubernetesBackend(s3=S3Settings('127.0.0.1:9', 'b', 'k', 's'), digest_file=False)
+    with pytest.raises(LaunchError, match=r'kubernetes package is not installed \(pip install localrunner'):
+        backend.check()
+
+
 # ----------------------------------------------------------------------------- (b) reachability
 
 def _backend(s3, tmp_path, **kw) -> KubernetesBackend:

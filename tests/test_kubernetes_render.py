@@ -148,6 +148,9 @@ def test_one_file_per_pod_same_documents_and_deterministic(tmp_path):
     single = tmp_path / 'all.yaml'
     assert run_cli('render', *args, '-o', str(single), env=NO_CLUSTER).returncode == 0
     assert single.read_text() == stream
+    # the Python source, compiled on the fly with the kfp SDK, renders the same pods
+    _, from_python, _ = render(EXAMPLE.replace('.yaml', '.py'), *args[1:])
+    assert from_python == stream
 
 
 @pytest.mark.parametrize('args, words', [

@@ -229,7 +229,10 @@ class Renderer:
         from localrunner.engine import inputs as task_inputs
         if 'taskOutputParameter' in spec:
             ref = spec['taskOutputParameter']
-            return True, dag.outputs[ref['producerTask']].param(ref['outputParameterKey'])
+            producer = dag.outputs.get(ref['producerTask'])
+            if producer is None:       # not a task of this DAG (a kfp-kubernetes reference)
+                return True, pending(f"output '{ref['outputParameterKey']}' of {dag.prefix}{ref['producerTask']}")
+            return True, producer.param(ref['outputParameterKey'])
         if 'taskFinalStatus' in spec:
             return True, pending(f"final status of {dag.prefix}{spec['taskFinalStatus']['producerTask']}")
         return task_inputs.parameter_value(spec, task_inputs.Scope(dag.params, dag.arts, {}, dag.prefix), ctx)
@@ -468,10 +471,11 @@ def render_command(args) -> int:
     from localrunner.faces.from_python import compile_python, is_python_target
     from localrunner.params import parse_cli_params, read_params_file, resolve_pipeline_params
     from localrunner.spec import load_pipeline
-    source = args.pipeline
-    if is_python_target(source):
-        source = compile_python(source, tempfile.mkdtemp(prefix='localrunner-render-'))
-    pipeline = load_pipeline(source)
+    if is_python_target(args.pipeline):
+        with tempfile.TemporaryDirectory(prefix='localrunner-render-') as scratch:
+            pipeline = load_pipeline(compile_python(args.pipeline, scratch))
+    else:
+        pipeline = load_pipeline(args.pipeline)
     from_file = read_params_file(args.params_file) if args.params_file else {}
     params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
                                      from_file)

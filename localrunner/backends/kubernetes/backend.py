@@ -18,6 +18,7 @@ run (which launches nothing) does not call check() at all.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import threading
@@ -36,6 +37,14 @@ KILLED = 137          # the pod was deleted under us (terminate(), kubectl delet
 # Pending with one of these reasons will not get better by itself
 _HOPELESS = ('ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError',
              'CreateContainerError')
+
+
+def _client_installed() -> bool:
+    """Whether the official client can be imported, without importing it (~1 s)."""
+    try:
+        return importlib.util.find_spec('kubernetes') is not None
+    except (ImportError, ValueError):      # ValueError: sys.modules['kubernetes'] is None
+        return False
 
 
 def _client_error(exc: Exception) -> bool:
@@ -123,6 +132,9 @@ class KubernetesBackend(Backend):
         self.stager        # noqa: B018 - each raises LaunchError naming a missing setting / bad file
         if self._api is None:
             self.cluster_config    # noqa: B018
+            if not _client_installed():
+                raise LaunchError('kubernetes backend: the kubernetes package is not installed '
+                                  '(pip install localrunner[kubernetes])', retryable=False)
 
     def check_cluster(self) -> None:
         """The API server answers: asked once per backend, before its first pod. The answer
