@@ -165,6 +165,22 @@ def test_an_unknown_context_lists_the_known_ones(tmp_path):
     assert (found.files, found.context, found.server) == ([path], 'dev', 'https://10.0.0.1:6443')
 
 
+def test_certificate_and_token_files_must_exist(tmp_path):
+    (tmp_path / 'certs').mkdir()
+    (tmp_path / 'certs' / 'ca.crt').write_text('x')
+    path = tmp_path / 'config'
+    config = {'current-context': 'a', 'contexts': [{'name': 'a', 'context': {'cluster': 'c', 'user': 'u'}}],
+              'clusters': [{'name': 'c', 'cluster': {'server': 'https://x', 'certificate-authority': 'certs/ca.crt'}}],
+              'users': [{'name': 'u', 'user': {'client-certificate': 'certs/me.crt'}}]}
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ClusterConfigError) as info:
+        find_cluster_config(environ={'KUBECONFIG': str(path)})     # ca.crt is found next to the file
+    assert str(info.value) == (f"kubeconfig {path}: user 'u' names client-certificate {tmp_path}/certs/me.crt, "
+                               'which does not exist')
+    (tmp_path / 'certs' / 'me.crt').write_text('x')
+    assert find_cluster_config(environ={'KUBECONFIG': str(path)}).server == 'https://x'
+
+
 def test_a_kubeconfig_list_merges_as_kubectl_does(tmp_path):
     """KUBECONFIG=a:b: missing files are skipped; the first file to set current-context or to
     name an entry wins (client-go clientcmd/loader.go)."""

@@ -158,16 +158,15 @@ def find_cluster_config(context: Optional[str] = None,
                                  f'(nor is this a pod with a service account)')
     # Merged as kubectl merges a KUBECONFIG list: the first file to name an entry or to set
     # current-context wins (k8s.io/client-go/tools/clientcmd/loader.go, ClientConfigLoadingRules.Load).
-    contexts: dict[str, dict] = {}
-    clusters: dict[str, dict] = {}
+    entries: dict[str, dict[str, tuple[dict, str]]] = {'contexts': {}, 'clusters': {}, 'users': {}}
     current = ''
     for path in existing:
         data = _read_kubeconfig(path)
-        for item in data.get('contexts') or []:
-            contexts.setdefault(str(item['name']), item.get('context') or {})
-        for item in data.get('clusters') or []:
-            clusters.setdefault(str(item['name']), item.get('cluster') or {})
+        for key, found in entries.items():     # entry name -> (entry, the file that defines it)
+            for item in data.get(key) or []:
+                found.setdefault(str(item['name']), (item.get(key[:-1]) or {}, path))
         current = current or str(data.get('current-context') or '')
+    contexts = {name: entry for name, (entry, _) in entries['contexts'].items()}
     where = f'kubeconfig {os.pathsep.join(existing)}'
     known = ', '.join(sorted(contexts)) or '(none)'
     chosen = context or current
@@ -178,13 +177,32 @@ def find_cluster_config(context: Optional[str] = None,
         source = 'the context asked for' if context else 'its current-context'
         raise ClusterConfigError(f'{where}: {source} {chosen!r} is not defined (contexts: {known})')
     cluster_name = str(contexts[chosen].get('cluster') or '')
-    if cluster_name not in clusters:
+    if cluster_name not in entries['clusters']:
         raise ClusterConfigError(f'{where}: context {chosen!r} names cluster {cluster_name!r}, '
                                  f'which is not defined')
-    server = str(clusters[cluster_name].get('server') or '')
+    cluster, defined_in = entries['clusters'][cluster_name]
+    server = str(cluster.get('server') or '')
     if not server:
         raise ClusterConfigError(f'{where}: cluster {cluster_name!r} has no server address')
+    _check_files('cluster', cluster_name, cluster, defined_in, ('certificate-authority',))
+    user_name = str(contexts[chosen].get('user') or '')
+    if user_name in entries['users']:
+        user, defined_in = entries['users'][user_name]
+        _check_files('user', user_name, user, defined_in, ('client-certificate', 'client-key', 'tokenFile'))
     return ClusterConfig(files=existing, context=chosen, server=server)
+
+
+def _check_files(kind: str, name: str, entry: dict, defined_in: str, keys: tuple[str, ...]) -> None:
+    """Certificates and token files a kubeconfig entry names must exist (a relative path is
+    relative to the file that names it, as client-go resolves it)."""
+    for key in keys:
+        value = entry.get(key)
+        if not value:
+            continue
+        path = os.path.join(os.path.dirname(defined_in), os.path.expanduser(str(value)))
+        if not os.path.isfile(path):
+            raise ClusterConfigError(f'kubeconfig {defined_in}: {kind} {name!r} names {key} {path}, '
+                                     f'which does not exist')
 
 
 def _connection_reason(exc: Exception) -> str:
