@@ -11,15 +11,12 @@ The Docker test at the end checks that render shows what the backend really crea
 import json
 import os
 import re
-import warnings
 
 import pytest
 import yaml
+from kfp import dsl, kubernetes
 
-warnings.filterwarnings('ignore', category=FutureWarning)   # kfp: default base_image will change
-from kfp import dsl, kubernetes  # noqa: E402
-
-from tests.helpers import compile_pipeline, run_cli  # noqa: E402
+from tests.helpers import compile_pipeline, run_cli
 
 K8S_VERSION = '1.30'
 BASE_IMAGE = 'localrunner-test-base:bookworm'
@@ -169,7 +166,7 @@ def test_parameters_are_checked_as_run_checks_them(args, words, tmp_path):
 
 
 def test_a_missing_required_parameter_is_named(tmp_path):
-    @dsl.component
+    @dsl.component(base_image='python:3.11')
     def echo(x: str) -> str:
         return x
 
@@ -215,7 +212,7 @@ def work(text: str, out: dsl.OutputPath(str)):
     return dsl.ContainerSpec(image='python:3.11', command=['sh', '-c', 'echo "$0" > "$1"'], args=[text, out])
 
 
-@dsl.component
+@dsl.component(base_image='python:3.11')
 def train(data: str, model: dsl.Output[dsl.Model]):
     with open(model.path, 'w') as f:
         f.write(data)
@@ -334,22 +331,22 @@ def test_a_setting_the_backend_cannot_apply_is_named_not_dropped(tmp_path):
 
 # ----------------------------------------------------------------------------- control flow
 
-@dsl.component
+@dsl.component(base_image='python:3.11')
 def numbers(n: int) -> list:
     return list(range(n))
 
 
-@dsl.component
+@dsl.component(base_image='python:3.11')
 def square(x: int) -> int:
     return x * x
 
 
-@dsl.component
+@dsl.component(base_image='python:3.11')
 def total(values: list) -> int:
     return sum(values)
 
 
-@dsl.component
+@dsl.component(base_image='python:3.11')
 def report(message: str, status: dsl.PipelineTaskFinalStatus):
     print(message, status.state)
 
