@@ -292,8 +292,11 @@ def test_a_fully_cached_cluster_rerun_needs_no_cluster(two_tasks, s3, tmp_path, 
     require_base_image(BASE_IMAGE)
     root = str(tmp_path / 'root')
     kubelet = DockerClusterApi(client)
-    first = run_pipeline(two_tasks, {'text': 'kube'}, root=root, backend='kubernetes',
-                         backend_options={'api': kubelet, 's3': s3, 'poll_s': 0.2, 'digest_file': False})
+    backend = KubernetesBackend(api=kubelet, s3=s3, poll_s=0.2, digest_file=False)
+    try:
+        first = run_pipeline(two_tasks, {'text': 'kube'}, root=root, backend=backend)
+    finally:
+        backend.close()
     assert first.state == State.SUCCEEDED, [(r.name, r.error) for r in first.records]
     assert first.outputs.parameters == {'Output': 'kube! fixed!'}
     assert len(kubelet.manifests) == 3 and not kubelet.leftovers()
@@ -302,8 +305,9 @@ def test_a_fully_cached_cluster_rerun_needs_no_cluster(two_tasks, s3, tmp_path, 
     server = FakeApiServer(token='secret-token')
     try:
         monkeypatch.setenv('KUBECONFIG', write_kubeconfig(tmp_path / 'config', server.url))
-        again = run_pipeline(two_tasks, {'text': 'kube'}, root=root, backend='kubernetes',
-                             backend_options={'s3': s3, 'digest_file': False})
+        backend = KubernetesBackend(s3=s3, digest_file=False)     # its API from the kubeconfig
+        again = run_pipeline(two_tasks, {'text': 'kube'}, root=root, backend=backend)
+        backend.close()
     finally:
         server.stop()
     assert {r.name: r.state for r in again.records} == {n: State.CACHED for n in ('shout', 'shout-2', 'join')}

@@ -447,8 +447,12 @@ def test_render_shows_what_the_backend_creates(tmp_path):
         s3 = S3Settings(endpoint=f'http://{endpoint}', bucket='lr-fidelity', access_key='k', secret_key='s')
         from minio import Minio
         Minio(s3.endpoint, 'k', 's', secure=False, region='us-east-1').make_bucket('lr-fidelity')
-        result = run_pipeline(path, {'text': 'kube'}, root=str(root), backend='kubernetes',
-                              backend_options={'api': kubelet, 's3': s3, 'poll_s': 0.2, 'digest_file': False})
+        from localrunner.backends.kubernetes.backend import KubernetesBackend
+        backend = KubernetesBackend(api=kubelet, s3=s3, poll_s=0.2, digest_file=False)
+        try:
+            result = run_pipeline(path, {'text': 'kube'}, root=str(root), backend=backend)
+        finally:
+            backend.close()
     assert result.state == State.SUCCEEDED, [(r.name, r.error) for r in result.records]
     assert result.outputs.parameters == {'Output': 5}
     assert not kubelet.leftovers()
@@ -457,8 +461,11 @@ def test_render_shows_what_the_backend_creates(tmp_path):
     rendered = by_task(docs)
     assert set(real) == set(rendered) == {'produce', 'consume'}
 
-    def normal(manifest: dict, run_id: str) -> dict:
-        m = json.loads(json.dumps(manifest).replace(run_id, 'RUN'))
+    def normal(manifest: dict, *run_ids: str) -> dict:
+        text = json.dumps(manifest)
+        for run_id in run_ids:
+            text = text.replace(run_id, 'RUN')
+        m = json.loads(text)
         m['metadata'].pop('name')
         m['metadata'].pop('namespace', None)
         m['metadata']['annotations'] = {k: v for k, v in m['metadata'].get('annotations', {}).items()
@@ -470,4 +477,5 @@ def test_render_shows_what_the_backend_creates(tmp_path):
         return m
 
     for task in real:
-        assert normal(rendered[task], 'fidelity-RUN-ID') == normal(real[task], result.run_id), task
+        # a backend made by the CLI is given the run id; this one (made here) has its own
+        assert normal(rendered[task], 'fidelity-RUN-ID') == normal(real[task], result.run_id, backend.run_id), task
