@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     envs.add_argument('--all', action='store_true', help='prune: every environment')
     envs.add_argument('--kind', choices=['venv', 'image'], help='only venvs or only derived Docker images')
     envs.add_argument('--env-dir', help='venv folder (default $LOCALRUNNER_ENV_DIR or the user cache)')
+    render = sub.add_parser('render', help='write the Pod manifests a --cluster run would create '
+                                           '(no cluster, kubeconfig or bucket needed)')
+    render.add_argument('pipeline', help='compiled KFP v2 pipeline, or PIPELINE.py[:NAME]')
+    render.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
+                        help='pipeline parameter (repeatable), checked as `run` checks it')
+    render.add_argument('--params-file', help='JSON or YAML mapping of parameter values')
+    render.add_argument('-o', '--output', default='-', metavar='DIR|FILE.yaml|-',
+                        help='a folder (one file per pod), a YAML file, or - (default: one stream on stdout)')
+    render.add_argument('--root', default='.localrunner',
+                        help='the run root the paths are computed for (as run --root)')
+    render.add_argument('--namespace', help='metadata.namespace (default $LOCALRUNNER_K8S_NAMESPACE or default)')
+    render.add_argument('--image-map', action='append', default=[], metavar='IMAGE=LOCAL', help='as run --image-map')
     graph = sub.add_parser('graph', help='the static plan: stages that can run in parallel, longest chain, DOT')
     graph.add_argument('pipeline')
     graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
@@ -109,6 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == 'envs':
             from localrunner.faces.envs_command import envs_command
             return envs_command(args)
+        if args.command == 'render':
+            from localrunner.faces.render_command import render_command
+            return render_command(args)
         if args.command == 'graph':
             from localrunner.faces.graph_command import graph_command
             return graph_command(args)

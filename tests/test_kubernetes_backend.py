@@ -24,137 +24,10 @@ from localrunner.backends.kubernetes.backend import KILLED, KubernetesBackend
 from localrunner.backends.kubernetes.staging import S3Settings
 from localrunner.environments.python_env import InstallStep, PythonEnv
 from tests.support import require_base_image, require_docker
+from tests.support.k8s_doubles import DockerClusterApi, FakeApiServer
 
 K8S_VERSION = '1.30'
 BASE_IMAGE = 'localrunner-test-base:bookworm'
-
-
-# ----------------------------------------------------------------------------- a test kubelet
-
-class DockerClusterApi(ClusterApi):
-    """Runs a Pod manifest in Docker the way a kubelet would, for what the backend relies
-    on: init containers in order, then the main container; every emptyDir a Docker volume
-    mounted where the manifest says (readOnly honoured); env values, secretKeyRef from
-    `secrets`, fieldRef metadata.name; host network. Other volume kinds are refused."""
-
-    def __init__(self, client, secrets: dict | None = None):
-        self.client = client
-        self.secrets = secrets or {}
-        self.manifests: dict[str, dict] = {}
-        self._status: dict[str, PodStatus] = {}
-        self._containers: dict[str, list] = {}
-        self._main_started: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def create_pod(self, manifest: dict) -> None:
-        name = manifest['metadata']['name']
-        with self._lock:
-            if name in self.manifests:
-                raise RuntimeError(f'pod {name} already exists')
-            self.manifests[name] = manifest
-            self._status[name] = PodStatus('Pending')
-            self._containers[name] = []
-            self._main_started[name] = threading.Event()
-        threading.Thread(target=self._run, args=(name, manifest), daemon=True).start()
-
-    def _set(self, name: str, status: PodStatus) -> None:
-        with self._lock:
-            if self._status.get(name, PodStatus('Gone')).phase != 'Gone':
-                self._status[name] = status
-
-    def _run(self, name: str, manifest: dict) -> None:
-        try:
-            spec = manifest['spec']
-            volumes = {}
-            for vol in spec.get('volumes', []):
-                if 'emptyDir' not in vol:
-                    raise ValueError(f'DockerClusterApi: volume kind of {vol} not supported')
-                volumes[vol['name']] = self.client.volumes.create(
-                    name=f'{name}-{vol["name"]}', labels={'localrunner.test-pod': name}).name
-            for init in spec.get('initContainers', []):
-                code = self._container(name, manifest, init, volumes).wait()['StatusCode']
-                if code != 0:
-                    self._set(name, PodStatus('Failed', code, f'init container {init["name"]}: Error'))
-                    return
-            main = spec['containers'][0]
-            container = self._container(name, manifest, main, volumes)
-            image_id = self.client.images.get(main['image']).id
-            self._set(name, PodStatus('Running', image_id=image_id))
-            self._main_started[name].set()
-            code = container.wait()['StatusCode']
-            self._set(name, PodStatus('Succeeded' if code == 0 else 'Failed', code,
-                                      'Completed' if code == 0 else 'Error', image_id))
-        except Exception as exc:   # a deleted pod's containers vanish mid-wait
-            self._set(name, PodStatus('Failed', None, f'DockerClusterApi: {exc}'))
-        finally:
-            self._main_started[name].set()
-
-    def _container(self, name: str, manifest: dict, c: dict, volumes: dict):
-        import docker
-        env = {}
-        for item in c.get('env', []):
-            if 'value' in item:
-                env[item['name']] = item['value']
-            elif 'secretKeyRef' in item['valueFrom']:
-                ref = item['valueFrom']['secretKeyRef']
-                env[item['name']] = self.secrets[ref['name']][ref['key']]
-            elif 'fieldRef' in item['valueFrom']:
-                env[item['name']] = {'metadata.name': name}[item['valueFrom']['fieldRef']['fieldPath']]
-        mounts = [docker.types.Mount(m['mountPath'], volumes[m['name']], type='volume',
-                                     read_only=bool(m.get('readOnly')))
-                  for m in c.get('volumeMounts', [])]
-        with self._lock:
-            if self._status[name].phase == 'Gone':
-                raise RuntimeError('pod deleted')
-            container = self.client.containers.run(
-                c['image'], entrypoint=c['command'][:1], command=c['command'][1:] + c.get('args', []),
-                environment=env, mounts=mounts, working_dir=c.get('workingDir'), network_mode='host',
-                labels={'localrunner.test-pod': name}, name=f'{name}-{c["name"]}', detach=True)
-            self._containers[name].append(container)
-        return container
-
-    def pod_phase(self, name: str) -> PodStatus:
-        with self._lock:
-            return self._status.get(name, PodStatus('Gone'))
-
-    def stream_logs(self, name: str):
-        self._main_started[name].wait()
-        with self._lock:
-            containers = [c for c in self._containers[name] if c.name.endswith('-' + MAIN_CONTAINER)]
-        if not containers:
-            return
-        buf = b''
-        for chunk in containers[0].logs(stream=True, follow=True):
-            buf += chunk
-            *lines, buf = buf.split(b'\n')
-            for line in lines:
-                yield line.decode('utf-8', 'replace')
-        if buf:
-            yield buf.decode('utf-8', 'replace')
-
-    def delete_pod(self, name: str) -> None:
-        with self._lock:
-            self._status[name] = PodStatus('Gone')
-            containers = list(self._containers.get(name, []))
-        for c in containers:
-            try:
-                c.remove(force=True)
-            except Exception:
-                pass
-        for vol in self.client.volumes.list(filters={'label': f'localrunner.test-pod={name}'}):
-            for _ in range(20):
-                try:
-                    vol.remove(force=True)
-                    break
-                except Exception:   # still in use by a container being removed
-                    time.sleep(0.2)
-
-    def leftovers(self) -> list[str]:
-        found = [c.name for c in self.client.containers.list(all=True, filters={'label': 'localrunner.test-pod'})
-                 if c.labels['localrunner.test-pod'] in self.manifests]
-        found += [v.name for v in self.client.volumes.list(filters={'label': 'localrunner.test-pod'})
-                  if v.attrs['Labels']['localrunner.test-pod'] in self.manifests]
-        return found
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -533,71 +406,11 @@ def test_engine_runs_a_compiled_pipeline_on_the_kubernetes_backend(cluster, s3, 
 
 # ----------------------------------------------------------------------------- KubeClusterApi
 
-class _FakeApiServer:
-    """Just enough of the Kubernetes REST API (pods in one namespace) to drive KubeClusterApi
-    through the official client: create, read status, follow logs, delete."""
-
-    def __init__(self):
-        import http.server
-        import json
-        self.pods: dict[str, dict] = {}
-        self.requests: list[tuple[str, str]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, body, content_type='application/json'):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header('Content-Type', content_type)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _pod(self):
-                parts = self.path.split('?')[0].split('/')   # /api/v1/namespaces/NS/pods/NAME[/x]
-                return parts[4], (parts[6] if len(parts) > 6 else None), (parts[7] if len(parts) > 7 else None)
-
-            def do_POST(self):
-                ns, _, _ = self._pod()
-                body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
-                server.requests.append(('POST', ns))
-                server.pods[body['metadata']['name']] = body
-                self._send(201, body)
-
-            def do_GET(self):
-                ns, name, sub = self._pod()
-                server.requests.append(('GET', self.path))
-                if name not in server.pods:
-                    return self._send(404, {'kind': 'Status', 'code': 404, 'reason': 'NotFound'})
-                if sub == 'log':
-                    return self._send(200, b'one\ntwo\nthree', 'text/plain')
-                pod = dict(server.pods[name])
-                pod['status'] = {'phase': 'Succeeded', 'containerStatuses': [{
-                    'name': 'main', 'image': 'img', 'imageID': 'docker-pullable://img@sha256:' + 'a' * 64,
-                    'ready': False, 'restartCount': 0,
-                    'state': {'terminated': {'exitCode': 0, 'reason': 'Completed'}}}]}
-                self._send(200, pod)
-
-            def do_DELETE(self):
-                ns, name, _ = self._pod()
-                server.requests.append(('DELETE', name))
-                if server.pods.pop(name, None) is None:
-                    return self._send(404, {'kind': 'Status', 'code': 404, 'reason': 'NotFound'})
-                self._send(200, {'kind': 'Status', 'status': 'Success'})
-
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
-
-
 def test_kube_cluster_api_speaks_the_pod_api_through_the_official_client():
     from kubernetes import client
 
     from localrunner.backends.kubernetes.api import KubeClusterApi
-    server = _FakeApiServer()
+    server = FakeApiServer()
     try:
         configuration = client.Configuration()
         configuration.host = server.url

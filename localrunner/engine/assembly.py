@@ -82,7 +82,8 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
     owned = backend is None
     if owned:
         backend = make_backend(options, options.run_id)
-        if check_backend:
+        # a dry run launches nothing: a remote backend needs neither its cluster nor its config
+        if check_backend and not (options.dry_run and backend.capabilities.remote):
             try:
                 backend.check()
             except LaunchError as e:

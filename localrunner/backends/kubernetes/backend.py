@@ -9,11 +9,16 @@ Configuration (constructor arguments win over the environment):
   LOCALRUNNER_K8S_NAMESPACE (default 'default'), LOCALRUNNER_K8S_CONTEXT,
   LOCALRUNNER_S3_ENDPOINT / _BUCKET / _ACCESS_KEY / _SECRET_KEY (or AWS_ACCESS_KEY_ID /
   AWS_SECRET_ACCESS_KEY) / _SECURE / _POD_ENDPOINT / _REGION, LOCALRUNNER_K8S_STAGE_IMAGE.
-Nothing is contacted before the first attempt: a run served from the cache needs no cluster.
+Before a run (check()): the configuration is read -- the S3 settings and the kubeconfig file
+and context (api.find_cluster_config) -- with no network call and no credential plugin run.
+Before the first pod (prepare()): the bucket and the API server are contacted, once. A run
+served from the cache therefore never needs the cluster or the bucket to answer, and a dry
+run (which launches nothing) does not call check() at all.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import threading
@@ -24,7 +29,8 @@ from typing import Optional, Union
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
 from localrunner.backends.kubernetes import pod_spec
-from localrunner.backends.kubernetes.api import ClusterApi, PodStatus
+from localrunner.backends.kubernetes.api import (ClusterApi, ClusterConfig, ClusterConfigError,
+                                                 ClusterUnreachable, PodStatus, find_cluster_config)
 from localrunner.backends.kubernetes.staging import S3Settings, Stager
 
 POD_FAILED = 125      # the pod failed without a task exit status (eviction, deadline, image)
@@ -32,6 +38,14 @@ KILLED = 137          # the pod was deleted under us (terminate(), kubectl delet
 # Pending with one of these reasons will not get better by itself
 _HOPELESS = ('ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError',
              'CreateContainerError')
+
+
+def _client_installed() -> bool:
+    """Whether the official client can be imported, without importing it (~1 s)."""
+    try:
+        return importlib.util.find_spec('kubernetes') is not None
+    except (ImportError, ValueError):      # ValueError: sys.modules['kubernetes'] is None
+        return False
 
 
 def _client_error(exc: Exception) -> bool:
@@ -70,7 +84,10 @@ class KubernetesBackend(Backend):
         self.hopeless_grace_s = hopeless_grace_s
         self.keep_staging = keep_staging
         self._stager: Optional[Stager] = None
+        self._cluster_config: Optional[ClusterConfig] = None
+        self._reachable: Optional[str] = None        # '' once the API server answered, else why not
         self._lock = threading.Lock()
+        self._reach_lock = threading.Lock()
         self._live: set[KubernetesExecution] = set()
         if digest_file is None:
             import platformdirs
@@ -83,18 +100,30 @@ class KubernetesBackend(Backend):
     # ------------------------------------------------------------ configuration
 
     @property
+    def cluster_config(self) -> ClusterConfig:
+        """The kubeconfig file and context (or in-cluster account) to use; read, not contacted."""
+        with self._lock:
+            if self._cluster_config is None:
+                try:
+                    self._cluster_config = find_cluster_config(self.context)
+                except ClusterConfigError as exc:
+                    raise LaunchError(f'kubernetes backend: {exc}', retryable=False) from None
+            return self._cluster_config
+
+    @property
     def api(self) -> ClusterApi:
+        if self._api is None:
+            config = self.cluster_config
         with self._lock:
             if self._api is None:
                 try:
                     from localrunner.backends.kubernetes.api import KubeClusterApi
-                    self._api = KubeClusterApi(self.namespace, self.context)
+                    self._api = KubeClusterApi(self.namespace, self.context, cluster_config=config)
                 except ImportError as exc:
                     raise LaunchError(f'kubernetes backend: {exc} (pip install '
                                       'localrunner[kubernetes])', retryable=False) from None
-                except Exception as exc:
-                    raise LaunchError(f'kubernetes backend: no cluster configuration (kubeconfig '
-                                      f'or in-cluster): {exc}', retryable=False) from None
+                except ClusterConfigError as exc:    # e.g. the credential plugin failed
+                    raise LaunchError(f'kubernetes backend: {exc}', retryable=False) from None
             return self._api
 
     @property
@@ -108,8 +137,30 @@ class KubernetesBackend(Backend):
             return self._stager
 
     def check(self) -> None:
-        self.stager        # noqa: B018 - each raises LaunchError naming a missing setting
-        self.api           # noqa: B018
+        """Configuration only: nothing is contacted, so a run served from the cache needs
+        neither the cluster nor the bucket."""
+        self.stager        # noqa: B018 - each raises LaunchError naming a missing setting / bad file
+        if self._api is None:
+            self.cluster_config    # noqa: B018
+            if not _client_installed():
+                raise LaunchError('kubernetes backend: the kubernetes package is not installed '
+                                  '(pip install localrunner[kubernetes])', retryable=False)
+
+    def check_cluster(self) -> None:
+        """The API server answers: asked once per backend, before its first pod. The answer
+        (either way) is kept, so an unreachable cluster fails each task at once, not after a
+        timeout apiece."""
+        api = self.api
+        with self._reach_lock:
+            if self._reachable is None:
+                try:
+                    api.check_reachable()
+                    self._reachable = ''
+                except ClusterUnreachable as exc:
+                    self._reachable = f'kubernetes backend: {exc}'
+            known = self._reachable
+        if known:
+            raise LaunchError(known, retryable=False)
 
     # ------------------------------------------------------------ image identity
 
@@ -158,9 +209,18 @@ class KubernetesBackend(Backend):
     # ------------------------------------------------------------ attempts
 
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
-        """Fails fast (once per task, before any attempt) on missing configuration."""
+        """Fails fast (once per task, before any attempt): missing configuration, a bucket or
+        an API server that does not answer. Only a task that must run gets here."""
         self.stager.check_bucket()
-        _ = self.api
+        self.check_cluster()
+
+    def pod_manifest(self, spec: LaunchSpec, name: str, staging: pod_spec.Staging) -> dict:
+        """The Pod this backend creates for an attempt (`localrunner render` shows the same)."""
+        manifest = pod_spec.build_pod(spec, name, staging, platform=spec.platform,
+                                      stage_image=self.stage_image)
+        manifest['metadata']['labels'].update({'localrunner.managed': 'true',
+                                               'localrunner.backend-run': self.run_id})
+        return manifest
 
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> 'KubernetesExecution':
         stager, api = self.stager, self.api
@@ -169,8 +229,7 @@ class KubernetesBackend(Backend):
         prefix = stager.attempt_prefix(self.run_id, attempt)
         try:
             staging = stager.stage_in(spec, prefix)
-            manifest = pod_spec.build_pod(spec, name, staging, platform=spec.platform,
-                                          stage_image=self.stage_image)
+            manifest = self.pod_manifest(spec, name, staging)
         except LaunchError:
             self._drop_staging(prefix)
             raise
@@ -181,8 +240,6 @@ class KubernetesBackend(Backend):
             self._drop_staging(prefix)
             raise LaunchError(f'task {spec.task}: staging inputs failed: {exc}',
                               retryable=True) from exc
-        manifest['metadata']['labels'].update({'localrunner.managed': 'true',
-                                               'localrunner.backend-run': self.run_id})
         try:
             api.create_pod(manifest)
         except Exception as exc:

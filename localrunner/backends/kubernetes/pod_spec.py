@@ -25,6 +25,7 @@ from localrunner.environments.python_env import PythonEnv
 
 MAIN = 'main'                      # == api.MAIN_CONTAINER
 STAGE_DIR = '/localrunner-stage'   # scratch emptyDir for the archives going in and out
+OUT_ARCHIVE = 'out.tar.gz'         # the object the pod PUTs: its writable folders after the task
 UPLOAD_FAILED = 86                 # exit status when the task succeeded but its outputs were lost
 DEFAULT_GPU_RESOURCE = 'nvidia.com/gpu'
 _SYSTEM_TOPS = {'', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'usr', 'etc', 'proc', 'sys', 'dev'}
@@ -69,6 +70,37 @@ def plan_volumes(entries: list[tuple[str, bool, bool]]) -> list[tuple[str, bool]
         else:
             outer[1] = outer[1] and wanted[folder]
     return [(folder, ro) for folder, ro in kept]
+
+
+def staged_paths(spec: LaunchSpec) -> dict[str, bool]:
+    """Every host path the pod needs -> read-only? Inputs are read-only; the task folder (and
+    any path also mounted writable) is not."""
+    read_only: dict[str, bool] = {}
+    for mount in spec.mounts:
+        path = os.path.abspath(mount.path)
+        read_only[path] = read_only.get(path, True) and mount.read_only
+    read_only[os.path.abspath(spec.workdir)] = False
+    return dict(sorted(read_only.items()))
+
+
+def plan_staging(spec: LaunchSpec, is_dir: Callable[[str], bool], get_url: Callable[[str], str],
+                 put_url: Callable[[str], str]) -> tuple[Staging, list[tuple[str, str, bool]]]:
+    """What the pod downloads and uploads, given whether a host path is a folder and how an
+    object name (relative to the attempt's prefix) is signed. Returns the Staging and the
+    uploads to make before the pod starts: (host path, object name, is a folder). The
+    backend signs real URLs; `localrunner render` passes placeholders."""
+    downloads, writable, entries, uploads = [], [], [], []
+    for n, (path, read_only) in enumerate(staged_paths(spec).items()):
+        folder = is_dir(path)
+        name = f'in-{n}' + ('.tar.gz' if folder else '')
+        entries.append((path, folder, read_only))
+        uploads.append((path, name, folder))
+        downloads.append(Download(get_url(name), path, folder))
+        if not read_only:
+            writable.append(path)
+    staging = Staging(downloads=downloads, upload_url=put_url(OUT_ARCHIVE), upload_paths=writable,
+                      volumes=plan_volumes(entries))
+    return staging, uploads
 
 
 def pod_name(task: str, uid: str) -> str:
@@ -186,7 +218,7 @@ def main_script(spec: LaunchSpec, staging: Staging) -> str:
         run = ('python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --user '
                '>/dev/null 2>&1\n  ' + ' &&\n  '.join(pip_steps(spec.python_env) + [run]))
     rel = ' '.join(shlex.quote(p.lstrip('/')) for p in staging.upload_paths)
-    archive = f'{STAGE_DIR}/out.tar.gz'
+    archive = f'{STAGE_DIR}/{OUT_ARCHIVE}'
     return f'''{_shell_funcs()}lr_task() {{
   {run}
 }}
@@ -220,8 +252,19 @@ def _labels(spec: LaunchSpec, platform: dict) -> tuple[dict, dict]:
     return labels, annotations
 
 
+def _constant_json(ref: Any, where: str) -> Any:
+    """A kfp-kubernetes *Json setting (add_node_selector_json & co.). A constant is used as
+    is; one taken from a pipeline parameter or an upstream output is refused, naming it,
+    rather than dropped (KFP's driver resolves those at run time: backend/src/v2/driver/k8s.go)."""
+    if isinstance(ref, dict) and 'runtimeValue' in ref:
+        return (ref['runtimeValue'] or {}).get('constant')
+    raise ValueError(f'kfp-kubernetes {where} taken from a pipeline parameter is not supported by '
+                     'the kubernetes backend yet; give it as a constant')
+
+
 def _platform(platform: dict, env: list, volumes: list, mounts: list, pod: dict, main: dict) -> None:
-    """The kfp-kubernetes settings that mean something on a cluster."""
+    """The kfp-kubernetes settings that mean something on a cluster, shaped as KFP's driver
+    shapes them (kubeflow/pipelines backend/src/v2/driver/k8s.go, extendPodSpecPatch)."""
     for kind, ref in (('secret', 'secretKeyRef'), ('configMap', 'configMapKeyRef')):
         for item in platform.get(f'{kind}AsEnv') or []:
             name = _name(item, kind, f'{kind}AsEnv')
@@ -243,7 +286,25 @@ def _platform(platform: dict, env: list, volumes: list, mounts: list, pod: dict,
     for n, item in enumerate(platform.get('pvcMount') or []):
         volumes.append({'name': f'pvc-{n}',
                         'persistentVolumeClaim': {'claimName': _name(item, 'pvc', 'pvcMount')}})
-        mounts.append({'name': f'pvc-{n}', 'mountPath': item['mountPath']})
+        mount = {'name': f'pvc-{n}', 'mountPath': item['mountPath']}
+        if item.get('subPath'):           # mount_pvc(sub_path=...)
+            mount['subPath'] = item['subPath']
+        mounts.append(mount)
+    for item in platform.get('genericEphemeralVolume') or []:
+        # add_ephemeral_volume: a claim made (and deleted) with the pod
+        meta = item.get('metadata') or {}
+        claim = {'accessModes': list(item.get('accessModes') or []),
+                 'resources': {'requests': {'storage': str(item['size'])}}}
+        if not item.get('defaultStorageClass'):
+            claim['storageClassName'] = item.get('storageClassName', '')
+        template: dict = {'spec': claim}
+        labels = {k: str(v) for k, v in (meta.get('labels') or {}).items()}
+        notes = {k: str(v) for k, v in (meta.get('annotations') or {}).items()}
+        if labels or notes:
+            template['metadata'] = {**({'labels': labels} if labels else {}),
+                                    **({'annotations': notes} if notes else {})}
+        volumes.append({'name': item['volumeName'], 'ephemeral': {'volumeClaimTemplate': template}})
+        mounts.append({'name': item['volumeName'], 'mountPath': item['mountPath']})
     for n, item in enumerate(platform.get('emptyDirMounts') or []):
         vol = item.get('volumeName') or f'empty-{n}'
         source = {k: item[k] for k in ('medium', 'sizeLimit') if item.get(k)}
@@ -254,11 +315,18 @@ def _platform(platform: dict, env: list, volumes: list, mounts: list, pod: dict,
         source = {'medium': 'Memory', **({'sizeLimit': shm['size']} if shm.get('size') else {})}
         volumes.append({'name': shm.get('volumeName') or 'dshm', 'emptyDir': source})
         mounts.append({'name': shm.get('volumeName') or 'dshm', 'mountPath': '/dev/shm'})
-    selector = (platform.get('nodeSelector') or {}).get('labels')
+    node_selector = platform.get('nodeSelector') or {}
+    selector = node_selector.get('labels')
+    if 'nodeSelectorJson' in node_selector:
+        selector = _constant_json(node_selector['nodeSelectorJson'], 'nodeSelector (add_node_selector_json)')
     if selector:
         pod['nodeSelector'] = {str(k): str(v) for k, v in selector.items()}
     tolerations = []
     for t in platform.get('tolerations') or []:
+        if 'tolerationJson' in t:    # one toleration or a list of them, appended
+            value = _constant_json(t['tolerationJson'], 'tolerations (add_toleration_json)')
+            tolerations += value if isinstance(value, list) else [value] if value else []
+            continue
         tol = {k: t[k] for k in ('key', 'operator', 'value', 'effect') if t.get(k)}
         if t.get('tolerationSeconds') is not None:
             tol['tolerationSeconds'] = int(t['tolerationSeconds'])
@@ -266,6 +334,13 @@ def _platform(platform: dict, env: list, volumes: list, mounts: list, pod: dict,
     if tolerations:
         pod['tolerations'] = tolerations
     affinity = _node_affinity(platform.get('nodeAffinity') or [])
+    security = platform.get('securityContext') or {}
+    if security:    # set_security_context: the user's ids, and every capability dropped
+        context: dict = {k: int(security[k]) for k in ('runAsUser', 'runAsGroup')
+                         if security.get(k) is not None}
+        if security.get('runAsNonRoot') is not None:    # what set_security_context(run_as_non_root=) asks
+            context['runAsNonRoot'] = bool(security['runAsNonRoot'])
+        main['securityContext'] = {**context, 'capabilities': {'drop': ['ALL']}}
     if affinity:
         pod['affinity'] = {'nodeAffinity': affinity}
     pulls = [{'name': _name(i, 'secret', 'imagePullSecret')} for i in platform.get('imagePullSecret') or []]
@@ -280,6 +355,12 @@ def _platform(platform: dict, env: list, volumes: list, mounts: list, pod: dict,
 def _node_affinity(terms: list) -> dict:
     required, preferred = [], []
     for term in terms:
+        if 'nodeAffinityJson' in term:   # a whole NodeAffinity: its terms are appended
+            value = _constant_json(term['nodeAffinityJson'], 'nodeAffinity (add_node_affinity_json)') or {}
+            required += (value.get('requiredDuringSchedulingIgnoredDuringExecution') or {}).get(
+                'nodeSelectorTerms') or []
+            preferred += value.get('preferredDuringSchedulingIgnoredDuringExecution') or []
+            continue
         selector = {k: term[k] for k in ('matchExpressions', 'matchFields') if term.get(k)}
         if not selector:
             continue

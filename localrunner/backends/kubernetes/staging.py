@@ -18,7 +18,7 @@ import tempfile
 from typing import Mapping, Optional
 
 from localrunner.backends.base import LaunchError, LaunchSpec
-from localrunner.backends.kubernetes.pod_spec import Download, Staging, plan_volumes
+from localrunner.backends.kubernetes.pod_spec import OUT_ARCHIVE, Staging, plan_staging, staged_paths
 
 
 @dataclasses.dataclass
@@ -112,35 +112,25 @@ class Stager:
     def stage_in(self, spec: LaunchSpec, prefix: str) -> Staging:
         """Uploads what the task reads; returns the pod's download list and upload URL."""
         self.check_bucket()
-        read_only: dict[str, bool] = {}
-        for mount in spec.mounts:
-            path = os.path.abspath(mount.path)
-            read_only[path] = read_only.get(path, True) and mount.read_only
-        read_only[os.path.abspath(spec.workdir)] = False
-        skip = {os.path.abspath(spec.log_path)} if spec.log_path else set()
-        downloads, writable, entries = [], [], []
-        for n, (path, ro) in enumerate(sorted(read_only.items())):
-            if not ro:
+        for path, read_only in staged_paths(spec).items():
+            if not read_only:
                 os.makedirs(path, exist_ok=True)
             elif not os.path.exists(path):
                 raise LaunchError(f'task {spec.task}: input {path} does not exist', retryable=False)
-            is_dir = os.path.isdir(path)
-            entries.append((path, is_dir, ro))
-            key = f'{prefix}/in-{n}' + ('.tar.gz' if is_dir else '')
-            if is_dir:
-                self._put_tree(path, key, skip)
-            else:
-                self.client.fput_object(self.settings.bucket, key, path,
-                                        content_type='application/octet-stream')
-            downloads.append(Download(self.get_url(key), path, is_dir))
-            if not ro:
-                writable.append(path)
         try:
-            volumes = plan_volumes(entries)
+            staging, uploads = plan_staging(spec, os.path.isdir,
+                                            lambda name: self.get_url(f'{prefix}/{name}'),
+                                            lambda name: self.put_url(f'{prefix}/{name}'))
         except ValueError as exc:
             raise LaunchError(f'task {spec.task}: {exc}', retryable=False) from None
-        return Staging(downloads=downloads, upload_url=self.put_url(f'{prefix}/out.tar.gz'),
-                       upload_paths=writable, volumes=volumes)
+        skip = {os.path.abspath(spec.log_path)} if spec.log_path else set()
+        for path, name, is_dir in uploads:
+            if is_dir:
+                self._put_tree(path, f'{prefix}/{name}', skip)
+            else:
+                self.client.fput_object(self.settings.bucket, f'{prefix}/{name}', path,
+                                        content_type='application/octet-stream')
+        return staging
 
     def _put_tree(self, folder: str, key: str, skip: set[str]) -> None:
         def keep(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
@@ -169,7 +159,7 @@ class Stager:
         from minio.error import S3Error
         with tempfile.NamedTemporaryFile(suffix='.tar.gz') as tmp:
             try:
-                self.client.fget_object(self.settings.bucket, f'{prefix}/out.tar.gz', tmp.name)
+                self.client.fget_object(self.settings.bucket, f'{prefix}/{OUT_ARCHIVE}', tmp.name)
             except S3Error as exc:
                 if exc.code in ('NoSuchKey', 'NoSuchObject'):
                     raise FileNotFoundError('the pod uploaded no outputs') from None
