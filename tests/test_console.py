@@ -103,7 +103,7 @@ def test_environment_build_is_shown_and_timed_apart(tmp_path):
                 env={'CI': 'true', 'LOCALRUNNER_ENV_DIR': str(tmp_path / 'envs')})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert 'building its environment' in out and 'environment built in' in out
+    assert 'env     with-env: building environment' in out and 'environment built in' in out
     assert re.search(r'console-env: SUCCEEDED in [\d.]+s \(environment builds [\d.]+s, tasks [\d.]+s\)', out)
     again = _cli(['run', path, '--root', str(tmp_path / 'root2')],
                  env={'CI': 'true', 'LOCALRUNNER_ENV_DIR': str(tmp_path / 'envs')})

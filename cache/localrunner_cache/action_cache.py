@@ -10,9 +10,7 @@ entries that do not parse are dropped with a warning in ``warnings``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import math
 import os
@@ -22,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .digest import DIGEST_RE, digest_bytes
-from .errors import CacheError, LockTimeout
+from .errors import CacheError
 from .index import Index
+from .locks import file_lock, try_lock
 
 _SCHEMA_VERSION = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
@@ -208,52 +207,11 @@ class ActionCache:
     def lock_path(self, key: str) -> str:
         return os.path.join(self.locks_dir, safe_name(key) + ".lock")
 
-    @contextlib.contextmanager
     def lock(self, key: str, timeout: float | None = None):
-        """Hold an exclusive lock on ``key`` across processes and threads (flock on
-        root/locks/<key>.lock). Pattern: ``with ac.lock(k): r = ac.get(k, cas) or work()``.
+        """Hold an exclusive lock on ``key`` across processes and threads (locks.file_lock
+        on root/locks/<key>.lock). Pattern: ``with ac.lock(k): r = ac.get(k, cas) or work()``.
         Not re-entrant. LockTimeout after ``timeout`` seconds when given."""
-        path = self.lock_path(key)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        fd = self._acquire(path, deadline, key)
-        try:
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
-
-    def _acquire(self, path: str, deadline: float | None, key: str) -> int:
-        delay = 0.001
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                if deadline is None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                else:
-                    while True:
-                        try:
-                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                            break
-                        except BlockingIOError:
-                            if time.monotonic() >= deadline:
-                                raise LockTimeout(f"timed out waiting for the lock on action {key}") from None
-                            time.sleep(delay)
-                            delay = min(delay * 2, 0.05)
-                # clean_locks() may have unlinked the file we waited on; a lock on an
-                # unlinked inode excludes nobody, so start again on the current file.
-                if self._still_linked(fd, path):
-                    return fd
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-
-    @staticmethod
-    def _still_linked(fd: int, path: str) -> bool:
-        try:
-            a, b = os.fstat(fd), os.stat(path)
-        except FileNotFoundError:
-            return False
-        return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+        return file_lock(self.lock_path(key), timeout, what=f"action {key}")
 
     def clean_locks(self) -> int:
         """Remove lock files nobody holds (safe against concurrent lock())."""
@@ -261,17 +219,12 @@ class ActionCache:
         for entry in os.scandir(self.locks_dir):
             if not entry.name.endswith(".lock"):
                 continue
+            fd = try_lock(entry.path)
+            if fd is None:
+                continue  # held: in use (or gone)
             try:
-                fd = os.open(entry.path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if self._still_linked(fd, entry.path):
-                    os.unlink(entry.path)
-                    removed += 1
-            except BlockingIOError:
-                pass  # held: in use
+                os.unlink(entry.path)
+                removed += 1
             finally:
                 os.close(fd)
         return removed

@@ -24,12 +24,12 @@ whose database file has moved skips the checkpoint at close and never deletes th
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
 import time
 import urllib.parse
+
+from .locks import file_lock
 
 # sqlite primary result codes (the low byte of an extended code)
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
@@ -76,16 +76,10 @@ def inode_of(path: str):
     return (st.st_dev, st.st_ino)
 
 
-@contextlib.contextmanager
 def repair_lock(db_path: str):
-    """An exclusive flock that serialises repairs of ``db_path`` across processes."""
+    """An exclusive lock that serialises repairs of ``db_path`` across processes."""
     directory, name = os.path.split(db_path)
-    fd = os.open(os.path.join(directory, f".{name}.repair-lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return file_lock(os.path.join(directory, f".{name}.repair-lock"), what=f"repairs of {db_path}")
 
 
 def quarantine(db_path: str, quarantine_dir: str, label: str, only=None) -> str | None:

@@ -23,7 +23,6 @@ import codecs
 import collections
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import io
@@ -40,6 +39,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from localrunner.backends.base import LaunchError
 from localrunner.environments.python_env import InstallStep, PythonEnv
 from localrunner.environments.resolved import READ_SCRIPT, Resolved
+from localrunner_cache.locks import file_lock
 
 ENV_IMAGE_REPO = 'localrunner-env'
 KEY_LABEL = 'localrunner.env.key'
@@ -83,18 +83,11 @@ def env_lock_dir() -> str:
     return os.path.join(base, 'image-locks')
 
 
-@contextlib.contextmanager
 def _key_lock(key: str, lock_dir: Optional[str] = None):
-    """Exclusive per-key lock. flock() on a freshly opened file also excludes other threads of
-    this process (each open() is its own lock holder), so one lock serves both cases."""
+    """One builder per derived image, across threads and processes."""
     lock_dir = lock_dir or env_lock_dir()
     os.makedirs(lock_dir, exist_ok=True)
-    with open(os.path.join(lock_dir, key[:32] + '.lock'), 'a+') as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(os.path.join(lock_dir, key[:32] + '.lock'), what=f'environment image {key[:16]}')
 
 
 def iter_lines(chunks: Iterable[bytes]) -> Iterator[str]:

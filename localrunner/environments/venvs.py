@@ -11,7 +11,6 @@ record, which holds none.
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -28,6 +27,7 @@ import platformdirs
 from localrunner.backends.base import LaunchError
 from localrunner.environments.resolved import Resolved, clean_environ, read as read_installed
 from localrunner.environments.python_env import InstallStep, PythonEnv
+from localrunner_cache.locks import file_lock
 
 COMPLETE_MARKER = _COMPLETE = '.complete'
 RESOLVED_FILE = 'localrunner-resolved.json'
@@ -124,7 +124,6 @@ class VenvCache:
     def __init__(self, root: Optional[str] = None, python: str = sys.executable):
         self.root = root or default_env_dir()
         self.python = python
-        self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._keys: dict[PythonEnv, str] = {}
         # build output of a build started without a log sink (by the cache key's reading,
@@ -207,32 +206,24 @@ class VenvCache:
     def _build_locked(self, env: PythonEnv, target: str, log: Callable[[str], None], broken: bool) -> str:
         """Builds the venv under the per-key thread and file locks. BROKEN: the finished venv
         there is unusable, rebuild it unless another builder has already done so."""
-        key = os.path.basename(target)
-        with self._guard:
-            tlock = self._thread_locks.setdefault(key, threading.Lock())
-        with tlock:
-            os.makedirs(self.root, exist_ok=True)
-            with open(target + '.lock', 'w') as lockf:
-                fcntl.flock(lockf, fcntl.LOCK_EX)
+        os.makedirs(self.root, exist_ok=True)
+        with file_lock(target + '.lock', what=f'environment {os.path.basename(target)}'):
+            done = os.path.exists(os.path.join(target, _COMPLETE))
+            if done and (not broken or read_record(target) is not None):
+                return target
+            shutil.rmtree(target, ignore_errors=True)   # a crashed build's leftovers
+            try:
+                self._build(env, target, log)
                 try:
-                    done = os.path.exists(os.path.join(target, _COMPLETE))
-                    if done and (not broken or read_record(target) is not None):
-                        return target
-                    shutil.rmtree(target, ignore_errors=True)   # a crashed build's leftovers
-                    try:
-                        self._build(env, target, log)
-                        try:
-                            write_record(target)
-                        except (OSError, ValueError) as e:
-                            raise LaunchError(f'environment built but its packages cannot be '
-                                              f'read: {e}', retryable=False) from None
-                    except BaseException:
-                        shutil.rmtree(target, ignore_errors=True)
-                        raise
-                    with open(os.path.join(target, _COMPLETE), 'w') as f:
-                        f.write(repr(env.describe()))
-                finally:
-                    fcntl.flock(lockf, fcntl.LOCK_UN)
+                    write_record(target)
+                except (OSError, ValueError) as e:
+                    raise LaunchError(f'environment built but its packages cannot be '
+                                      f'read: {e}', retryable=False) from None
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            with open(os.path.join(target, _COMPLETE), 'w') as f:
+                f.write(repr(env.describe()))
         return target
 
     def _run(self, argv: list[str], what: str, log: Callable[[str], None]) -> None:

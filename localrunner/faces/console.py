@@ -103,7 +103,7 @@ class ConsoleView:
     def on_EnvBuilding(self, e: ev.EnvBuilding) -> None:
         began, _ = self.building.get(e.task, (e.time, ''))
         if e.task not in self.building and not self.live_mode:
-            self._line(f'  env     {e.task}: building its environment', 'dim')
+            self._line(f'  env     {e.task}: {e.line.strip()}', 'dim')       # what is being built
         self.building[e.task] = (began, e.line.strip())
         if self.verbose and not self.live_mode:
             self._line(f'    [env] {e.line}', 'dim')

@@ -3,7 +3,6 @@ components (venvs in the user cache; derived Docker images), shared by every run
 from __future__ import annotations
 
 import datetime
-import fcntl
 import os
 import re
 import shutil
@@ -12,6 +11,8 @@ import time
 from localrunner.engine.caching import parse_duration
 from localrunner.environments.venvs import COMPLETE_MARKER, default_env_dir
 from localrunner.errors import UsageError
+from localrunner_cache import LockTimeout
+from localrunner_cache.locks import file_lock
 
 _VENV_KEY = re.compile(r'[0-9a-f]{20}')     # VenvCache.key(): the folder names it makes
 
@@ -88,11 +89,7 @@ def _remove_venv(path: str) -> bool:
     """Only when no build or task holds it: take the builder's lock first. The marker
     goes first, so a removal cut short leaves a folder that is rebuilt, never used."""
     try:
-        with open(path + '.lock', 'a') as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
+        with file_lock(path + '.lock', timeout=0):
             marker = os.path.join(path, COMPLETE_MARKER)
             if os.path.isdir(marker) and not os.path.islink(marker):
                 shutil.rmtree(marker, ignore_errors=True)    # damaged: not the file a build writes
@@ -100,6 +97,8 @@ def _remove_venv(path: str) -> bool:
                 os.remove(marker)
             shutil.rmtree(path, ignore_errors=True)
         os.remove(path + '.lock')
+    except LockTimeout:                 # a build or a task holds it
+        return False
     except OSError:                     # a damaged entry (e.g. a folder where the lock file goes)
         return not os.path.exists(path)
     return not os.path.exists(path)
