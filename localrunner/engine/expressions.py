@@ -34,6 +34,19 @@ def _parse_json(text: Any) -> Any:
         raise ExpressionError(f'parseJson: not JSON: {text!r}') from e
 
 
+def _no_null(name: str):
+    """CEL's conversion `name`, refusing null as cel-go does (cel-python would give int(null)
+    == 0: a condition on an input with no value would silently pick a branch)."""
+    from celpy.evaluation import base_functions
+    convert = base_functions[name]
+
+    def strict(value):
+        if value is None:
+            raise ValueError(f'no such overload: {name}(null) (the input has no value)')
+        return convert(value)
+    return strict
+
+
 @functools.lru_cache(maxsize=512)
 def _program(expression: str):
     celpy, env = _cel()
@@ -41,7 +54,8 @@ def _program(expression: str):
         ast = env.compile(expression)
     except celpy.CELParseError as e:
         raise ExpressionError(f'cannot parse CEL expression {expression!r}: {" ".join(str(e).split())}') from None
-    return env.program(ast, functions={'parseJson': _parse_json})
+    functions = {'parseJson': _parse_json, **{n: _no_null(n) for n in ('int', 'uint', 'double', 'string', 'bool')}}
+    return env.program(ast, functions=functions)
 
 
 def to_python(value: Any) -> Any:

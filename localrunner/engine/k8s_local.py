@@ -22,6 +22,7 @@ CREATE_PVC_IMAGE = 'argostub/createpvc'
 DELETE_PVC_IMAGE = 'argostub/deletepvc'
 _FIELD = re.compile(r"""^metadata\.(labels|annotations)\[['"](.+)['"]\]$""")
 # a PVC name is a DNS-1123 subdomain in Kubernetes; locally it also names a folder under the root
+_ENV_LINE = re.compile(r'^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*=')
 _DNS1123 = re.compile(r'^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')
 
 
@@ -58,18 +59,20 @@ def read_key_values(path: str) -> dict[str, str]:
         return out
     with open(path, encoding='utf-8') as f:
         text = f.read()
-    stripped = text.strip()
-    first = stripped.splitlines()[0] if stripped else ''
-    if stripped.startswith('{') or (':' in first and '=' not in first):
-        data = json.loads(text) if stripped.startswith('{') else yaml.safe_load(text)
-        if isinstance(data, dict):
-            return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
-    out = {}
-    for line in text.splitlines():
-        if '=' in line and not line.lstrip().startswith('#'):
-            k, v = line.split('=', 1)
-            out[k.strip()] = v.strip()
-    return out
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith('#')]
+    if not lines:
+        return {}
+    if _ENV_LINE.match(lines[0]):             # a .env file: its KEY=VALUE lines (others ignored)
+        pairs = (ln.split('=', 1) for ln in lines if _ENV_LINE.match(ln))
+        return {re.sub(r'^export\s+', '', k.strip()): v.strip() for k, v in pairs}
+    try:
+        data = json.loads(text) if text.lstrip().startswith('{') else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f'{path}: neither KEY=VALUE lines nor a JSON/YAML mapping: {" ".join(str(e).split())}') \
+            from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: neither KEY=VALUE lines nor a JSON/YAML mapping')
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
 
 Lookup = Callable[[dict], Any]

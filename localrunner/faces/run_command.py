@@ -5,7 +5,7 @@ import os
 
 from localrunner.engine.assembly import assemble, write_json_atomic
 from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
-from localrunner.engine.k8s_local import LocalSources
+from localrunner.engine.k8s_local import LocalSources, read_key_values
 from localrunner.engine.runtime import RunOptions
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
@@ -71,6 +71,11 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
         out[k] = os.path.abspath(os.path.expanduser(path))
         if flag != '--pvc' and not os.path.exists(out[k]):
             raise UsageError(f'{flag} {v}: {out[k]} does not exist')
+        if flag != '--pvc':
+            try:
+                read_key_values(out[k])       # a file that can't be read is said before anything runs
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise UsageError(f'{flag} {v}: {" ".join(str(e).split())}') from None
     return out
 
 
