@@ -9,7 +9,8 @@
             parameters/<name>                      output parameter files
             executor_output.json
         empty-dirs/<volume>/                       kfp-kubernetes empty_dir_mount, writable
-    <root>/cache/                                  localrunner_cache (cas/, actions/, memo.db, last/, leases/)
+    <root>/cache/                                  localrunner_cache (cas/, actions/, memo.db, last/, leases/,
+                                                   secret.key)
     <root>/pvcs/<claim>/                           local folders behind PVCs (CreatePVC / mount_pvc)
     <root>/compiled/                               pipelines compiled from .py by `run PIPELINE.py`
     <root>/quarantine/                             damaged state files moved aside
@@ -136,6 +137,11 @@ class RootLayout:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.runs_dir = os.path.join(self.root, 'runs')
         self.cache_dir = os.path.join(self.root, 'cache')
+        self.cas_dir = os.path.join(self.cache_dir, 'cas')
+        self.actions_dir = os.path.join(self.cache_dir, 'actions')
+        self.memo_db = os.path.join(self.cache_dir, 'memo.db')
+        self.last_dir = os.path.join(self.cache_dir, 'last')          # each task's last key, to explain a miss
+        self.secret_key = os.path.join(self.cache_dir, 'secret.key')
         self.leases_dir = os.path.join(self.cache_dir, 'leases')
         self.pvcs_dir = os.path.join(self.root, 'pvcs')
         self.compiled_dir = os.path.join(self.root, 'compiled')

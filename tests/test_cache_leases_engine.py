@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from localrunner.engine.caching import leases_dir, run_is_live
+from localrunner.engine.caching import run_is_live
+from localrunner.layout import RootLayout
 from localrunner_cache import digest_bytes
 from tests.helpers import compile_pipeline, run_cli, run_pipeline_file, states
 from tests.test_damaged_state import damage_pipeline
@@ -44,7 +45,7 @@ def test_prune_during_a_run_keeps_what_the_run_holds(tmp_path):
         while len(open(folder / 'runs').read().split()) < 2:
             assert time.time() < deadline and live.poll() is None
             time.sleep(0.05)
-        [lease] = [n for n in os.listdir(leases_dir(str(root))) if n.endswith('.lease')]
+        [lease] = [n for n in os.listdir(RootLayout(str(root)).leases_dir) if n.endswith('.lease')]
         _age_everything(root)                 # no grace period protects anything now
         pruned = run_cli('cache', 'prune', '--older-than', '0s', '--json', '--root', str(root))
         assert pruned.returncode == 0, pruned.stdout + pruned.stderr
@@ -60,6 +61,6 @@ def test_prune_during_a_run_keeps_what_the_run_holds(tmp_path):
     assert not run_is_live(str(root), run_id)
     gc = run_cli('cache', 'gc', '--json', '--root', str(root))
     assert gc.returncode == 0 and json.loads(gc.stdout)['leases_removed'] == 1, gc.stdout + gc.stderr
-    assert [n for n in os.listdir(leases_dir(str(root))) if n.endswith('.lease')] == []
+    assert [n for n in os.listdir(RootLayout(str(root)).leases_dir) if n.endswith('.lease')] == []
     rc, result, proc = run_pipeline_file(path, root, '-p', f'uri={data}', '-p', f'folder={folder}')
     assert rc == 0 and states(result)['produce'] == 'SUCCEEDED', proc.stdout + proc.stderr

@@ -20,6 +20,7 @@ import uuid
 from typing import Any, Optional
 
 from localrunner.errors import UsageError
+from localrunner.layout import RootLayout
 from localrunner_cache import (CAS, ActionCache, ActionResult, CacheError, Index, Lease, RemoteUnavailable,
                                StatMemo, digest_bytes, is_live, load_or_create_key, secret_digest)
 from localrunner_cache.digest import DIGEST_RE
@@ -103,22 +104,9 @@ class CacheSettings:
     remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
 
 
-def cache_dir(root: str) -> str:
-    return os.path.join(os.path.abspath(root), 'cache')
-
-
-def quarantine_dir(root: str) -> str:
-    """Where damaged cache files go (kept for inspection, never read again)."""
-    return os.path.join(os.path.abspath(root), 'quarantine')
-
-
-def leases_dir(root: str) -> str:
-    return os.path.join(cache_dir(root), 'leases')
-
-
 def run_is_live(root: str, run_id: str) -> bool:
     """Whether run ``run_id`` under ``root`` is alive (a process holds its cache lease)."""
-    return is_live(leases_dir(root), run_id)
+    return is_live(RootLayout(root).leases_dir, run_id)
 
 
 # A remote that does not answer must cost seconds, not minutes (docs/cache.md).
@@ -279,9 +267,10 @@ class TaskCache:
     run holds on what it relies on (cache gc/prune and runs prune respect it)."""
 
     def __init__(self, root: str, settings: CacheSettings, run_id: Optional[str] = None):
-        self.root = os.path.abspath(root)
-        self.dir = cache_dir(self.root)
-        self.quarantine = quarantine_dir(self.root)
+        self.layout = layout = RootLayout(root)
+        self.root = layout.root
+        self.dir = layout.cache_dir
+        self.quarantine = layout.quarantine_dir
         self.settings = settings
         self.warnings: list[str] = []
         os.makedirs(self.dir, exist_ok=True)
@@ -293,10 +282,10 @@ class TaskCache:
             except CacheError as e:
                 raise UsageError(f'LOCALRUNNER_CACHE_SECRET_KEY_FILE: {e}') from None
         self.remote = open_remote(settings.remote, self.warnings) if settings.remote else None
-        self.cas = CAS(os.path.join(self.dir, 'cas'))
-        self.actions = ActionCache(os.path.join(self.dir, 'actions'), self.quarantine, self.warnings)
-        self.memo = StatMemo(os.path.join(self.dir, 'memo.db'), self.quarantine, self.warnings)
-        self.lease = Lease(leases_dir(self.root), run_id or f'anonymous-{uuid.uuid4().hex}')
+        self.cas = CAS(layout.cas_dir)
+        self.actions = ActionCache(layout.actions_dir, self.quarantine, self.warnings)
+        self.memo = StatMemo(layout.memo_db, self.quarantine, self.warnings)
+        self.lease = Lease(layout.leases_dir, run_id or f'anonymous-{uuid.uuid4().hex}')
         self._last: Optional[Index] = None
 
     def drain_warnings(self) -> list[str]:
@@ -310,7 +299,7 @@ class TaskCache:
     def last(self) -> Index:
         """(pipeline, task path) -> the last key and its parts, to explain a later miss."""
         if self._last is None:
-            self._last = Index(os.path.join(self.dir, 'last'), 'last', self.quarantine, self.warnings)
+            self._last = Index(self.layout.last_dir, 'last', self.quarantine, self.warnings)
         return self._last
 
     @property
@@ -318,7 +307,7 @@ class TaskCache:
         """LOCALRUNNER_CACHE_SECRET_KEY_FILE's key (a team shares it to share results of
         tasks that read secrets), else this cache's own, made on first use (mode 0600)."""
         if self._secret_key is None:
-            self._secret_key = load_or_create_key(os.path.join(self.dir, 'secret.key'), self.quarantine,
+            self._secret_key = load_or_create_key(self.layout.secret_key, self.quarantine,
                                                   self.warnings)
         return self._secret_key
 

@@ -11,7 +11,8 @@ import os
 import re
 import sys
 
-from localrunner.engine.caching import cache_dir, leases_dir, parse_duration, quarantine_dir
+from localrunner.engine.caching import parse_duration
+from localrunner.layout import RootLayout
 from localrunner.errors import UsageError
 from localrunner_cache import CAS, ActionCache, CacheError, Index, StatMemo, gc, prune, verify
 
@@ -44,19 +45,19 @@ def _age(created: float) -> str:
 
 
 def _open(root: str, warnings: list) -> tuple[CAS, ActionCache]:
-    base = cache_dir(root)
-    if not os.path.isdir(base):
+    layout = RootLayout(root)
+    if not os.path.isdir(layout.cache_dir):
         raise UsageError(f'{root}: no cache here (run a pipeline with --root {root} first)')
-    return CAS(os.path.join(base, 'cas')), ActionCache(os.path.join(base, 'actions'), quarantine_dir(root), warnings)
+    return CAS(layout.cas_dir), ActionCache(layout.actions_dir, layout.quarantine_dir, warnings)
 
 
 def _other_indexes(root: str, warnings: list) -> list[tuple[str, object]]:
     """The stat memo and the explain index, for verify (only those that exist)."""
-    base, out = cache_dir(root), []
-    if os.path.exists(os.path.join(base, 'memo.db')):
-        out.append(('memo', StatMemo(os.path.join(base, 'memo.db'), quarantine_dir(root), warnings)))
-    if os.path.isdir(os.path.join(base, 'last')):
-        out.append(('last', Index(os.path.join(base, 'last'), 'last', quarantine_dir(root), warnings)))
+    layout, out = RootLayout(root), []
+    if os.path.exists(layout.memo_db):
+        out.append(('memo', StatMemo(layout.memo_db, layout.quarantine_dir, warnings)))
+    if os.path.isdir(layout.last_dir):
+        out.append(('last', Index(layout.last_dir, 'last', layout.quarantine_dir, warnings)))
     return out
 
 
@@ -81,7 +82,7 @@ def _mtime(path: str) -> float:
 
 def kept_run_digests(root: str, keep_runs: int | None) -> set[str]:
     """Digests that kept runs' results reference (newest first; all runs when keep_runs is None)."""
-    runs_dir = os.path.join(os.path.abspath(root), 'runs')
+    runs_dir = RootLayout(root).runs_dir
     if not os.path.isdir(runs_dir):
         return set()
     runs = sorted((os.path.join(runs_dir, d) for d in os.listdir(runs_dir)), key=_mtime, reverse=True)
@@ -158,7 +159,7 @@ def _command(args, warnings: list) -> int:
         return 1 if report['damaged'] else 0
     elif args.action == 'gc':
         stats = gc(cas, ac, keep=kept_run_digests(args.root, args.keep_runs), grace_s=GC_GRACE_S,
-                   leases_dir=leases_dir(args.root))
+                   leases_dir=RootLayout(args.root).leases_dir)
         print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
     elif args.action == 'prune':
         if not args.older_than and not args.max_size:
@@ -170,7 +171,7 @@ def _command(args, warnings: list) -> int:
         size = parse_size(args.max_size) if args.max_size else None
         stats = prune(cas, ac, older_than_s=older, max_size_bytes=size,
                       keep=frozenset(kept_run_digests(args.root, args.keep_runs)) if args.keep_runs else frozenset(),
-                      grace_s=GC_GRACE_S, leases_dir=leases_dir(args.root))
+                      grace_s=GC_GRACE_S, leases_dir=RootLayout(args.root).leases_dir)
         print(json.dumps(stats) if args.json else ', '.join(f'{k}: {v}' for k, v in stats.items()), file=out)
     ac.close()
     return 0

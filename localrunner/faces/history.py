@@ -353,8 +353,9 @@ class History:
     into other runs)."""
 
     def __init__(self, root: str):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        self.runs_dir = os.path.join(self.root, 'runs')
+        self.layout = RootLayout(root)
+        self.root = self.layout.root
+        self.runs_dir = self.layout.runs_dir
         self._records: dict[str, RunRecord] = {}
 
     def run_ids(self) -> list[str]:
