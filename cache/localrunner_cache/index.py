@@ -136,6 +136,17 @@ class Index:
     def set(self, key: str, value: str) -> None:
         self._call("write", lambda cache: cache.set(key, value))
 
+    def set_many(self, items) -> None:
+        """Several keys in one transaction (one fsync instead of one per key)."""
+        items = list(items)
+
+        def write(cache):
+            with cache.transact():
+                for key, value in items:
+                    cache.set(key, value)
+        if items:
+            self._call("write", write)
+
     def delete(self, key: str) -> bool:
         return bool(self._call("write", lambda cache: cache.delete(key)))
 

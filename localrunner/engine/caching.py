@@ -287,6 +287,7 @@ class TaskCache:
         self.memo = StatMemo(layout.memo_db, self.quarantine, self.warnings)
         self.lease = Lease(layout.leases_dir, run_id or f'anonymous-{uuid.uuid4().hex}')
         self._last: Optional[Index] = None
+        self._remembered: dict[str, tuple] = {}
 
     def drain_warnings(self) -> list[str]:
         """The warnings collected since the last call (thread-safe against appends)."""
@@ -431,11 +432,20 @@ class TaskCache:
 
     # ------------------------------------------------------------------ explaining
     def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
-        value = json.dumps({'key': key, 'parts': canonical(parts), 'run': run_id}, sort_keys=True)
+        """Keeps a task's key to explain a later miss. Written when the run ends, in one
+        transaction (a write per task costs an fsync per task)."""
+        self._remembered[f'{pipeline}\0{task}'] = (key, parts, run_id)
+
+    def _flush_remembered(self) -> None:
+        items, self._remembered = self._remembered, {}
+        if not items:
+            return
+        rows = ((k, json.dumps({'key': key, 'parts': canonical(parts), 'run': run_id}, sort_keys=True))
+                for k, (key, parts, run_id) in items.items())
         try:
-            self.last.set(f'{pipeline}\0{task}', value)
-        except CacheError as e:         # only explains a later miss: never fails a task
-            self.warnings.append(f'cannot remember the key of {task}: {e}')
+            self.last.set_many(rows)
+        except CacheError as e:         # only explains a later miss: never fails a run
+            self.warnings.append(f'cannot remember the tasks\' keys: {e}')
 
     def previous(self, pipeline: str, task: str) -> Optional[dict]:
         try:
@@ -448,6 +458,7 @@ class TaskCache:
         return value if isinstance(value, dict) and isinstance(value.get('key'), str) else None
 
     def close(self) -> None:
+        self._flush_remembered()
         for closer in (self.actions.close, self.memo.close, self.lease.release,
                        self._last.close if self._last is not None else None):
             if closer:

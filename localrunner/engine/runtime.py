@@ -227,11 +227,11 @@ class Run:
             self.cancel()
             outcome = Outcome(State.CANCELED)
         finally:
-            self._drain_cache_warnings()
             for stopper in self._stoppers:
                 stopper.join()
             self._threads.shutdown(wait=True, cancel_futures=True)
-            self.cache.close()
+            self.cache.close()              # writes the keys remembered to explain later misses
+            self._drain_cache_warnings()
             for close in reversed(self.on_close):
                 close()
         for r in list(self.records):          # still open: interrupted under it
