@@ -152,18 +152,18 @@ class RootLayout:
         return RunLayout(run_dir or within(self.runs_dir, run_id, what='run id'))
 
     def run_ids(self) -> list[str]:
-        """Run folders, oldest first (by modification time)."""
+        """Run folders (never a link), oldest first by modification time."""
         try:
             names = [e.name for e in os.scandir(self.runs_dir) if e.is_dir(follow_symlinks=False)]
         except OSError:
             return []
+        return sorted(names, key=self.run_mtime)
 
-        def mtime(name: str) -> float:
-            try:
-                return os.stat(os.path.join(self.runs_dir, name)).st_mtime
-            except OSError:
-                return 0.0
-        return sorted(names, key=mtime)
+    def run_mtime(self, run_id: str) -> float:
+        try:
+            return os.stat(os.path.join(self.runs_dir, run_id)).st_mtime
+        except OSError:                 # removed meanwhile (a concurrent runs prune)
+            return 0.0
 
     def pvc(self, claim: str) -> str:
         return within(self.pvcs_dir, claim, what='PVC name')

@@ -360,20 +360,12 @@ class History:
 
     def run_ids(self) -> list[str]:
         """Run folders, oldest first (by when they started, else by modification time)."""
-        try:
-            names = [e.name for e in os.scandir(self.runs_dir) if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return []
-
         def started(name: str) -> float:
             record = self.read(name)
             if record.result and is_number(record.result.get('started')):
                 return record.result['started']
-            try:
-                return os.stat(os.path.join(self.runs_dir, name)).st_mtime
-            except OSError:
-                return 0.0
-        return sorted(names, key=lambda n: (started(n), n))
+            return self.layout.run_mtime(name)
+        return sorted(self.layout.run_ids(), key=lambda n: (started(n), n))
 
     def read(self, run_id: str) -> RunRecord:
         if run_id not in self._records:
