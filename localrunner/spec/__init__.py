@@ -1,22 +1,41 @@
-"""Load a compiled KFP v2 pipeline (IR YAML or JSON) and validate it against KFP's own schema.
+"""Load a compiled KFP v2 pipeline (IR YAML or JSON), validate it, and read it once.
 
-The protobuf (kfp-pipeline-spec) is the schema; after validation we keep working on the
-plain dict, which is what the engine reads. The optional second YAML document is the
-kfp-kubernetes platform spec.
+Loading checks, in order, before anything runs (each failure is one UsageError line
+`FILE: IR.PATH: what is wrong (value)`):
+1. the shape of every section the engine reads (a mapping where a mapping is expected, a
+   string where a string is, ...), while the typed views below are built;
+2. names that become paths (task keys, component names, executor labels, output names, the
+   pipeline name) are single path components (layout.check_name);
+3. KFP's own schema (the protobuf PipelineSpec; unknown fields rejected);
+4. references: components, executors, producer tasks and their outputs, component inputs,
+   loop inputs, DAG output selectors; no dependency cycle;
+5. every placeholder in an executor is one KFP defines and names a declared input/output.
+
+The engine still reads the plain dict (`Pipeline.spec`, `.root`, `.component(name)`,
+`.executors`); `Pipeline.view` is the same document as frozen, typed views with every
+section present (empty when absent), for consumers that want no `.get('x', {})` chains.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-
-import graphlib
 import sys
+from typing import Optional
 
 import yaml
 from google.protobuf import json_format
 
 from localrunner.errors import UsageError
+from localrunner.spec.checks import check_references
+from localrunner.spec.reader import Reader, build_view
+from localrunner.spec.views import (Accelerator, ArtifactDef, ArtifactInput, Component, Container,
+                                    ContainerResources, Dag, Executor, Importer, Interface, Loop, OutputSelector,
+                                    ParameterDef, ParameterInput, PipelineView, Retry, Task)
+
+__all__ = ['Pipeline', 'load_pipeline', 'task_upstreams', 'build_view', 'PipelineView', 'Component', 'Dag', 'Task',
+           'Interface', 'ParameterDef', 'ArtifactDef', 'ParameterInput', 'ArtifactInput', 'Loop', 'Retry',
+           'OutputSelector', 'Executor', 'Container', 'ContainerResources', 'Accelerator', 'Importer']
 
 
 def _pipeline_spec_pb2():
@@ -38,15 +57,22 @@ def _pipeline_spec_pb2():
     return pipeline_spec_pb2
 
 
+
+
 @dataclasses.dataclass
 class Pipeline:
     path: str
     spec: dict                      # the PipelineSpec as a dict (camelCase keys, as in the file)
     platform: dict                  # platforms.kubernetes.deploymentSpec (may be empty)
+    view: Optional[PipelineView] = None   # built (and so validated) when not given
+
+    def __post_init__(self):
+        if self.view is None:
+            self.view = build_view(self.path, self.spec, self.platform)
 
     @property
     def name(self) -> str:
-        return self.spec.get('pipelineInfo', {}).get('name', 'pipeline')
+        return self.view.name
 
     @property
     def components(self) -> dict:
@@ -86,18 +112,15 @@ def load_pipeline(path: str) -> Pipeline:
         raise UsageError(f'{path}: not a KFP pipeline: expected a mapping with pipelineInfo, root and components')
     spec = docs[0]
     if 'pipelineInfo' not in spec and 'root' not in spec:
-        if 'pipelineSpec' in spec:      # a PipelineJob wrapper
+        if isinstance(spec.get('pipelineSpec'), dict):      # a PipelineJob wrapper
             spec = spec['pipelineSpec']
         else:
             raise UsageError(f'{path}: not a KFP pipeline: missing field "root" (and "pipelineInfo")')
+    platform = _platform_document(path, docs[1:])
+    view = build_view(path, spec, platform)
     _validate_with_schema(path, spec)
-    platform = {}
-    for extra in docs[1:]:
-        if isinstance(extra, dict):
-            platform = (extra.get('platforms', {}).get('kubernetes', {}) or {}).get('deploymentSpec', {}) or {}
-    pipeline = Pipeline(path=path, spec=spec, platform=platform)
-    _check_references(pipeline)
-    return pipeline
+    check_references(path, view)
+    return Pipeline(path=path, spec=spec, platform=platform, view=view)
 
 
 def _parse_documents(path: str, text: str) -> list:
@@ -107,6 +130,8 @@ def _parse_documents(path: str, text: str) -> list:
             return [json.loads(text)]
         except json.JSONDecodeError as e:
             raise UsageError(f'{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}') from None
+        except RecursionError:
+            raise UsageError(f'{path}: malformed JSON: nested too deeply') from None
     try:
         # libyaml's loader parses a compiled pipeline ~10x faster than the pure-Python one
         loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
@@ -116,44 +141,30 @@ def _parse_documents(path: str, text: str) -> list:
         where = f' at line {mark.line + 1} column {mark.column + 1}' if mark else ''
         problem = getattr(e, 'problem', None) or str(e)
         raise UsageError(f'{path}: malformed YAML{where}: {_one_line(problem)}') from None
+    except RecursionError:
+        raise UsageError(f'{path}: malformed YAML: nested too deeply') from None
+
+
+def _platform_document(path: str, extras: list) -> dict:
+    """platforms.kubernetes.deploymentSpec of the second YAML document (kfp-kubernetes)."""
+    read = Reader(path)
+    platform: dict = {}
+    for extra in extras:
+        where = 'platforms'
+        if not isinstance(extra, dict):
+            raise read.fail('(second document)', 'expected a mapping with "platforms"', extra)
+        platforms = read.mapping(extra, 'platforms', where='')
+        kubernetes = read.mapping(platforms, 'kubernetes', where)
+        platform = read.mapping(kubernetes, 'deploymentSpec', f'{where}.kubernetes')
+    return platform
 
 
 def _validate_with_schema(path: str, spec: dict) -> None:
     try:
         json_format.ParseDict(spec, _pipeline_spec_pb2().PipelineSpec(), ignore_unknown_fields=False)
-    except json_format.ParseError as e:
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as e:
         # protobuf names the field path, e.g. 'Failed to parse root field: ...'
         raise UsageError(f'{path}: invalid pipeline spec: {_one_line(e)}') from None
-    for field in ('root', 'pipelineInfo'):
-        if field not in spec:
-            raise UsageError(f'{path}: invalid pipeline spec: missing field "{field}"')
-    if 'dag' not in spec['root']:
-        raise UsageError(f'{path}: invalid pipeline spec: root.dag is missing')
-
-
-def _check_references(p: Pipeline) -> None:
-    """Every componentRef, executorLabel and producer must exist; no DAG may have a cycle."""
-    for cname, comp in p.components.items():
-        label = comp.get('executorLabel')
-        if label and label not in p.executors:
-            raise UsageError(f'{p.path}: components.{cname}.executorLabel: no executor named {label!r}')
-    dags = [('root', p.root)] + [(f'components.{n}', c) for n, c in p.components.items() if 'dag' in c]
-    for where, comp in dags:
-        tasks = comp['dag'].get('tasks', {})
-        graph: dict[str, set[str]] = {name: set() for name in tasks}
-        for tname, task in tasks.items():
-            ref = task.get('componentRef', {}).get('name')
-            if ref not in p.components:
-                raise UsageError(f'{p.path}: {where}.dag.tasks.{tname}.componentRef.name: no component named {ref!r}')
-            for up in task_upstreams(task):
-                if up not in tasks:
-                    raise UsageError(f'{p.path}: {where}.dag.tasks.{tname}: depends on unknown task {up!r}')
-                graph[tname].add(up)
-        try:
-            graphlib.TopologicalSorter(graph).prepare()
-        except graphlib.CycleError as e:
-            names = ' -> '.join(reversed(e.args[1]))
-            raise UsageError(f'{p.path}: {where}.dag: dependency cycle: {names}') from None
 
 
 def task_upstreams(task: dict) -> set[str]:
@@ -168,4 +179,3 @@ def task_upstreams(task: dict) -> set[str]:
         if 'taskOutputArtifact' in spec:
             ups.add(spec['taskOutputArtifact']['producerTask'])
     return ups
-
