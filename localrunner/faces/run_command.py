@@ -7,6 +7,7 @@ from localrunner.engine.assembly import assemble, write_json_atomic
 from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
 from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import RunOptions
+from localrunner.engine.slots import check_gpu_requests
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
 from localrunner.layout import RootLayout
@@ -91,6 +92,7 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     from_file = read_params_file(args.params_file) if args.params_file else {}
     root_artifacts = resolve_root_artifacts(pipeline.root.get('inputDefinitions', {}), args.artifact)
     options = build_options(args, explain)
+    check_gpu_requests(pipeline, options.gpu_ids, options.backend)
     view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose)
     run = assemble(pipeline, options, params=from_file, cli_params=parse_cli_params(args.param),
                    root_artifacts=root_artifacts, subscribers=(view,))
