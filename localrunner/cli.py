@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    """A usage error is one line whatever value it quotes: line breaks and other unprintable
+    characters (a NUL in a pipeline name, a control character in a file) are escaped."""
+    return ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -109,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         build_parser().print_help()
         return EXIT_USAGE
     except UsageError as e:
-        print(f'localrunner: error: {e}', file=sys.stderr)
+        print(f'localrunner: error: {_one_line(str(e))}', file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:          # `localrunner cache ls | head`
         sys.stderr.close()

@@ -112,6 +112,8 @@ def _probe(folder: str) -> None:
 
 def _folder_of(flag: str, shown: str, folder: str) -> str:
     """The nearest existing folder at or above FOLDER; UsageError when that is a file."""
+    if not shown.strip():
+        raise UsageError(f'{flag}: empty path')
     there = _existing_ancestor(folder)
     if not os.path.isdir(there):
         what = 'is a file' if there == os.path.abspath(os.path.expanduser(shown)) else f'{there} is a file'
