@@ -429,3 +429,49 @@ def test_a_real_process_says_the_same_one_line(tmp_path, victim_spec):
         f"localrunner: error: {path}: deploymentSpec.executors.exec-show.container.args[2]: "
         f"{{{{$.inputs.parameters['nope']}}}} names no input parameter of this component (it has: msg) "
         f"(\"{{{{$.inputs.parameters['nope']}}}}\")"]
+
+
+# ============================================================================ hostile files
+def _billion_laughs(tail: str) -> str:
+    """Eleven levels of nine aliases: 9**11 (31 billion) strings once expanded."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f'a{i}: &a{i} [' + ','.join([f'*a{i - 1}'] * 9) + ']' for i in range(1, 12)]
+    return '\n'.join(lines) + '\n' + tail
+
+
+def test_yaml_aliases_are_refused_before_they_expand(capsys, tmp_path):
+    """A small file that expands into billions of nodes: refused at once, as pipeline and as
+    params file (a compiled pipeline has no aliases)."""
+    bomb = tmp_path / 'bomb.yaml'
+    bomb.write_text(_billion_laughs('pipelineInfo: {name: bomb}\nroot: {dag: {tasks: {}}}\n'))
+    line = usage_error(capsys, ['run', str(bomb), '--root', str(tmp_path / 'root')])
+    assert 'malformed YAML at line 1' in line and 'alias' in line
+    line = usage_error(capsys, ['run', HELLO, '--root', str(tmp_path / 'root'), '--params-file', str(bomb)])
+    assert 'malformed params file' in line and 'alias' in line
+    assert not (tmp_path / 'root').exists()
+
+
+@pytest.mark.parametrize('content, words', [
+    (b'1: 2\nname: x\n', ['parameter names must be text', '1']),
+    (b'\xff\xfe\x00binary', ['not UTF-8']),
+    (b'[' * 100000, ['malformed params file']),
+    (b'{' + b'"a": [' * 50000, ['malformed params file']),
+    (b'name: a\n---\nname: b\n', ['one mapping', '2 YAML documents']),
+    (b'- a\n- b\n', ['must hold a mapping']),
+])
+def test_hostile_params_files(capsys, tmp_path, content, words):
+    params = tmp_path / 'params.yaml'
+    params.write_bytes(content)
+    line = usage_error(capsys, ['run', HELLO, '--root', str(tmp_path / 'root'), '--params-file', str(params)])
+    for word in words:
+        assert word in line, line
+    assert not (tmp_path / 'root').exists()
+
+
+def test_deeply_nested_values_on_the_command_line(capsys, tmp_path, victim_spec):
+    spec = copy.deepcopy(victim_spec)
+    spec['root']['inputDefinitions']['parameters']['text']['parameterType'] = 'LIST'
+    spec['root']['inputDefinitions']['parameters']['text'].pop('defaultValue')
+    line = usage_error(capsys, ['run', _write(tmp_path, spec), '--root', str(tmp_path / 'root'),
+                                '-p', 'text=' + '[' * 100000])
+    assert "parameter 'text'" in line and 'LIST' in line
