@@ -1,6 +1,8 @@
 """GPU ids are the scheduler's: disjoint per concurrent task, queued when none are free,
-CUDA_VISIBLE_DEVICES on the subprocess backend, DeviceRequests on Docker. (No GPU here:
-ids are declared with --gpus; a container start then fails cleanly and is not retried.)"""
+CUDA_VISIBLE_DEVICES on the subprocess backend, DeviceRequests on Docker. The machine is made
+one with four GPUs by an nvidia-smi that lists them, first on PATH: the scheduler is what is
+tested, and the answers are the same on a machine with real GPUs or none. (A container start
+on Docker without the NVIDIA runtime then fails cleanly and is not retried.)"""
 import os
 
 import pytest
@@ -29,6 +31,17 @@ def gpu_pair(folder: str, count: int = 2):
         t.set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(1)
 
 
+@pytest.fixture
+def gpus4(tmp_path):
+    """The environment of a machine with GPUs 0-3 (for run_cli / run_pipeline_file)."""
+    bin_dir = tmp_path / 'fake-bin'
+    bin_dir.mkdir()
+    smi = bin_dir / 'nvidia-smi'
+    smi.write_text('#!/bin/sh\nprintf "0\\n1\\n2\\n3\\n"\n')
+    smi.chmod(0o755)
+    return {'PATH': f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}'}
+
+
 def _spans(folder):
     out = []
     for name in sorted(os.listdir(folder)):
@@ -37,12 +50,12 @@ def _spans(folder):
     return out
 
 
-def test_disjoint_gpu_ids_and_queueing_on_subprocess(tmp_path):
+def test_disjoint_gpu_ids_and_queueing_on_subprocess(tmp_path, gpus4):
     folder = tmp_path / 'out'
     folder.mkdir()
     path = compile_pipeline(gpu_pair, tmp_path / 'g.yaml')
     rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '--gpus', '0,1',
-                                         '--max-parallel', '3')
+                                         '--max-parallel', '3', env=gpus4)
     assert rc == 0, proc.stdout + proc.stderr
     spans = _spans(folder)
     assert len(spans) == 3 and {s[2] for s in spans} <= {'0', '1'}, spans
@@ -78,22 +91,26 @@ def _one_line_usage_error(proc):
     return lines[0]
 
 
-def test_asking_more_gpus_than_exist_is_refused_before_anything_runs(tmp_path):
+def test_asking_more_gpus_than_exist_is_refused_before_anything_runs(tmp_path, gpus4):
     """Planned, not reached: the upstream task must not run first (it could take hours)."""
     folder = tmp_path / 'out'
     folder.mkdir()
     path = compile_pipeline(gpu_greedy, tmp_path / 'greedy.yaml')
-    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '--gpus', '0,1')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '--gpus', '0,1',
+                                         env=gpus4)
     line = _one_line_usage_error(proc)
     assert 'root.dag.tasks.greedy' in line and 'asks for 3 GPUs' in line and 'ids 0,1' in line, line
     assert result is None and not os.listdir(folder)
     assert not os.path.exists(tmp_path / 'root' / 'runs')
     # a count is checked against the inventory, declared (--gpus 2) or as listed
-    proc = run_cli('run', path, '--root', str(tmp_path / 'root'), '-p', f'folder={folder}', '--gpus', '2')
+    proc = run_cli('run', path, '--root', str(tmp_path / 'root'), '-p', f'folder={folder}', '--gpus', '2', env=gpus4)
     assert 'only 2 exist (ids 0,1)' in _one_line_usage_error(proc)
     # enough GPUs: planned fine (explain runs nothing)
     proc = run_cli('explain-cache', path, '--root', str(tmp_path / 'root'), '-p', f'folder={folder}',
-                   '--gpus', '0,1,2')
+                   '--gpus', '0,1,2', env=gpus4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # nothing declared: all four detected are the inventory
+    proc = run_cli('explain-cache', path, '--root', str(tmp_path / 'root'), '-p', f'folder={folder}', env=gpus4)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not os.listdir(folder)
 
@@ -120,9 +137,9 @@ def gpu_from_output():
     greedy(after='x').set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(count.output)
 
 
-def test_a_count_set_by_a_placeholder_is_checked_when_resolved(tmp_path):
+def test_a_count_set_by_a_placeholder_is_checked_when_resolved(tmp_path, gpus4):
     path = compile_pipeline(gpu_from_output, tmp_path / 'fo.yaml')
-    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--gpus', '0,1')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--gpus', '0,1', env=gpus4)
     assert rc == 1, proc.stdout + proc.stderr
     t = task(result, 'greedy')
     assert t['state'] == 'FAILED' and '3 GPUs' in t['error'] and '0,1' in t['error'], t
@@ -158,14 +175,14 @@ def gpu_order(folder: str):
     both(folder=folder, a=a.output, b=b.output).set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(2)
 
 
-def test_released_ids_come_back_in_order(tmp_path):
+def test_released_ids_come_back_in_order(tmp_path, gpus4):
     """Two one-GPU tasks hold 0 and 1; the holder of 1 finishes first; the two-GPU task
     after them must see CUDA_VISIBLE_DEVICES=0,1 (it saw "1,0" when ids were appended back)."""
     folder = tmp_path / 'out'
     folder.mkdir()
     path = compile_pipeline(gpu_order, tmp_path / 'order.yaml')
     rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', f'folder={folder}', '--gpus', '0,1',
-                                         '--max-parallel', '2', '--no-cache')
+                                         '--max-parallel', '2', '--no-cache', env=gpus4)
     assert rc == 0, proc.stdout + proc.stderr
     assert sorted((folder / n).read_text() for n in ('a', 'b')) == ['0', '1']
     assert (folder / 'both').read_text() == '0,1'
@@ -185,13 +202,13 @@ def docker_gpus():
         on_gpu().set_accelerator_type('nvidia.com/gpu').set_accelerator_limit(1).set_retry(2)
 
 
-def test_docker_gpu_start_failure_is_clean_and_not_retried(tmp_path):
+def test_docker_gpu_start_failure_is_clean_and_not_retried(tmp_path, gpus4):
     client = require_docker()
     require_base_image()
     if 'nvidia' in (client.info().get('Runtimes') or {}):
         pytest.skip('this engine has the NVIDIA runtime: the start would not fail')
     path = compile_pipeline(docker_gpus, tmp_path / 'dg.yaml')
-    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '--gpus', '0,1')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--backend', 'docker', '--gpus', '0,1', env=gpus4)
     assert rc == 1
     for name in ('on-gpu', 'on-gpu-2'):
         t = task(result, name)
