@@ -154,6 +154,8 @@ def check_destinations(args: argparse.Namespace) -> None:
             writable_file('--result-json', args.result_json)
         if args.report and not dry:
             writable_file('--report', args.report)
+        if getattr(args, 'junit_xml', None) and not dry:      # written after the run, like --report
+            writable_file('--junit-xml', args.junit_xml)
     elif command in ('cache', 'runs'):
         if (command, args.action) in (('cache', 'gc'), ('cache', 'prune'), ('cache', 'verify'), ('runs', 'prune')):
             writable_folder('--root', args.root)
@@ -161,3 +163,5 @@ def check_destinations(args: argparse.Namespace) -> None:
             root_folder('--root', args.root)
         if command == 'runs' and args.action == 'report' and args.output:
             writable_file('-o', args.output)
+        if command == 'runs' and getattr(args, 'html', None):     # runs compare --html FILE
+            writable_file('--html', args.html)
