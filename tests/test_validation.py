@@ -385,7 +385,7 @@ def test_placeholder_in_env_and_resources(capsys, tmp_path, victim_spec):
     spec = copy.deepcopy(victim_spec)
     _executor(spec, 'exec-show')['container']['resources']['resourceCpuLimit'] = "{{$.inputs.parameters['cpu']}}"
     line = usage_error(capsys, ['run', _write(tmp_path, spec), '--root', str(tmp_path / 'root')])
-    assert 'exec-show.container.resources' in line and "'cpu'" in line
+    assert 'exec-show.container.resources.resourceCpuLimit' in line and "'cpu'" in line
 
 
 REFERENCES = [
@@ -475,3 +475,13 @@ def test_deeply_nested_values_on_the_command_line(capsys, tmp_path, victim_spec)
     line = usage_error(capsys, ['run', _write(tmp_path, spec), '--root', str(tmp_path / 'root'),
                                 '-p', 'text=' + '[' * 100000])
     assert "parameter 'text'" in line and 'LIST' in line
+
+
+@pytest.mark.parametrize('where', ['root', 'above', 'cache'])
+def test_an_output_file_that_the_run_would_make_a_folder(capsys, tmp_path, where):
+    """Found by the fuzz test: `--root x --result-json x` ran, then could not write x."""
+    root = tmp_path / 'a' / 'root'
+    target = {'root': root, 'above': tmp_path / 'a', 'cache': root / 'cache'}[where]
+    line = usage_error(capsys, ['run', HELLO, '--root', str(root), '--result-json', str(target)])
+    assert f'--result-json {target}: is a folder this run makes' in line
+    assert not (tmp_path / 'a').exists()

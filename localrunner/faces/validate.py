@@ -144,18 +144,30 @@ def root_folder(flag: str, path: str) -> None:
     _folder_of(flag, path, os.path.abspath(os.path.expanduser(path)))
 
 
+def outside_root(flag: str, path: str, root: str) -> None:
+    """A file the run writes at its end must not be a folder the run makes: the root, a
+    folder above it, or one of the root's own folders (layout.py)."""
+    from localrunner.layout import RootLayout
+    layout = RootLayout(root)
+    full = os.path.abspath(os.path.expanduser(path))
+    own = (layout.runs_dir, layout.cache_dir, layout.pvcs_dir, layout.compiled_dir, layout.quarantine_dir)
+    if full in own or os.path.commonpath([full, layout.root]) == full:
+        raise UsageError(f'{flag} {path}: is a folder this run makes under --root {root}, expected a file name')
+
+
 def check_destinations(args: argparse.Namespace) -> None:
     """Every place the command will write, checked before it starts."""
     command = args.command
     if command in ('run', 'explain-cache'):
         dry = command == 'explain-cache' or args.dry_run
         writable_folder('--root', args.root)        # a dry run too: it opens the cache there
-        if args.result_json:
-            writable_file('--result-json', args.result_json)
-        if args.report and not dry:
-            writable_file('--report', args.report)
-        if getattr(args, 'junit_xml', None) and not dry:      # written after the run, like --report
-            writable_file('--junit-xml', args.junit_xml)
+        outputs = [('--result-json', args.result_json)]
+        if not dry:                                 # written after a real run only
+            outputs += [('--report', args.report), ('--junit-xml', getattr(args, 'junit_xml', None))]
+        for flag, path in outputs:
+            if path:
+                writable_file(flag, path)
+                outside_root(flag, path, args.root)
     elif command in ('cache', 'runs'):
         if (command, args.action) in (('cache', 'gc'), ('cache', 'prune'), ('cache', 'verify'), ('runs', 'prune')):
             writable_folder('--root', args.root)

@@ -114,10 +114,11 @@ def _check_executor(read: Reader, executor: Executor, declared: Declared) -> Non
         texts += [(f'{where}.container.args[{i}]', t) for i, t in enumerate(c.args)]
         texts += [(f'{where}.container.env.{k}', v) for k, v in c.env.items()]
         r = c.resources
-        texts += [(f'{where}.container.resources', t or '') for t in (r.cpu_limit, r.cpu_request, r.memory_limit,
-                                                                      r.memory_request)]
+        quantities = {'resourceCpuLimit': r.cpu_limit, 'resourceCpuRequest': r.cpu_request,
+                      'resourceMemoryLimit': r.memory_limit, 'resourceMemoryRequest': r.memory_request}
         if r.accelerator is not None:
-            texts += [(f'{where}.container.resources.accelerator', r.accelerator.type + r.accelerator.count_text)]
+            quantities.update(resourceType=r.accelerator.type, resourceCount=r.accelerator.count_text)
+        texts += [(f'{where}.container.resources.{k}', v) for k, v in quantities.items() if v]
         for here, text in texts:
             why = check_item(text, declared)
             if why:
