@@ -406,6 +406,10 @@ REFERENCES = [
         'itemInput', 'ghost'), ['root.dag.tasks.for-loop-2.parameterIterator.itemInput', "'ghost'"]),
     ('value from nowhere', lambda s: _tasks(s)['produce']['inputs']['parameters'].__setitem__('text', {}),
      ['root.dag.tasks.produce.inputs.parameters.text', 'names no value']),
+    # found by the fuzz test (a KeyError then)
+    ('empty producer task', lambda s: _tasks(s)['show']['inputs']['parameters']['msg']['taskOutputParameter']
+     .__setitem__('producerTask', ''), ['root.dag.tasks.show.inputs.parameters.msg.taskOutputParameter.producerTask',
+                                        'empty']),
 ]
 
 

@@ -77,7 +77,11 @@ class Reader:
             yield name, self.join(here, name), value
 
     def string(self, node: dict, key: str, where: str, required: bool = False, default: str = '') -> str:
-        return self._get(node, key, where, (str,), 'a string', required, default)
+        """A string; a required one (a name, a reference, a path) may not be empty either."""
+        value = self._get(node, key, where, (str,), 'a string', required, default)
+        if required and not value:
+            raise self.fail(self.join(where, key), 'empty')
+        return value
 
     def boolean(self, node: dict, key: str, where: str) -> bool:
         return self._get(node, key, where, (bool,), 'true or false', False, False)
