@@ -26,26 +26,24 @@ def _bad(text: str, why: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(f'{text!r}: {why}')
 
 
-def positive_int(text: str) -> int:
-    """--max-parallel: a whole number >= 1."""
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise _bad(text, 'expected a whole number >= 1') from None
-    if value < 1:
-        raise _bad(text, 'expected a whole number >= 1')
+        value = least - 1
+    if value < least:
+        raise _bad(text, f'expected a whole number >= {least}')
     return value
+
+
+def positive_int(text: str) -> int:
+    """--max-parallel: a whole number >= 1."""
+    return _whole(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """--keep, --keep-runs: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise _bad(text, 'expected a whole number >= 0') from None
-    if value < 0:
-        raise _bad(text, 'expected a whole number >= 0')
-    return value
+    return _whole(text, 0)
 
 
 def duration(text: str) -> str:
