@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 from localrunner.errors import UsageError
+from localrunner.faces import validate
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130      # a run's own outcome: run_command.EXIT_CODES
 
@@ -31,12 +32,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')
     p.add_argument('--result-json', help='write the result document (docs/architecture.md) to this file')
     p.add_argument('--no-cache', action='store_true', help='run every task; nothing is read from or written to the cache')
-    p.add_argument('--cache-max-age', metavar='AGE', help='ignore cached results older than AGE (e.g. 7d, 12h)')
-    p.add_argument('--remote-cache', metavar='s3://BUCKET/PREFIX',
+    p.add_argument('--cache-max-age', metavar='AGE', type=validate.duration,
+                   help='ignore cached results older than AGE (e.g. 7d, 12h)')
+    p.add_argument('--remote-cache', metavar='s3://BUCKET/PREFIX', type=validate.s3_url,
                    help='share results through S3/MinIO (LOCALRUNNER_S3_ENDPOINT, AWS_ACCESS_KEY_ID, ...)')
-    p.add_argument('--max-parallel', type=int, default=None, help='tasks at once (default: number of cores)')
+    p.add_argument('--max-parallel', type=validate.positive_int, default=None, help='tasks at once (default: number of cores)')
     p.add_argument('--fail-fast', action='store_true', help='cancel everything else at the first failure')
-    p.add_argument('--gpus', default=None, help='GPU ids to schedule: all, N or 0,2 (default: detected)')
+    p.add_argument('--gpus', default=None, type=validate.gpus,
+                   help='GPUs to schedule: all, none, a count N, or ids 0,2 / device=0,2 (default: detected)')
     p.add_argument('--secret', action='append', default=[], metavar='NAME=PATH',
                    help='local values of a Kubernetes secret (folder of key files, JSON/YAML, or KEY=VALUE lines)')
     p.add_argument('--config-map', action='append', default=[], metavar='NAME=PATH', help='likewise for a config map')
@@ -64,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument('action', choices=['stats', 'ls', 'show', 'verify', 'gc', 'prune'])
     cache.add_argument('key', nargs='?')
     cache.add_argument('--root', default='.localrunner')
-    cache.add_argument('--older-than', metavar='AGE')
+    cache.add_argument('--older-than', metavar='AGE', type=validate.duration)
     cache.add_argument('--max-size', metavar='SIZE')
-    cache.add_argument('--keep-runs', type=int, default=None, help='gc: runs whose outputs stay reachable')
+    cache.add_argument('--keep-runs', type=validate.non_negative_int, default=None, help='gc: runs whose outputs stay reachable')
     cache.add_argument('--json', action='store_true')
     cache.add_argument('--repair', action='store_true', help='verify: drop action entries whose objects are missing')
     envs = sub.add_parser('envs', help='environments built for lightweight components (venvs, images)')
     envs.add_argument('action', choices=['ls', 'prune'])
-    envs.add_argument('--older-than', metavar='AGE', help='prune: not used for AGE (e.g. 30d)')
+    envs.add_argument('--older-than', metavar='AGE', type=validate.duration, help='prune: not used for AGE (e.g. 30d)')
     envs.add_argument('--all', action='store_true', help='prune: every environment')
     envs.add_argument('--kind', choices=['venv', 'image'], help='only venvs or only derived Docker images')
     envs.add_argument('--env-dir', help='venv folder (default $LOCALRUNNER_ENV_DIR or the user cache)')
@@ -92,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument('--format', choices=['text', 'json', 'dot'], default='text')
     runs = sub.add_parser('runs', help='list or show past runs')
     runs.add_argument('action', choices=['ls', 'show', 'report', 'prune', 'compare'])
-    runs.add_argument('--keep', type=int, help='prune: keep the newest N runs')
-    runs.add_argument('--older-than', metavar='AGE', help='prune: remove runs older than AGE (e.g. 14d)')
+    runs.add_argument('--keep', type=validate.non_negative_int, help='prune: keep the newest N runs')
+    runs.add_argument('--older-than', metavar='AGE', type=validate.duration, help='prune: remove runs older than AGE (e.g. 14d)')
     runs.add_argument('-o', '--output', help='report: where to write the HTML (default <run dir>/report.html)')
     runs.add_argument('run_id', nargs='?')
     runs.add_argument('run_id_b', nargs='?', metavar='RUN_B', help='compare: the second run')
@@ -109,9 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    """A usage error is one line whatever value it quotes: line breaks and other unprintable
+    characters (a NUL in a pipeline name, a control character in a file) are escaped."""
+    return ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        validate.check_destinations(args)
         if args.command in ('run', 'explain-cache'):
             from localrunner.faces.run_command import run_command
             return run_command(args, explain=args.command == 'explain-cache')
@@ -136,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         build_parser().print_help()
         return EXIT_USAGE
     except UsageError as e:
-        print(f'localrunner: error: {e}', file=sys.stderr)
+        print(f'localrunner: error: {_one_line(str(e))}', file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:          # `localrunner cache ls | head`
         sys.stderr.close()

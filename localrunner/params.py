@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from localrunner.errors import UsageError
+from localrunner.spec import load_yaml_documents
 
 _TRUE = {'true', '1', 'yes', 'y', 'on'}
 _FALSE = {'false', '0', 'no', 'n', 'off'}
@@ -20,14 +21,24 @@ def read_params_file(path: str) -> dict:
             text = f.read()
     except OSError as e:
         raise UsageError(f'{path}: cannot read params file: {e.strerror or e}') from None
+    except UnicodeDecodeError:
+        raise UsageError(f'{path}: cannot read params file: not UTF-8 text') from None
     try:
-        data = json.loads(text) if text.lstrip().startswith('{') else yaml.safe_load(text)
+        docs = [json.loads(text)] if text.lstrip().startswith('{') else load_yaml_documents(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise UsageError(f'{path}: malformed params file: {" ".join(str(e).split())}') from None
+        raise UsageError(f'{path}: malformed params file: {" ".join(str(e).split())[:200]}') from None
+    except RecursionError:
+        raise UsageError(f'{path}: malformed params file: nested too deeply') from None
+    if len(docs) > 1:
+        raise UsageError(f'{path}: params file must hold one mapping, not {len(docs)} YAML documents')
+    data = docs[0] if docs else None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f'{path}: params file must hold a mapping of parameter names to values')
+    for name in data:
+        if not isinstance(name, str):
+            raise UsageError(f'{path}: parameter names must be text, not {name!r}')
     return data
 
 
@@ -91,7 +102,7 @@ def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise bad(' (expected JSON)') from None
         if not isinstance(value, want):
             raise bad()

@@ -1,4 +1,6 @@
-"""GpuInventory: detection, --gpus parsing, disjoint hand-out under concurrency."""
+"""The one GPU inventory: detection, --gpus parsing, disjoint hand-out (lowest first, released
+ids back in order) under concurrency, and the scheduler's pool built on it."""
+import asyncio
 import threading
 import time
 
@@ -7,6 +9,7 @@ import pytest
 from localrunner.backends import gpus
 from localrunner.backends.base import LaunchError
 from localrunner.backends.gpus import GpuInventory, GpuRequestError, parse_gpus
+from localrunner.engine.slots import GpuShortage, ResourcePool
 
 
 @pytest.mark.parametrize('text, detected, expected', [
@@ -21,6 +24,9 @@ from localrunner.backends.gpus import GpuInventory, GpuRequestError, parse_gpus
     ('device=1', ('0', '1'), ('1',)),
     ('1,', ('0', '1'), ('1',)),
     ('4,5', (), ('4', '5')),
+    ('2,0', (), ('0', '2')),             # a set of ids: handed out lowest first
+    (' "device=0,2" ', (), ('0', '2')),  # docker's quoted form
+    ('07,', (), ('7',)),
 ])
 def test_parse_gpus(text, detected, expected):
     assert parse_gpus(text, detected) == expected
@@ -30,6 +36,15 @@ def test_parse_gpus(text, detected, expected):
     ('3', ('0', '1'), 'only 2 GPUs exist (ids 0,1)'),
     ('0,7', ('0', '1'), 'no GPU with id 7'),
     ('0,0', (), 'listed twice'),
+    ('0,00', (), 'listed twice'),
+    ('banana', (), 'not a GPU id'),
+    ('banana', ('0',), 'not a GPU id'),
+    ('-1', (), 'not a GPU id'),
+    ('0,-1', (), "'-1' is not a GPU id"),
+    ('1,,2', (), "'' is not a GPU id"),
+    ('device=', (), 'no GPU id given'),
+    ('GPU-1234', (), 'not a GPU id'),
+    ('\u0661', (), 'not a GPU id'),         # a digit, but not one nvidia-smi prints
 ])
 def test_parse_gpus_rejects(text, detected, message):
     with pytest.raises(GpuRequestError, match=message.replace('(', r'\(').replace(')', r'\)')):
@@ -39,7 +54,6 @@ def test_parse_gpus_rejects(text, detected, message):
 def test_detect_without_nvidia_smi(monkeypatch):
     monkeypatch.setattr(gpus.shutil, 'which', lambda name: None)
     assert gpus.detect_gpus() == ()
-    assert GpuInventory.from_declaration().ids == ()
 
 
 def test_detect_parses_nvidia_smi(monkeypatch, tmp_path):
@@ -62,11 +76,18 @@ def test_acquire_release_disjoint_lowest_first():
     assert inv.try_acquire(2) is None          # held by others: wait, don't fail
     b = inv.try_acquire(1)
     assert b == ('2',) and not set(a) & set(b)
-    inv.release(a)
+    inv.release(['1'])
+    inv.release(['0'])                          # released out of order, back in order
     assert inv.available == ('0', '1')
+    assert inv.try_acquire(2) == ('0', '1')
     assert inv.try_acquire(0) == ()
     with pytest.raises(ValueError, match='released twice'):
-        inv.release(['0'])
+        inv.release(['2', '2'])
+    inv.release(['2'])
+    with pytest.raises(ValueError, match='released twice'):
+        inv.release(['2'])
+    with pytest.raises(ValueError, match='not in this inventory'):
+        inv.release(['7'])
 
 
 def test_asking_more_than_exist_is_a_clear_non_retryable_error():
@@ -75,23 +96,33 @@ def test_asking_more_than_exist_is_a_clear_non_retryable_error():
         inv.try_acquire(3)
     assert str(err.value) == 'task asks for 3 GPUs; only 2 exist (ids 0,1)'
     assert isinstance(err.value, LaunchError) and err.value.retryable is False
-    with pytest.raises(GpuRequestError, match='only 0 exist'):
-        GpuInventory().acquire(1)
+    with pytest.raises(GpuRequestError, match='only 0 exist; declare them with --gpus'):
+        GpuInventory().check(1)
+    assert GpuShortage is GpuRequestError       # the engine catches the one error
 
 
-def test_acquire_blocks_until_release_and_times_out():
-    inv = GpuInventory(['0'])
-    held = inv.acquire(1)
-    with pytest.raises(TimeoutError):
-        inv.acquire(1, timeout=0.05)
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(inv.acquire(1, timeout=5)))
-    waiter.start()
-    time.sleep(0.05)
-    assert not got
-    inv.release(held)
-    waiter.join(5)
-    assert got == [('0',)]
+def test_pool_waits_for_gpus_and_hands_them_back_in_order():
+    """The scheduler's pool takes ids from the one inventory: a task asking for two GPUs
+    waits while others hold them, and then gets "0,1" whatever order they came back in."""
+    async def scenario():
+        pool = ResourcePool(max_parallel=4, cpus=4, memory=1 << 30, gpu_ids=('0', '1'))
+        first = await pool.acquire(gpus=1)
+        second = await pool.acquire(gpus=1)
+        assert (first.gpu_ids, second.gpu_ids) == (('0',), ('1',))
+        waiter = asyncio.ensure_future(pool.acquire(gpus=2))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await pool.release(second)              # '1' back first ...
+        await asyncio.sleep(0)
+        assert not waiter.done()                # ... one GPU is not enough
+        await pool.release(first)               # ... then '0'
+        both = await asyncio.wait_for(waiter, 5)
+        assert both.gpu_ids == ('0', '1')
+        with pytest.raises(GpuShortage, match='asks for 3 GPUs; only 2 exist'):
+            await pool.acquire(gpus=3)
+        await pool.release(both)
+        assert pool.gpus.available == ('0', '1')
+    asyncio.run(scenario())
 
 
 def test_concurrent_holders_never_share_an_id():
@@ -101,7 +132,10 @@ def test_concurrent_holders_never_share_an_id():
 
     def worker(count):
         for _ in range(200):
-            ids = inv.acquire(count, timeout=10)
+            ids = inv.try_acquire(count)
+            while ids is None:
+                time.sleep(0.0005)
+                ids = inv.try_acquire(count)
             with guard:
                 if in_use & set(ids):
                     errors.append(ids)
@@ -114,6 +148,6 @@ def test_concurrent_holders_never_share_an_id():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(60)
     assert not errors
     assert inv.available == ('0', '1', '2', '3')

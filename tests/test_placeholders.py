@@ -62,3 +62,54 @@ def test_run_metadata():
 def test_unknown_placeholder_is_an_error():
     with pytest.raises(PlaceholderError):
         resolve('{{$.inputs.whatever}}')
+
+
+# ---------------------------------------------------------------------------- checked at load
+from localrunner.engine.placeholders import Declared, Reference, check_item, parse  # noqa: E402
+
+DECLARED = Declared(input_parameters=frozenset({'text', 'n'}), input_artifacts=frozenset({'data'}),
+                    output_parameters=frozenset({'out'}), output_artifacts=frozenset({'model'}))
+
+
+def test_parse_is_the_grammar_resolution_uses():
+    assert parse('') == Reference('executor_input')
+    assert parse('.outputs.output_file') == parse('.outputMetadataUri') == Reference('output_file')
+    assert parse('.pipeline_task_uuid') == Reference('run', name='pipeline_task_uuid')
+    assert parse(".inputs.artifacts['data'].metadata['rows']") == Reference(
+        'artifacts', name='data', side='inputs', attr='metadata', key='rows')
+    assert parse(".inputs.parameters[''text''].json_escape") == Reference(
+        'parameters', name='text', side='inputs', json_escape=True)
+    for bad in (".inputs.parameters['x'].uri", ".outputs.artifacts['m'].size", ".inputs.artifacts['d'].uri['k']",
+                '.inputs.whatever', ".inputs.parameters[x]"):
+        with pytest.raises(PlaceholderError):
+            parse(bad)
+
+
+def test_outputmetadatauri_resolves_like_the_output_file():
+    assert resolve('{{$.outputMetadataUri}}') == ['/t/executor_output.json']
+
+
+@pytest.mark.parametrize('item', [
+    "--t={{$.inputs.parameters['text']}}", "{{$.inputs.artifacts['data'].path}}", '{{$}}',
+    "{{$.outputs.parameters['out'].output_file}}", "{{$.outputs.artifacts['model'].metadata}}",
+    '{{$.pipeline_job_name}}/{{$.workspace_path}}', 'no placeholder at all', 'go template {{$x}} stays text',
+    '{"IfPresent": {"InputName": "n", "Then": ["--n", "{{$.inputs.parameters[\'n\']}}"], "Else": "--none"}}',
+    '{"Concat": ["a", {"IfPresent": {"InputName": "data", "Then": "b"}}]}',
+    '{"Concat": not json, so resolved as text}',
+])
+def test_check_accepts_what_resolves(item):
+    assert check_item(item, DECLARED) is None
+
+
+@pytest.mark.parametrize('item, why', [
+    ("{{$.inputs.parameters['nope']}}", "names no input parameter of this component (it has: n, text)"),
+    ("{{$.inputs.artifacts['text']}}", 'names no input artifact'),
+    ("{{$.outputs.parameters['model'].output_file}}", 'names no output parameter'),
+    ('{{$.pipeline_job}}', 'unsupported placeholder'),
+    ('{"IfPresent": {"InputName": "ghost", "Then": "x"}}', "IfPresent names no input of this component ('ghost')"),
+    ('{"IfPresent": {"Then": "x"}}', 'IfPresent names no input'),
+    ('{"Concat": [{"Other": 1}]}', 'unsupported structured placeholder'),
+    ('{"Concat": ["{{$.inputs.parameters[\'zz\']}}"]}', "'zz'"),
+])
+def test_check_refuses_what_would_not_resolve(item, why):
+    assert why in check_item(item, DECLARED)

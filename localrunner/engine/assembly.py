@@ -20,6 +20,7 @@ from localrunner.backends.base import Backend, BackendOptions
 from localrunner.engine import events as ev
 from localrunner.engine.events import EventBus, Subscriber
 from localrunner.engine.runtime import Run, RunOptions, new_run_id
+from localrunner.engine.slots import check_gpu_requests
 from localrunner.errors import LaunchError, UsageError
 from localrunner.params import resolve_pipeline_params
 from localrunner.spec import Pipeline, load_pipeline
@@ -89,6 +90,12 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
             except LaunchError as e:
                 backend.close()
                 raise UsageError(f'--backend {options.backend}: {e}') from None
+    try:
+        check_gpu_requests(pipeline, options.gpu_ids, backend.capabilities.remote)
+    except UsageError:
+        if owned:
+            backend.close()
+        raise
     bus = EventBus()
     for fn in subscribers:
         bus.subscribe(fn)

@@ -5,17 +5,29 @@ Forms: {{$}} (executor input JSON), {{$.inputs.parameters['x']}}, input/output a
 run metadata ({{$.pipeline_job_name}}, ..._uuid, {{$.pipeline_task_name}}, ...), and the
 structured forms serialised into one arg: {"Concat": [...]}, {"IfPresent": {...}}.
 A `.json_escape` suffix gives the value JSON-escaped (to embed inside a JSON string).
+
+One grammar serves both readings: `parse()` is what resolution uses at run time and what
+`check_item()` uses when the pipeline is loaded, so a placeholder that loads resolves.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 _PLACEHOLDER = re.compile(r"\{\{\$(\.[^{}]*?)?\}\}")
 _ACCESS = re.compile(r"""^\.(inputs|outputs)\.(parameters|artifacts)\[['"]{1,2}(.+?)['"]{1,2}\]((?:\.[a-z_]+)*)"""
                      r"""((?:\[['"]{1,2}.+?['"]{1,2}\])?)$""")
+# attributes each kind of reference may carry (kfp/dsl/placeholders.py emits these)
+_ATTRIBUTES = {('inputs', 'parameters'): {''}, ('outputs', 'parameters'): {'', 'output_file'},
+               ('inputs', 'artifacts'): {'', 'uri', 'path', 'metadata'},
+               ('outputs', 'artifacts'): {'', 'uri', 'path', 'metadata'}}
+# {{$.outputMetadataUri}} is the executor output file under another name (kfp/local/placeholder_utils.py)
+_OUTPUT_FILE = ('outputs.output_file', 'outputMetadataUri')
+RUN_METADATA = ('pipeline_job_name', 'pipeline_job_resource_name', 'pipeline_job_uuid', 'pipeline_task_name',
+                'pipeline_task_uuid', 'pipeline_job_create_time_utc', 'pipeline_job_schedule_time_utc',
+                'pipeline_root', 'workspace_path')
 
 
 @dataclasses.dataclass
@@ -47,54 +59,76 @@ class PlaceholderError(Exception):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """One placeholder, parsed. kind: 'executor_input' ({{$}}), 'output_file', 'run' (run
+    metadata, `name` says which) or an input/output access: side 'inputs'|'outputs', kind
+    'parameters'|'artifacts', `name` the input/output, `attr` uri/path/metadata/output_file or
+    '', `key` a metadata subscript."""
+    kind: str
+    name: str = ''
+    side: str = ''
+    attr: str = ''
+    key: str = ''
+    json_escape: bool = False
+
+
+def parse(body: str) -> Reference:
+    """The placeholder {{$BODY}}; PlaceholderError when it is none KFP defines."""
+    if body == '':
+        return Reference('executor_input')
+    name = body[1:]
+    if name in _OUTPUT_FILE:
+        return Reference('output_file')
+    if name in RUN_METADATA:
+        return Reference('run', name=name)
+    m = _ACCESS.match(body)
+    if not m:
+        raise PlaceholderError(f'unsupported placeholder {{{{${body}}}}}')
+    side, kind, key, attrs, subscript = m.groups()
+    attributes = [a for a in attrs.split('.') if a]
+    json_escape = 'json_escape' in attributes
+    attributes = [a for a in attributes if a != 'json_escape']
+    attr = attributes[0] if attributes else ''
+    if len(attributes) > 1 or attr not in _ATTRIBUTES[side, kind] or (subscript and attr != 'metadata'):
+        raise PlaceholderError(f'unsupported {side[:-1]} {kind[:-1]} attribute in {{{{${body}}}}}')
+    return Reference(kind, name=key, side=side, attr=attr, key=subscript.strip("[]'\""), json_escape=json_escape)
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
 def _lookup(executor_input: dict, ctx: Optional[RunContext], body: str) -> str:
-    if body == '':
+    ref = parse(body)
+    if ref.kind == 'executor_input':
         return json.dumps(executor_input)
-    name = body[1:]
-    if name == 'outputs.output_file':
+    if ref.kind == 'output_file':
         return executor_input['outputs']['outputFile']
-    if ctx is not None and ctx.lookup(name) is not None:
-        return ctx.lookup(name)
-    m = _ACCESS.match(body)
-    if not m:
-        raise PlaceholderError(f'unsupported placeholder {{{{${body}}}}}')
-    side, kind, key, attrs, subscript = m.groups()
-    attrs = [a for a in attrs.split('.') if a]
-    json_escape = 'json_escape' in attrs
-    attrs = [a for a in attrs if a != 'json_escape']
-    section = executor_input.get(side, {})
-    if kind == 'parameters':
-        if side == 'inputs':
-            value = section.get('parameterValues', {}).get(key)
-            text = _as_text(value)
+    if ref.kind == 'run':
+        value = ctx.lookup(ref.name) if ctx is not None else None
+        if value is None:
+            raise PlaceholderError(f'placeholder {{{{${body}}}}} has no value here')
+        return value
+    section = executor_input.get(ref.side, {})
+    if ref.kind == 'parameters':
+        if ref.side == 'inputs':
+            text = _as_text(section.get('parameterValues', {}).get(ref.name))
         else:
-            text = section.get('parameters', {}).get(key, {}).get('outputFile', '')
+            text = section.get('parameters', {}).get(ref.name, {}).get('outputFile', '')
     else:
-        arts = section.get('artifacts', {}).get(key, {}).get('artifacts', [])
-        if not attrs and not subscript:
+        arts = section.get('artifacts', {}).get(ref.name, {}).get('artifacts', [])
+        if not ref.attr:
             # the artifact (list) itself, as the runtime artifacts' JSON: [{name, type, uri, metadata}]
             text = json.dumps(arts)
         elif not arts:
             text = ''
+        elif ref.attr in ('uri', 'path'):
+            text = arts[0].get('uri', '')     # local execution: path == uri
         else:
-            art = arts[0]
-            attr = attrs[0] if attrs else 'uri'
-            if attr in ('uri', 'path'):
-                text = art.get('uri', '')     # local execution: path == uri
-            elif attr == 'metadata':
-                md = art.get('metadata', {}) or {}
-                if subscript:
-                    mkey = subscript.strip("[]'\"")
-                    text = _as_text(md.get(mkey))
-                else:
-                    text = json.dumps(md)
-            else:
-                raise PlaceholderError(f'unsupported artifact attribute {attr!r} in {{{{${body}}}}}')
-    if json_escape:
+            md = arts[0].get('metadata', {}) or {}
+            text = _as_text(md.get(ref.key)) if ref.key else json.dumps(md)
+    if ref.json_escape:
         text = json.dumps(text)[1:-1]
     return text
 
@@ -115,6 +149,10 @@ def _provided(executor_input: dict) -> set[str]:
     names = {k for k, v in inputs.get('parameterValues', {}).items() if v is not None}
     names |= {k for k, v in inputs.get('artifacts', {}).items() if v and v.get('artifacts')}
     return names
+
+
+def _is_structured(item: str) -> bool:
+    return item.startswith('{"Concat"') or item.startswith('{"IfPresent"')
 
 
 def _resolve_struct(node: Any, provided: set[str], executor_input: dict, ctx) -> Any:
@@ -150,7 +188,7 @@ def resolve_argv(items: list[str], executor_input: dict, ctx: Optional[RunContex
     provided = _provided(executor_input)
     argv: list[str] = []
     for item in items:
-        if item.startswith('{"Concat"') or item.startswith('{"IfPresent"'):
+        if _is_structured(item):
             try:
                 node = json.loads(item)
             except ValueError:
@@ -163,3 +201,68 @@ def resolve_argv(items: list[str], executor_input: dict, ctx: Optional[RunContex
         else:
             argv.append(substitute(item, executor_input, ctx))
     return argv
+
+
+# ---------------------------------------------------------------------------- checked at load
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """The names a component declares: what its executor's placeholders may refer to."""
+    input_parameters: frozenset = frozenset()
+    input_artifacts: frozenset = frozenset()
+    output_parameters: frozenset = frozenset()
+    output_artifacts: frozenset = frozenset()
+
+    def has(self, ref: Reference) -> bool:
+        return ref.name in getattr(self, f'{ref.side[:-1]}_{ref.kind}')
+
+
+def _struct_strings(node: Any, declared: Declared) -> Iterator[str]:
+    """The strings inside a structured placeholder; PlaceholderError for a shape
+    `_resolve_struct` cannot resolve or an IfPresent on an input the component lacks."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, list):
+        for item in node:
+            yield from _struct_strings(item, declared)
+    elif isinstance(node, dict) and isinstance(node.get('Concat'), list):
+        for item in node['Concat']:
+            yield from _struct_strings(item, declared)
+    elif isinstance(node, dict) and isinstance(node.get('IfPresent'), dict):
+        spec = node['IfPresent']
+        name = spec.get('InputName')
+        if not isinstance(name, str) or name not in declared.input_parameters | declared.input_artifacts:
+            raise PlaceholderError(f'IfPresent names no input of this component ({name!r})')
+        for branch in ('Then', 'Else'):
+            if spec.get(branch) is not None:
+                yield from _struct_strings(spec[branch], declared)
+    else:
+        raise PlaceholderError(f'unsupported structured placeholder {json.dumps(node)[:80]}')
+
+
+def check_text(text: str, declared: Declared) -> Optional[str]:
+    """Why `text` would not resolve (a placeholder KFP does not define, or one naming an input
+    or output the component does not declare: it would silently become "null"); None if fine."""
+    for m in _PLACEHOLDER.finditer(text):
+        try:
+            ref = parse(m.group(1) or '')
+        except PlaceholderError as e:
+            return str(e)
+        if ref.side and not declared.has(ref):
+            return (f'{m.group(0)} names no {ref.side[:-1]} {ref.kind[:-1]} of this component '
+                    f'(it has: {", ".join(sorted(getattr(declared, f"{ref.side[:-1]}_{ref.kind}"))) or "none"})')
+    return None
+
+
+def check_item(item: str, declared: Declared) -> Optional[str]:
+    """check_text for one command/args item, structured placeholders included."""
+    if _is_structured(item):
+        try:
+            node = json.loads(item)
+        except ValueError:
+            return check_text(item, declared)      # resolved as plain text, as at run time
+        try:
+            strings = list(_struct_strings(node, declared))
+        except PlaceholderError as e:
+            return str(e)
+        return next((why for why in (check_text(s, declared) for s in strings) if why), None)
+    return check_text(item, declared)

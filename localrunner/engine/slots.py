@@ -6,6 +6,14 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+from localrunner.backends.gpus import GpuInventory, GpuRequestError, describe
+from localrunner.errors import UsageError
+from localrunner.spec import Pipeline
+
+# a request more GPUs than exist; the one error for it, whoever checks (kept under this name
+# for the engine's callers)
+GpuShortage = GpuRequestError
+
 
 def machine_memory() -> int:
     try:
@@ -21,24 +29,24 @@ class Grant:
     gpu_ids: tuple[str, ...]
 
 
-class GpuShortage(Exception):
-    pass
-
-
 class ResourcePool:
-    """FIFO-fair enough for a local run: waiters are woken on every release and re-check."""
+    """FIFO-fair enough for a local run: waiters are woken on every release and re-check.
+    GPU ids come from the run's one GpuInventory (lowest first, returned in order)."""
 
     def __init__(self, max_parallel: int, cpus: Optional[float] = None, memory: Optional[int] = None,
                  gpu_ids: Sequence[str] = ()):
         self.max_parallel = max(1, max_parallel)
         self.cpus = float(cpus or os.cpu_count() or 1)
         self.memory = int(memory or machine_memory())
-        self.gpu_ids = tuple(gpu_ids)
+        self.gpus = GpuInventory(gpu_ids)
         self._running = 0
         self._cpu_used = 0.0
         self._mem_used = 0
-        self._free_gpus = list(self.gpu_ids)
         self._cond: Optional[asyncio.Condition] = None
+
+    @property
+    def gpu_ids(self) -> tuple[str, ...]:
+        return self.gpus.ids
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -46,13 +54,11 @@ class ResourcePool:
         return self._cond
 
     def check(self, gpus: int) -> None:
-        if gpus > len(self.gpu_ids):
-            have = f'{len(self.gpu_ids)} exist' + (f' (ids {",".join(self.gpu_ids)})' if self.gpu_ids else
-                                                     '; declare them with --gpus')
-            raise GpuShortage(f'task asks for {gpus} GPU{"s" if gpus != 1 else ""}; only {have}')
+        """GpuShortage when more GPUs are asked than exist: waiting would never help."""
+        self.gpus.check(gpus)
 
     def _fits(self, cpu: float, memory: int, gpus: int) -> bool:
-        if self._running >= self.max_parallel or len(self._free_gpus) < gpus:
+        if self._running >= self.max_parallel or not self.gpus.fits(gpus):
             return False
         if self._running == 0:
             return True          # a task larger than the machine still runs, alone
@@ -63,11 +69,10 @@ class ResourcePool:
         cond = self._condition()
         async with cond:
             await cond.wait_for(lambda: self._fits(cpu, memory, gpus))
+            ids = self.gpus.try_acquire(gpus)       # fits, and only this loop takes ids
             self._running += 1
             self._cpu_used += cpu
             self._mem_used += memory
-            ids = tuple(self._free_gpus[:gpus])
-            del self._free_gpus[:gpus]
             return Grant(cpu, memory, ids)
 
     async def release(self, grant: Grant) -> None:
@@ -76,5 +81,24 @@ class ResourcePool:
             self._running -= 1
             self._cpu_used -= grant.cpu
             self._mem_used -= grant.memory
-            self._free_gpus.extend(grant.gpu_ids)
+            self.gpus.release(grant.gpu_ids)
             cond.notify_all()
+
+
+def check_gpu_requests(pipeline: Pipeline, gpu_ids: Sequence[str], remote: bool) -> None:
+    """Before a run starts: UsageError naming the first task whose executor asks for more
+    GPUs than exist (a constant count; a count set by a placeholder is checked when it is
+    resolved). Nothing to check when no GPU exists or was declared (such tasks then run on
+    the CPU, with a warning: engine/container_task.py), nor for a backend that runs
+    elsewhere (`remote`: a cluster schedules its own GPUs)."""
+    if not gpu_ids or remote:
+        return
+    view = pipeline.view
+    for dag in view.dags():
+        for task in dag.dag.tasks.values():
+            component = view.components[task.component]
+            executor = view.executor_of(component)
+            acc = executor.container.resources.accelerator if executor and executor.container else None
+            if acc is not None and acc.count is not None and acc.count > len(gpu_ids):
+                raise UsageError(f'{pipeline.path}: {task.path}: task {task.key} asks for {acc.count} GPUs '
+                                 f'({acc.type}); only {len(gpu_ids)} exist ({describe(tuple(gpu_ids))})')

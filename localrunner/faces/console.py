@@ -49,8 +49,9 @@ def plain_wanted(stream: TextIO) -> bool:
 
 
 class ConsoleView:
-    def __init__(self, stream: TextIO = sys.stdout, quiet: bool = False, live: Optional[bool] = None,
+    def __init__(self, stream: Optional[TextIO] = None, quiet: bool = False, live: Optional[bool] = None,
                  explain: bool = False, verbose: bool = False):
+        stream = stream if stream is not None else sys.stdout       # at call time: pytest swaps it
         self.explain = explain
         self.verbose = verbose
         self.quiet = quiet

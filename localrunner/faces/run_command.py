@@ -17,25 +17,20 @@ EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
 
 
 def build_options(args, explain: bool) -> RunOptions:
-    from localrunner.backends.gpus import detect_gpus, parse_gpus
-    max_age = None
-    if args.cache_max_age:
-        try:
-            max_age = parse_duration(args.cache_max_age)
-        except ValueError as e:
-            raise UsageError(f'--cache-max-age: {e}') from None
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise UsageError('--max-parallel: must be at least 1')
+    """RunOptions from the parsed command line (argparse types already checked each value's
+    form: faces/validate.py; what needs the machine, like which GPU ids exist, is checked here)."""
+    from localrunner.backends.gpus import GpuRequestError, detect_gpus, parse_gpus
+    max_age = parse_duration(args.cache_max_age) if args.cache_max_age else None
     try:
         gpu_ids = parse_gpus(args.gpus, detect_gpus()) if args.gpus else detect_gpus()
-    except Exception as e:
+    except GpuRequestError as e:
         raise UsageError(f'--gpus {args.gpus}: {e}') from None
     return RunOptions(
         root=args.root,
         backend='kubernetes' if args.cluster else (args.backend or 'subprocess'),
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
-        cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=_remote(args.remote_cache),
+        cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=args.remote_cache,
                             disabled_by_default=caching_disabled_by_env()),
         k8s=LocalSources(secrets=_pairs(args.secret, '--secret'), config_maps=_pairs(args.config_map, '--config-map'),
                          pvcs=_pairs(args.pvc, '--pvc')),
@@ -43,12 +38,6 @@ def build_options(args, explain: bool) -> RunOptions:
         gpu_ids=tuple(gpu_ids),
         image_map=_image_map(args.image_map),
     )
-
-
-def _remote(url):
-    if url and not url.startswith('s3://'):
-        raise UsageError(f'--remote-cache {url}: expected s3://BUCKET[/PREFIX]')
-    return url
 
 
 def _image_map(values: list[str]) -> dict[str, str]:

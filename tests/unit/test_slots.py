@@ -108,8 +108,6 @@ def test_gpus_wait_even_when_cpu_and_memory_are_free():
     run(main())
 
 
-@pytest.mark.xfail(strict=True, reason='bug: ResourcePool.release appends freed GPU ids at the end; '
-                                       'backends/gpus.py GpuInventory sorts them back (lowest first)')
 def test_released_gpu_ids_go_back_in_order():
     async def main():
         pool = ResourcePool(max_parallel=8, cpus=64, memory=1 << 40, gpu_ids=['0', '1', '2', '3'])
