@@ -211,7 +211,8 @@ class DockerBackend(Backend):
             read_only = mount.read_only or wanted.get(mount.path, ('', False))[1]
             wanted[mount.path] = (mount.path, read_only)
         for source, target in spec.volumes.items():
-            wanted[target] = (source, False)
+            # secrets and config maps read-only, as a cluster mounts them; PVCs, empty dirs, /tmp writable
+            wanted[target] = (source, target in spec.read_only_volumes)
         wanted[spec.workdir] = (spec.workdir, False)
         for source, _ in wanted.values():
             if not os.path.exists(source):

@@ -94,6 +94,7 @@ class CacheSettings:
     max_age_s: Optional[float] = None    # --cache-max-age
     disabled_by_default: bool = False    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT
     remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
+    share_secrets: bool = False          # --remote-cache-secrets: push results of tasks that read a secret too
 
 
 def open_remote(url: str):
@@ -179,11 +180,15 @@ class TaskCache:
             return None, None
         return self.cas.put_path(path, memo=self.memo)
 
-    def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict) -> None:
+    def record(self, key: str, parts: dict, outputs: dict, digests: set, producer: dict,
+               share: bool = True) -> None:
+        """Records a task's result locally and, with `share` and a remote, pushes it there.
+        share=False keeps it on this machine (a task that read a secret, unless the user
+        opted in)."""
         result = ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
                               producer=producer, key_parts=parts)
         self.actions.put(key, result, cas=self.cas)
-        if self.remote is not None:
+        if self.remote is not None and share:
             try:
                 for digest in digests:
                     self.remote.push(self.cas, digest)
@@ -209,25 +214,29 @@ class TaskCache:
 
 
 # ---------------------------------------------------------------------------- the key
-def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: set, params: dict,
-              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str) -> dict:
+def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: dict, params: dict,
+              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str,
+              volume_content: Optional[dict] = None) -> dict:
     """Everything that can change a task's result, as the action key's canonical document
     (docs/cache.md). Stored with the entry and shared through a remote cache, so a secret
-    enters only as a one-way digest of its value (which still changes the key when the
-    secret changes). `artifacts` are the inputs' key forms (type, metadata, content digest;
-    never a path)."""
-    import hashlib
-    return {
+    enters only as the keyed digest the caller gives for it (`secret_env`: env name ->
+    digest; k8s_local.key_digests), which still changes the key when the secret changes.
+    `volume_content`: mount path -> digest of a secret / config map volume's content
+    (rotating a mounted secret is a new key). `artifacts` are the inputs' key forms (type,
+    metadata, content digest; never a path)."""
+    parts = {
         'schema': KEY_SCHEMA_VERSION,
         'executor': {'image': image, 'command': list(command), 'args': list(args),
-                     'env': {k: f'secret-sha256:{hashlib.sha256(v.encode()).hexdigest()}' if k in secret_env else v
-                             for k, v in env.items()}},
+                     'env': {k: secret_env[k] if k in secret_env else v for k, v in env.items()}},
         'inputs': {'parameters': canonical(params), 'artifacts': artifacts},
         'outputs': outputs,
         'accelerator': accelerator,
         'volumes': sorted(volumes),
         'environment': environment,
     }
+    if volume_content:          # only then: the keys of tasks without such volumes don't change
+        parts['volume_content'] = dict(sorted(volume_content.items()))
+    return parts
 
 
 def custom_key_parts(cache_key: str, component: dict, container: dict) -> dict:

@@ -208,7 +208,7 @@ class ContainerTask:
                           workdir=layout.out, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},
-                          volumes=dict(k8s.volumes),
+                          volumes=dict(k8s.volumes), read_only_volumes=set(k8s.read_only),
                           platform=k8s_local.resolve_names(platform_config, lookup),
                           needs_image=run.image_needs.get(self.label))
         self.caps = run.backend.capabilities_for(spec)
@@ -216,13 +216,16 @@ class ContainerTask:
             run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
                           f'(--backend docker or auto); on this backend the task does not see them')
         self.collect = self._collect_from(spec)
+        self.reads_secret = k8s.reads_secret
+        secret_env, volume_content = k8s_local.key_digests(
+            k8s, lambda value: k8s_local.secret_digest(k8s_local.secret_key(run.cache.dir), value))
         parts = key_parts(image=image, command=self.container.get('command', []),
-                          args=self.container.get('args', []), env=env, secret_env=k8s.secret_env,
+                          args=self.container.get('args', []), env=env, secret_env=secret_env,
                           params=self.params,
                           artifacts={n: [a.key_form() for a in lst] for n, lst in sorted(self.arts.items())},
                           outputs=self.component.get('outputDefinitions', {}),
                           accelerator={'type': resources.accelerator_type, 'count': resources.accelerator_count},
-                          volumes=list(k8s.volumes.values()), environment='')
+                          volumes=list(k8s.volumes.values()), environment='', volume_content=volume_content)
         return spec, parts
 
     def _collect_from(self, spec: LaunchSpec) -> executor_io.Collect:
@@ -236,7 +239,7 @@ class ContainerTask:
             os.makedirs(self.layout.tmp(), exist_ok=True)
             spec.volumes[self.layout.tmp()] = '/tmp'
         mounted = {} if self.caps.remote else {
-            target: host for host, target in spec.volumes.items()}
+            target: host for host, target in spec.volumes.items() if target not in spec.read_only_volumes}
         return executor_io.Collect(out=self.layout.out, isolated=True, mounted=mounted)
 
     # ------------------------------------------------------------------ cache hit / dry run
@@ -420,8 +423,10 @@ class ContainerTask:
                        'artifacts': {n: [{'type': a.schema_title, 'version': a.schema_version,
                                           'metadata': a.metadata, 'digest': a.digest, 'kind': a.kind}
                                          for a in lst] for n, lst in self.out_arts.items()}}
+            # a task handed a secret: its results stay on this machine unless the user shares them
+            share = not self.reads_secret or run.options.cache.share_secrets
             await run.in_thread(run.cache.record, key, parts, outputs, digests,
-                                {'run': run.run_id, 'task': self.name, 'time': time.time()})
+                                {'run': run.run_id, 'task': self.name, 'time': time.time()}, share)
         return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
 
     # ------------------------------------------------------------------ kfp-kubernetes PVC ops

@@ -1,20 +1,31 @@
 """The local meaning of kfp-kubernetes settings (the IR's platforms.kubernetes section).
 
 Honoured: podMetadata + fieldPathAsEnv, secrets and config maps as env or volume (values
-from `--secret NAME=PATH` / `--config-map NAME=PATH`), PVC mounts (`--pvc NAME=DIR`, default
-a folder under the run root), CreatePVC/DeletePVC as folders. Scheduling settings (node
-selector, affinity, tolerations, pull secrets...) have no local effect: recorded, warned once.
+from `--secret NAME=PATH` / `--config-map NAME=PATH`; volumes mounted read-only, as a
+cluster mounts them), PVC mounts (`--pvc NAME=DIR`, default a folder under the run root),
+CreatePVC/DeletePVC as folders. Scheduling settings (node selector, affinity, tolerations,
+pull secrets...) have no local effect: recorded, warned once.
+
+A secret enters a cache key only as a keyed digest (secret_digest, under the cache's own
+secret.key), never in clear nor as a plain hash anyone could test guesses against.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets as random_tokens
 import socket
 from typing import Any, Callable, Optional, Union
 
 import yaml
+
+from localrunner.layout import PathEscape
 
 NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecret', 'imagePullPolicy',
                    'enabledSharedMemory', 'genericEphemeralVolume', 'securityContext')
@@ -44,6 +55,15 @@ class K8sEffect:
     ignored: list[str] = dataclasses.field(default_factory=list)
     timeout_s: Optional[float] = None                                       # activeDeadlineSeconds
     secret_env: set[str] = dataclasses.field(default_factory=set)          # env names holding secret values
+    read_only: set[str] = dataclasses.field(default_factory=set)           # mount paths of secrets / config maps
+    # mount path -> (kind, content) of each secret / config map volume: its content is in the key
+    volume_content: dict[str, tuple[str, bytes]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def reads_secret(self) -> bool:
+        """The task is handed a secret (env or volume): its outputs stay on this machine
+        unless the user shares them (--remote-cache-secrets)."""
+        return bool(self.secret_env) or any(kind == 'secret' for kind, _ in self.volume_content.values())
 
 
 def read_key_values(path: str) -> dict[str, str]:
@@ -145,8 +165,11 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
                     effect.warnings.append(f'{task}: {what} {name!r} has no key {key!r}')
         for item in config.get(f'{kind}AsVolume') or []:
             name = _name(item, kind, lookup)
-            if _lookup(name, store, what, item.get('optional', False), task, effect) is not None:
+            values = _lookup(name, store, what, item.get('optional', False), task, effect)
+            if values is not None:
                 effect.volumes[os.path.abspath(store[name])] = item['mountPath']
+                effect.read_only.add(item['mountPath'])       # a cluster mounts them read-only
+                effect.volume_content[item['mountPath']] = (kind, json.dumps(values, sort_keys=True).encode())
 
     for item in config.get('pvcMount') or []:
         name = (_param(item.get('pvcNameParameter'), lookup) or _param(item.get('taskOutputParameter'), lookup)
@@ -178,11 +201,75 @@ def _lookup(name, store, what, optional, task, effect) -> Optional[dict]:
     return read_key_values(path)
 
 
+def key_digests(effect: K8sEffect, secret: Callable[[bytes], str]) -> tuple[dict[str, str], dict[str, str]]:
+    """What of the task's secrets and config maps enters its cache key: (secret env name ->
+    `secret(value)`, volume mount path -> digest of its content: `secret(...)` for a secret,
+    a plain SHA-256 for a config map). `secret` is called only when there is a secret."""
+    env = {name: secret(effect.env[name].encode()) for name in sorted(effect.secret_env) if name in effect.env}
+    volumes = {path: secret(content) if kind == 'secret' else 'sha256:' + hashlib.sha256(content).hexdigest()
+               for path, (kind, content) in sorted(effect.volume_content.items())}
+    return env, volumes
+
+
+# A per-cache secret key and keyed digests. The cache library is getting the same two
+# functions (localrunner_cache: load_or_create_key / secret_digest, same file and format);
+# until then they live here.
+_KEY_FILE = 'secret.key'
+_MIN_KEY_BYTES = 16
+
+
+def secret_key(cache_dir: str) -> bytes:
+    """The key of the cache at `cache_dir` (<root>/cache/secret.key, mode 0600), made on
+    first use: random, written under a temp name and linked into place, so concurrent
+    first runs all read the one that won. Never leaves this machine."""
+    path = os.path.join(cache_dir, _KEY_FILE)
+    key = _read_key(path)
+    if key is not None:
+        return key
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = os.path.join(cache_dir, f'.{_KEY_FILE}.{os.getpid()}.{random_tokens.token_hex(4)}')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(random_tokens.token_hex(32) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    key = _read_key(path)
+    if key is None:
+        raise OSError(errno.EINVAL, f'the cache\'s secret key {path} is unusable (too short, or not a file); '
+                                    'remove it and run again')
+    return key
+
+
+def _read_key(path: str) -> Optional[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, 'rb') as f:
+        key = f.read(4096).strip()
+    return key if len(key) >= _MIN_KEY_BYTES else None
+
+
+def secret_digest(key: bytes, value: bytes) -> str:
+    """The keyed digest of a secret `value`: 'hmac-sha256:<hex>'. Changes when the secret
+    changes; without the key, no guess of the value can be checked against it."""
+    return 'hmac-sha256:' + hmac.new(key, value, hashlib.sha256).hexdigest()
+
+
 def check_claim_name(name: str) -> str:
     """A PVC name as Kubernetes requires it (DNS-1123 subdomain): it may come from an
     upstream task's output, and it names a folder."""
     if not isinstance(name, str) or not _DNS1123.match(name) or '..' in name:
-        raise ValueError(f'PVC name {name!r} is not a DNS-1123 name (lower-case letters, digits, '
+        raise PathEscape(f'PVC name {str(name)[:80]!r} is not a DNS-1123 name (lower-case letters, digits, '
                          f"'-' and '.', at most 253)")
     return name
 
