@@ -57,6 +57,12 @@ def check_name(name: str, what: str = 'name') -> str:
     return name
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a message naming a path or a link target a
+    task chose (a newline in a file name) stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 def is_inside(path: str, base: str) -> bool:
     """`path` is `base` or below it, by spelling (both normalised absolute paths)."""
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
@@ -88,7 +94,7 @@ def within(base: str, *names: str, what: str = 'name') -> str:
             mode = 0
         if stat.S_ISLNK(mode) and not is_inside(os.path.realpath(walked), real_base):
             raise PathEscape(f'{what}: {os.path.join(*names)!r} leads outside {base} '
-                             f'(through a link to {os.path.realpath(walked)})')
+                             f'(through a link to {printable(os.path.realpath(walked))})')
     return path
 
 
@@ -204,7 +210,8 @@ def _refuse_link(dir_fd: int, name: str, shown: str, what: str) -> PathEscape:
         target = '?'
     if not os.path.isabs(target):
         target = f'{target} (= {os.path.normpath(os.path.join(os.path.dirname(shown), target))})'
-    return PathEscape(f'{what}: {shown} is a link to {target}; links a task leaves are never followed')
+    return PathEscape(f'{what}: {printable(shown)} is a link to {printable(target)}; '
+                      'links a task leaves are never followed')
 
 
 def _open_at(dir_fd: int, name: str, shown: str, what: str, folder: bool) -> int:
@@ -213,17 +220,17 @@ def _open_at(dir_fd: int, name: str, shown: str, what: str, folder: bool) -> int
     if stat.S_ISLNK(mode):
         raise _refuse_link(dir_fd, name, shown, what)
     if not (stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and not folder)):
-        raise PathEscape(f'{what}: {shown} is a {_kind(mode)}, expected a '
+        raise PathEscape(f'{what}: {printable(shown)} is a {_kind(mode)}, expected a '
                          f'{"folder" if folder else "file or folder"}')
     try:
         fd = os.open(name, _DIR_FLAGS if folder else _FILE_FLAGS, dir_fd=dir_fd)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):   # swapped meanwhile
-            raise PathEscape(f'{what}: {shown} changed while it was read ({e.strerror})') from None
+            raise PathEscape(f'{what}: {printable(shown)} changed while it was read ({e.strerror})') from None
         raise
     if _kind(os.fstat(fd).st_mode) != _kind(mode):
         os.close(fd)
-        raise PathEscape(f'{what}: {shown} changed while it was read')
+        raise PathEscape(f'{what}: {printable(shown)} changed while it was read')
     return fd
 
 
@@ -236,7 +243,7 @@ def open_beneath(base: str, path: str, what: str = 'output') -> int:
     closes the descriptor (/proc/self/fd/N reads exactly what was checked)."""
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
     if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-        raise PathEscape(f'{what}: {path} is outside {base}')
+        raise PathEscape(f'{what}: {printable(path)} is outside {base}')
     try:
         fd = os.open(base, _DIR_FLAGS)
     except OSError as e:
@@ -270,7 +277,7 @@ def read_beneath(base: str, path: str, what: str, limit: int) -> bytes:
     fd = open_beneath(base, path, what)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PathEscape(f'{what}: {path} is a folder, expected a file')
+            raise PathEscape(f'{what}: {printable(path)} is a folder, expected a file')
         chunks, size = [], 0
         while True:
             chunk = os.read(fd, 1 << 20)
@@ -278,7 +285,7 @@ def read_beneath(base: str, path: str, what: str, limit: int) -> bytes:
                 return b''.join(chunks)
             size += len(chunk)
             if size > limit:
-                raise ValueError(f'{what}: {path} is larger than {limit} bytes')
+                raise ValueError(f'{what}: {printable(path)} is larger than {limit} bytes')
             chunks.append(chunk)
     finally:
         os.close(fd)
@@ -296,7 +303,8 @@ def check_links(dir_fd: int, shown: str, inside: str, what: str) -> None:
             target = os.readlink(entry, dir_fd=dir_fd)
             resolved = os.path.realpath(os.path.join(shown, target))
             if not is_inside(resolved, real_inside):
-                raise PathEscape(f'{what}: {here} is a link to {target}, outside the task\'s out folder '
+                raise PathEscape(f'{what}: {printable(here)} is a link to {printable(target)}, '
+                                 f'outside the task\'s out folder '
                                  f'{inside}; links a task leaves are never followed out of it')
         elif stat.S_ISDIR(mode):
             child = _open_at(dir_fd, entry, here, what, folder=True)
@@ -305,7 +313,7 @@ def check_links(dir_fd: int, shown: str, inside: str, what: str) -> None:
             finally:
                 os.close(child)
         elif not stat.S_ISREG(mode):
-            raise PathEscape(f'{what}: {here} is a {_kind(mode)}, expected files and folders')
+            raise PathEscape(f'{what}: {printable(here)} is a {_kind(mode)}, expected files and folders')
 
 
 def open_log(path: str) -> BinaryIO:

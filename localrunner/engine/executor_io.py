@@ -17,7 +17,8 @@ import stat
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from localrunner.engine.model import Artifact, local_path
-from localrunner.layout import PathEscape, check_links, fd_path, is_inside, open_beneath, read_beneath
+from localrunner.layout import (PathEscape, check_links, fd_path, is_inside, open_beneath, printable,
+                                read_beneath)
 
 if TYPE_CHECKING:
     from localrunner.layout import TaskLayout
@@ -148,7 +149,7 @@ def readable(path: str, collect: Collect, what: str) -> Iterator[Optional[str]]:
             yield checked
         return
     if collect.isolated:
-        raise OutputError(f'{what}: {path} is outside {collect.places()}')
+        raise OutputError(f'{what}: {printable(path)} is outside {collect.places()}')
     yield path if os.path.lexists(path) else None
 
 
@@ -217,7 +218,7 @@ def _take_custom_path(name: str, custom: str, target: str, collect: Collect) -> 
     source = collect.source(custom)
     if source is None:
         if collect.isolated:
-            raise OutputError(f'{what}: custom_path {custom} is outside what this task may hand over '
+            raise OutputError(f'{what}: custom_path {printable(custom)} is outside what this task may hand over '
                               f'({collect.places()}); its outputs come only from what it wrote there')
         if os.path.lexists(custom):        # the user's own file, named by a task running as the user
             _replace_with(target, collect, custom, what)
@@ -233,7 +234,7 @@ def _checked_uri(name: str, uri: str, collect: Collect) -> str:
     path = local_path(uri)
     if path is None or not collect.isolated or _inside(path, collect.out):
         return uri
-    raise OutputError(f'output artifact {name!r}: the executor output names uri {uri}, outside the task\'s '
+    raise OutputError(f'output artifact {name!r}: the executor output names uri {printable(uri)}, outside the task\'s '
                       f'out folder {collect.out}; its outputs come only from what it wrote there')
 
 

@@ -22,6 +22,7 @@ import re
 from typing import Any, Iterator, Optional
 
 from localrunner.errors import UsageError
+from localrunner.layout import PathEscape, RunLayout
 
 LEAF_TYPES = ('container', 'importer')
 GROUP_TYPES = ('dag', 'loop', 'condition')
@@ -275,10 +276,11 @@ class RunRecord:
         return matches[-1] if matches else None
 
     def task_dir(self, name: str) -> Optional[str]:
-        parts = name.split('/')
-        if any(p in ('', '.', '..') or '\x00' in p for p in parts):
+        """The task's folder in this run (layout.py), or None for a name that is not a task path."""
+        try:
+            return RunLayout(self.dir).task(name).dir
+        except PathEscape:
             return None
-        return os.path.join(self.dir, 'tasks', *parts)
 
     def logs(self) -> dict[str, list[str]]:
         """{task: its attempts' log paths, in order}: from the result when there is one

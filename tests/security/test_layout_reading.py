@@ -94,3 +94,17 @@ def test_a_logs_folder_leading_outside_is_refused(out, sentinel):
     with pytest.raises(PathEscape, match='leads outside'):
         out.log(1)
     sentinel.assert_unchanged()
+
+
+def test_a_refusal_naming_what_a_task_chose_stays_one_line(out, sentinel):
+    folder = os.path.join(out.out, 'artifacts', 'model')
+    os.makedirs(folder)
+    os.symlink(sentinel.secret + '\nforged line', os.path.join(folder, 'a\nb'))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(PathEscape) as e:
+            check_links(fd, folder, out.out, 'x')
+    finally:
+        os.close(fd)
+    assert '\n' not in str(e.value) and 'a\\nb is a link to' in str(e.value)
+    sentinel.assert_unchanged()

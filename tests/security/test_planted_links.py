@@ -149,7 +149,8 @@ def test_links_planted_for_the_next_attempt_are_not_followed(backend, sentinel, 
 
 WRITE_EVERYWHERE = r'''
 sentinel="$0"; param="$1"; mark=PW; mark="${mark}NED"     # the mark itself is not in the IR
-outdir=$(dirname "$(dirname "$param")"); taskdir=$(dirname "$outdir"); root=$(dirname "$(dirname "$(dirname "$(dirname "$taskdir")")")")
+outdir=$(dirname "$(dirname "$param")"); taskdir=$(dirname "$outdir")
+root=$(dirname "$(dirname "$(dirname "$(dirname "$taskdir")")")")         # tasks/<t> -> run -> runs -> root
 for p in "$sentinel/secret.txt" "$sentinel/new" "$taskdir/executor_input.json" "$taskdir/logs/attempt-1.log" \
          "$taskdir/planted" "$root/cache/secret.key" "$root/planted"; do
   if (echo "$mark" > "$p") 2>/dev/null && [ -e "$p" ]; then echo "wrote-in-container $p"; fi

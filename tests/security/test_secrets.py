@@ -32,8 +32,8 @@ def uses_secret(mount: str, out: dsl.OutputPath(str)):
 
 @dsl.container_component
 def env_only(out: dsl.OutputPath(str)):
-    return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', 'mkdir -p "$(dirname "$0")"; echo "${#API_TOKEN}" > "$0"'],
-                             args=[out])
+    return dsl.ContainerSpec(image=IMAGE, args=[out],
+                             command=['sh', '-c', 'mkdir -p "$(dirname "$0")"; echo "${#API_TOKEN}" > "$0"'])
 
 
 @dsl.container_component
