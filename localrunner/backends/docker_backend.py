@@ -284,7 +284,8 @@ class DockerBackend(Backend):
                     os.makedirs(point, exist_ok=True)
                 elif not os.path.lexists(point):
                     os.makedirs(os.path.dirname(point), exist_ok=True)
-                    open(point, 'a').close()
+                    with contextlib.suppress(FileExistsError):      # never through a link
+                        os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> 'DockerExecution':
         docker = _docker()
