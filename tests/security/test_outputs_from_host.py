@@ -173,3 +173,30 @@ def test_executor_output_names_a_uri_outside_for_an_isolated_task(tmp_path, sent
     read_outputs(component, arts, {}, layout.executor_output, Collect(out=layout.out))   # as the user: allowed
     assert arts['art'][0].uri == sentinel.secret
     sentinel.assert_unchanged()
+
+
+def test_a_custom_path_folder_in_a_mounted_folder_is_copied_and_its_links_checked(tmp_path, sentinel):
+    """custom_path /tmp/model (a folder) of an isolated task: read from the host folder the
+    engine mounted at /tmp, links inside kept when they stay there, refused when they leave."""
+    from localrunner.engine.executor_io import Collect, OutputError, output_artifacts, read_outputs
+    from localrunner.layout import RootLayout
+    component = {'outputDefinitions': {'artifacts': {'art': {'artifactType': {'schemaTitle': 'system.Model'}}}}}
+    layout = RootLayout(str(tmp_path / 'root')).run('r').task('t')
+    os.makedirs(os.path.join(layout.out, 'artifacts'))
+    model = os.path.join(layout.tmp(), 'model')
+    os.makedirs(os.path.join(model, 'v1'))
+    with open(os.path.join(model, 'v1', 'weights'), 'w') as f:
+        f.write('w1')
+    os.symlink('v1', os.path.join(model, 'latest'))
+    with open(layout.executor_output, 'w') as f:
+        json.dump({'artifacts': {'art': {'artifacts': [{'uri': '', 'custom_path': '/tmp/model'}]}}}, f)
+    collect = Collect(out=layout.out, isolated=True, mounted={'/tmp': layout.tmp()})
+    arts = output_artifacts(component, layout)
+    read_outputs(component, arts, {}, layout.executor_output, collect)
+    copied = arts['art'][0].path
+    assert copied.startswith(layout.out) and open(os.path.join(copied, 'latest', 'weights')).read() == 'w1'
+    assert os.readlink(os.path.join(copied, 'latest')) == 'v1'
+    os.symlink(sentinel.secret, os.path.join(model, 'leak'))
+    with pytest.raises(OutputError, match=r"custom_path.*model/leak is a link to .*sentinel/secret.txt"):
+        read_outputs(component, output_artifacts(component, layout), {}, layout.executor_output, collect)
+    sentinel.assert_unchanged()
