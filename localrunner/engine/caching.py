@@ -8,11 +8,12 @@ accelerator type and count, and the key-schema version.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import diskcache
 
@@ -214,20 +215,22 @@ class TaskCache:
 
 
 # ---------------------------------------------------------------------------- the key
-def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: dict, params: dict,
+def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: set, params: dict,
               artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str,
-              volume_content: Optional[dict] = None) -> dict:
+              secret_digest: Callable[[bytes], str], volume_content: Optional[dict] = None) -> dict:
     """Everything that can change a task's result, as the action key's canonical document
     (docs/cache.md). Stored with the entry and shared through a remote cache, so a secret
-    enters only as the keyed digest the caller gives for it (`secret_env`: env name ->
-    digest; k8s_local.key_digests), which still changes the key when the secret changes.
-    `volume_content`: mount path -> digest of a secret / config map volume's content
-    (rotating a mounted secret is a new key). `artifacts` are the inputs' key forms (type,
-    metadata, content digest; never a path)."""
+    (the env values named in `secret_env`, the content of a secret volume) enters only as
+    `secret_digest(value)`: a keyed digest (hmac-sha256 under the cache's own key), which
+    changes when the secret changes and cannot be checked against guesses without the key.
+    `volume_content`: mount path -> (kind, content) of each secret / config-map volume
+    (k8s_local.K8sEffect): rotating a mounted secret or config map is a new key; a config map
+    enters as a plain SHA-256. `artifacts` are the inputs' key forms (type, metadata, content
+    digest; never a path)."""
     parts = {
         'schema': KEY_SCHEMA_VERSION,
         'executor': {'image': image, 'command': list(command), 'args': list(args),
-                     'env': {k: secret_env[k] if k in secret_env else v for k, v in env.items()}},
+                     'env': {k: secret_digest(v.encode()) if k in secret_env else v for k, v in env.items()}},
         'inputs': {'parameters': canonical(params), 'artifacts': artifacts},
         'outputs': outputs,
         'accelerator': accelerator,
@@ -235,7 +238,9 @@ def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: d
         'environment': environment,
     }
     if volume_content:          # only then: the keys of tasks without such volumes don't change
-        parts['volume_content'] = dict(sorted(volume_content.items()))
+        parts['volume_content'] = {
+            path: secret_digest(content) if kind == 'secret' else 'sha256:' + hashlib.sha256(content).hexdigest()
+            for path, (kind, content) in sorted(volume_content.items())}
     return parts
 
 

@@ -217,15 +217,17 @@ class ContainerTask:
                           f'(--backend docker or auto); on this backend the task does not see them')
         self.collect = self._collect_from(spec)
         self.reads_secret = k8s.reads_secret
-        secret_env, volume_content = k8s_local.key_digests(
-            k8s, lambda value: k8s_local.secret_digest(k8s_local.secret_key(run.cache.dir), value))
         parts = key_parts(image=image, command=self.container.get('command', []),
-                          args=self.container.get('args', []), env=env, secret_env=secret_env,
+                          args=self.container.get('args', []), env=env, secret_env=k8s.secret_env,
                           params=self.params,
                           artifacts={n: [a.key_form() for a in lst] for n, lst in sorted(self.arts.items())},
                           outputs=self.component.get('outputDefinitions', {}),
                           accelerator={'type': resources.accelerator_type, 'count': resources.accelerator_count},
-                          volumes=list(k8s.volumes.values()), environment='', volume_content=volume_content)
+                          volumes=list(k8s.volumes.values()), environment='',
+                          # keyed under the cache's own key, read (or made) only for a task with a secret
+                          secret_digest=lambda value: k8s_local.secret_digest(k8s_local.secret_key(run.cache.dir),
+                                                                              value),
+                          volume_content=k8s.volume_content)
         return spec, parts
 
     def _collect_from(self, spec: LaunchSpec) -> executor_io.Collect:

@@ -56,7 +56,7 @@ class K8sEffect:
     timeout_s: Optional[float] = None                                       # activeDeadlineSeconds
     secret_env: set[str] = dataclasses.field(default_factory=set)          # env names holding secret values
     read_only: set[str] = dataclasses.field(default_factory=set)           # mount paths of secrets / config maps
-    # mount path -> (kind, content) of each secret / config map volume: its content is in the key
+    # mount path -> (kind, content) of each secret / config map volume: its content is in the key (key_parts)
     volume_content: dict[str, tuple[str, bytes]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -199,16 +199,6 @@ def _lookup(name, store, what, optional, task, effect) -> Optional[dict]:
                                    f'on a cluster this task would not start')
         return None
     return read_key_values(path)
-
-
-def key_digests(effect: K8sEffect, secret: Callable[[bytes], str]) -> tuple[dict[str, str], dict[str, str]]:
-    """What of the task's secrets and config maps enters its cache key: (secret env name ->
-    `secret(value)`, volume mount path -> digest of its content: `secret(...)` for a secret,
-    a plain SHA-256 for a config map). `secret` is called only when there is a secret."""
-    env = {name: secret(effect.env[name].encode()) for name in sorted(effect.secret_env) if name in effect.env}
-    volumes = {path: secret(content) if kind == 'secret' else 'sha256:' + hashlib.sha256(content).hexdigest()
-               for path, (kind, content) in sorted(effect.volume_content.items())}
-    return env, volumes
 
 
 # A per-cache secret key and keyed digests. The cache library is getting the same two
