@@ -36,6 +36,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help='ignore cached results older than AGE (e.g. 7d, 12h)')
     p.add_argument('--remote-cache', metavar='s3://BUCKET/PREFIX', type=validate.s3_url,
                    help='share results through S3/MinIO (LOCALRUNNER_S3_ENDPOINT, AWS_ACCESS_KEY_ID, ...)')
+    p.add_argument('--remote-cache-secrets', action='store_true',
+                   help='also push results of tasks that read a secret to --remote-cache (default: kept local)')
     p.add_argument('--max-parallel', type=validate.positive_int, default=None, help='tasks at once (default: number of cores)')
     p.add_argument('--fail-fast', action='store_true', help='cancel everything else at the first failure')
     p.add_argument('--gpus', default=None, type=validate.gpus,

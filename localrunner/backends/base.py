@@ -77,6 +77,7 @@ class LaunchSpec:
     resources: Resources = dataclasses.field(default_factory=Resources)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)   # host dir -> path in task (PVCs, secrets)
+    read_only_volumes: set[str] = dataclasses.field(default_factory=set)  # paths in task of read-only volumes (secrets)
     platform: dict = dataclasses.field(default_factory=dict)  # the IR's kfp-kubernetes settings for this executor
     needs_image: Optional[str] = None          # why the task runs faithfully only in its image (engine/placement.py)
 

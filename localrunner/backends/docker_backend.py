@@ -22,6 +22,7 @@ from typing import Optional
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
 from localrunner.environments import images
+from localrunner.layout import PathEscape, is_inside, open_log, within
 
 RUN_LABEL = 'localrunner.run'
 TASK_LABEL = 'localrunner.task'
@@ -210,7 +211,8 @@ class DockerBackend(Backend):
             read_only = mount.read_only or wanted.get(mount.path, ('', False))[1]
             wanted[mount.path] = (mount.path, read_only)
         for source, target in spec.volumes.items():
-            wanted[target] = (source, False)
+            # secrets and config maps read-only, as a cluster mounts them; PVCs, empty dirs, /tmp writable
+            wanted[target] = (source, target in spec.read_only_volumes)
         wanted[spec.workdir] = (spec.workdir, False)
         for source, _ in wanted.values():
             if not os.path.exists(source):
@@ -251,12 +253,39 @@ class DockerBackend(Backend):
         """Creates (does not start) the attempt's container."""
         docker = _docker()
         config = self.container_config(spec, self.run_image(spec, log))
+        try:
+            self._make_mount_points(config['mounts'])
+        except PathEscape as exc:
+            raise LaunchError(f'task {spec.task}: {exc}', retryable=False) from None
         self._state.created_any = True
         try:
             return self.client.containers.create(**config)
         except docker.errors.APIError as exc:
             raise LaunchError(f'cannot create a container for task {spec.task}: {exc}',
                               retryable=exc.is_server_error()) from exc
+
+    def _make_mount_points(self, mounts: list) -> None:
+        """A writable folder under the run root mounted at T (the task's /tmp, an empty dir)
+        holds the mount points of the mounts nested below T (its out folder, when the root
+        is under /tmp). Made here, as this user: the daemon would make them as root, and
+        leave folders in the root that the user cannot remove."""
+        root = os.path.realpath(self.options.root)
+        for outer in mounts:
+            source = outer['Source']
+            if outer['ReadOnly'] or not os.path.isdir(source) or not is_inside(os.path.realpath(source), root):
+                continue
+            for inner in mounts:
+                rel = os.path.relpath(inner['Target'], outer['Target'])
+                if inner is outer or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+                    continue
+                # within(): a link a task left in the folder is not followed out of it
+                point = within(source, *rel.split(os.sep), what='mount point')
+                if os.path.isdir(inner['Source']):
+                    os.makedirs(point, exist_ok=True)
+                elif not os.path.lexists(point):
+                    os.makedirs(os.path.dirname(point), exist_ok=True)
+                    with contextlib.suppress(FileExistsError):      # never through a link
+                        os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> 'DockerExecution':
         docker = _docker()
@@ -322,14 +351,13 @@ class DockerExecution(Execution):
         self._pump.start()
 
     def _pump_logs(self) -> None:
-        parent = os.path.dirname(self._spec.log_path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(self._spec.log_path, 'a', encoding='utf-8') as fh:
+        # the host-only log (layout.open_log: never through a link); the container has no
+        # access to it, it only produces the stream
+        with open_log(self._spec.log_path) as fh:
             # follow=True replays from the container's start, so no early line is lost
             with contextlib.suppress(Exception):  # the stream ends when terminate() removes it
                 for line in images.iter_lines(self.container.logs(stream=True, follow=True)):
-                    fh.write(line + '\n')
+                    fh.write((line + '\n').encode('utf-8', errors='replace'))
                     fh.flush()
                     with contextlib.suppress(Exception):  # a broken sink must not stop logging
                         self._on_line(line)

@@ -16,6 +16,7 @@ from typing import Optional
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
 from localrunner.environments.venvs import VenvCache
+from localrunner.layout import open_log
 
 _KILL_GRACE_S = 5.0
 
@@ -30,7 +31,7 @@ class _ProcessExecution(Execution):
 
     def wait(self) -> int:
         try:
-            with open(self._spec.log_path, 'ab') as log:
+            with open_log(self._spec.log_path) as log:      # host-only, never through a link
                 for raw in iter(self._proc.stdout.readline, b''):
                     log.write(raw)
                     log.flush()

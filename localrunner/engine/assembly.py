@@ -22,6 +22,7 @@ from localrunner.engine.events import EventBus, Subscriber
 from localrunner.engine.runtime import Run, RunOptions, new_run_id
 from localrunner.engine.slots import check_gpu_requests
 from localrunner.errors import LaunchError, UsageError
+from localrunner.layout import PathEscape, check_name
 from localrunner.params import resolve_pipeline_params
 from localrunner.spec import Pipeline, load_pipeline
 
@@ -76,6 +77,10 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
         pipeline = load_pipeline(pipeline)
     values = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), cli_params or {}, params or {})
     options.run_id = options.run_id or new_run_id(pipeline.name)
+    try:
+        check_name(options.run_id, 'run id')            # it names the run's folder (layout.py)
+    except PathEscape as e:
+        raise UsageError(f'pipeline name {pipeline.name[:60]!r} cannot name a run folder ({e})') from None
     scratch = None
     if options.dry_run and not options.run_dir:
         # a dry run must not leave a run behind: its run folder is scratch

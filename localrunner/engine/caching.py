@@ -12,12 +12,13 @@ unreachable cache: that is a miss and a warning in TaskCache.warnings (docs/cach
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from localrunner.errors import UsageError
 from localrunner.layout import RootLayout
@@ -102,6 +103,7 @@ class CacheSettings:
     max_age_s: Optional[float] = None    # --cache-max-age
     disabled_by_default: bool = False    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT
     remote: Optional[str] = None         # s3://bucket/prefix: a team-shared action cache + CAS
+    share_secrets: bool = False          # --remote-cache-secrets: push results of tasks that read a secret too
 
 
 def run_is_live(root: str, run_id: str) -> bool:
@@ -470,24 +472,32 @@ class TaskCache:
 
 # ---------------------------------------------------------------------------- the key
 def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: set, params: dict,
-              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str) -> dict:
+              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str,
+              secret_digest: Callable[[bytes], str], volume_content: Optional[dict] = None) -> dict:
     """Everything that can change a task's result, as the action key's canonical document
     (docs/cache.md). Stored with the entry and shared through a remote cache, so a secret
-    enters only as a one-way digest of its value (which still changes the key when the
-    secret changes). `artifacts` are the inputs' key forms (type, metadata, content digest;
-    never a path)."""
-    import hashlib
-    return {
+    (the env values named in `secret_env`, the content of a secret volume) enters only as
+    `secret_digest(value)`: a keyed digest (hmac-sha256 under the cache's own key), which
+    changes when the secret changes and cannot be checked against guesses without the key.
+    `volume_content`: mount path -> (kind, content) of each secret / config-map volume
+    (k8s_local.K8sEffect): rotating a mounted secret or config map is a new key; a config map
+    enters as a plain SHA-256. `artifacts` are the inputs' key forms (type, metadata, content
+    digest; never a path)."""
+    parts = {
         'schema': KEY_SCHEMA_VERSION,
         'executor': {'image': image, 'command': list(command), 'args': list(args),
-                     'env': {k: f'secret-sha256:{hashlib.sha256(v.encode()).hexdigest()}' if k in secret_env else v
-                             for k, v in env.items()}},
+                     'env': {k: secret_digest(v.encode()) if k in secret_env else v for k, v in env.items()}},
         'inputs': {'parameters': canonical(params), 'artifacts': artifacts},
         'outputs': outputs,
         'accelerator': accelerator,
         'volumes': sorted(volumes),
         'environment': environment,
     }
+    if volume_content:          # only then: the keys of tasks without such volumes don't change
+        parts['volume_content'] = {
+            path: secret_digest(content) if kind == 'secret' else 'sha256:' + hashlib.sha256(content).hexdigest()
+            for path, (kind, content) in sorted(volume_content.items())}
+    return parts
 
 
 def custom_key_parts(cache_key: str, component: dict, container: dict) -> dict:

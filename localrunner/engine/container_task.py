@@ -95,7 +95,9 @@ class ContainerTask:
             return self._pvc_operation(image)
         try:
             spec, parts = self._prepare()
-        except (PlaceholderError, ValueError, executor_io.OutputError) as e:
+        except PathEscape as e:            # a name (output, volume, PVC) that would leave the root
+            return self._end(State.FAILED, f'refused: {e}')
+        except (PlaceholderError, ValueError, executor_io.OutputError, OSError) as e:
             return self._end(State.FAILED, str(e))
         try:
             fingerprint = await self._environment(spec)
@@ -206,20 +208,40 @@ class ContainerTask:
                           workdir=layout.out, log_path='', python_env=python_env, mounts=mounts,
                           resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
                                                        **k8s.labels},
-                          volumes=k8s.volumes, platform=k8s_local.resolve_names(platform_config, lookup),
+                          volumes=dict(k8s.volumes), read_only_volumes=set(k8s.read_only),
+                          platform=k8s_local.resolve_names(platform_config, lookup),
                           needs_image=run.image_needs.get(self.label))
         self.caps = run.backend.capabilities_for(spec)
         if k8s.volumes and not self.caps.volumes:
             run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
                           f'(--backend docker or auto); on this backend the task does not see them')
+        self.collect = self._collect_from(spec)
+        self.reads_secret = k8s.reads_secret
         parts = key_parts(image=image, command=self.container.get('command', []),
                           args=self.container.get('args', []), env=env, secret_env=k8s.secret_env,
                           params=self.params,
                           artifacts={n: [a.key_form() for a in lst] for n, lst in sorted(self.arts.items())},
                           outputs=self.component.get('outputDefinitions', {}),
                           accelerator={'type': resources.accelerator_type, 'count': resources.accelerator_count},
-                          volumes=list(k8s.volumes.values()), environment='')
+                          volumes=list(k8s.volumes.values()), environment='',
+                          # keyed under the cache's own key, read (or made) only for a task with a secret
+                          secret_digest=run.cache.secret_digest,
+                          volume_content=k8s.volume_content)
         return spec, parts
+
+    def _collect_from(self, spec: LaunchSpec) -> executor_io.Collect:
+        """Where this task's outputs may come from (docs/security.md). A task in a local
+        container also gets a /tmp of its own, on the host under its task folder, so that
+        KFP's Artifact.set_path('/tmp/...') is collected from what the task wrote there,
+        never from the host's /tmp; its writable volumes (empty dirs, PVCs) count too."""
+        if not self.caps.isolated:
+            return executor_io.Collect(out=self.layout.out)
+        if not self.caps.remote and '/tmp' not in spec.volumes.values():
+            os.makedirs(self.layout.tmp(), exist_ok=True)
+            spec.volumes[self.layout.tmp()] = '/tmp'
+        mounted = {} if self.caps.remote else {
+            target: host for host, target in spec.volumes.items() if target not in spec.read_only_volumes}
+        return executor_io.Collect(out=self.layout.out, isolated=True, mounted=mounted)
 
     # ------------------------------------------------------------------ cache hit / dry run
     async def _serve_from_cache(self, key: str) -> Optional[Outcome]:
@@ -286,9 +308,12 @@ class ContainerTask:
         while True:
             attempt += 1
             self.record.attempts = attempt
-            spec.log_path = self.layout.log(attempt)
+            try:
+                spec.log_path = self.layout.log(attempt)
+            except PathEscape as e:
+                return self._end(State.FAILED, f'refused: {e}')
             self.record.logs.append(spec.log_path)
-            self._clear_outputs(attempt)
+            self._clear_outputs(attempt, spec)
             if run.cancelled:
                 return self._end(State.CANCELED)
             run.bus.emit(ev.TaskStarted(task=self.name, attempt=attempt, display_name=self.display))
@@ -357,14 +382,20 @@ class ContainerTask:
             return f'exited with code {code}', True
         return None, False
 
-    def _clear_outputs(self, attempt: int) -> None:
-        """A fresh out folder for the attempt: nothing a failed attempt left counts. The
-        output folders exist before the task starts (KFP's launcher makes them too)."""
+    def _clear_outputs(self, attempt: int, spec: LaunchSpec) -> None:
+        """A fresh out folder (and /tmp) for the attempt, as a retried pod starts afresh:
+        nothing a failed attempt left counts, and no link it planted for this one is
+        followed (rmtree never follows a link; a link in place of the folder is unlinked).
+        The output folders exist before the task starts (KFP's launcher makes them too)."""
         if attempt > 1:
-            for sub in ('artifacts', 'parameters'):
-                shutil.rmtree(os.path.join(self.layout.out, sub), ignore_errors=True)
-            if os.path.lexists(self.layout.executor_output):
-                os.remove(self.layout.executor_output)
+            for folder in (self.layout.out, self.layout.tmp()):
+                if os.path.islink(folder):
+                    os.unlink(folder)
+                elif os.path.isdir(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+            if self.layout.tmp() in spec.volumes:
+                os.makedirs(self.layout.tmp(), exist_ok=True)
+        os.makedirs(self.layout.out, exist_ok=True)
         folders = {os.path.dirname(a.path) for lst in self.out_arts.values() for a in lst}
         folders |= {os.path.dirname(p) for p in self.out_param_files.values()}
         for folder in folders:
@@ -373,14 +404,16 @@ class ContainerTask:
     async def _collect(self, key: str, parts: dict, record: bool) -> Outcome:
         run = self.run
         params = executor_io.read_outputs(self.component, self.out_arts, self.out_param_files,
-                                          self.layout.executor_output)
+                                          self.layout.executor_output, self.collect)
 
         def store() -> set[str]:
             digests = set()
-            for lst in self.out_arts.values():
+            for name, lst in self.out_arts.items():
                 for a in lst:
                     if a.path:
-                        a.digest, a.kind = run.cache.put_output(a.path)
+                        # read without following links (executor_io.readable): never a host file
+                        with executor_io.readable(a.path, self.collect, f'output artifact {name!r}') as path:
+                            a.digest, a.kind = run.cache.put_output(path) if path else (None, None)
                         if a.digest:
                             digests.add(a.digest)
             return digests
@@ -391,8 +424,10 @@ class ContainerTask:
                        'artifacts': {n: [{'type': a.schema_title, 'version': a.schema_version,
                                           'metadata': a.metadata, 'digest': a.digest, 'kind': a.kind}
                                          for a in lst] for n, lst in self.out_arts.items()}}
+            # a task handed a secret: its results stay on this machine unless the user shares them
+            share = not self.reads_secret or run.options.cache.share_secrets
             await run.in_thread(run.cache.record, key, parts, outputs, digests,
-                                {'run': run.run_id, 'task': self.name, 'time': time.time()})
+                                {'run': run.run_id, 'task': self.name, 'time': time.time()}, share)
         return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
 
     # ------------------------------------------------------------------ kfp-kubernetes PVC ops

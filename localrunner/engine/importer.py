@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
-from localrunner.layout import split_task_path, within
+from localrunner.layout import PathEscape, split_task_path, within
 
 if TYPE_CHECKING:
     from localrunner.engine.runtime import Run
@@ -58,8 +58,11 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
         if not os.path.exists(path):
             return run.end(record, Outcome(State.FAILED, error=f'importer: {path} does not exist'))
         if spec.get('downloadToWorkspace'):
-            target = within(os.path.join(run.workspace, 'imports'), *split_task_path(name),
-                            os.path.basename(path.rstrip('/')) or 'artifact', what='importer')
+            try:
+                target = within(os.path.join(run.workspace, 'imports'), *split_task_path(name),
+                                os.path.basename(path.rstrip('/')) or 'artifact', what='importer')
+            except PathEscape as e:
+                return run.end(record, Outcome(State.FAILED, error=f'refused: {e}'))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if os.path.isdir(path):
                 shutil.copytree(path, target, dirs_exist_ok=True)

@@ -1,9 +1,13 @@
 """The local meaning of kfp-kubernetes settings (the IR's platforms.kubernetes section).
 
 Honoured: podMetadata + fieldPathAsEnv, secrets and config maps as env or volume (values
-from `--secret NAME=PATH` / `--config-map NAME=PATH`), PVC mounts (`--pvc NAME=DIR`, default
-a folder under the run root), CreatePVC/DeletePVC as folders. Scheduling settings (node
-selector, affinity, tolerations, pull secrets...) have no local effect: recorded, warned once.
+from `--secret NAME=PATH` / `--config-map NAME=PATH`; volumes mounted read-only, as a
+cluster mounts them), PVC mounts (`--pvc NAME=DIR`, default a folder under the run root),
+CreatePVC/DeletePVC as folders. Scheduling settings (node selector, affinity, tolerations,
+pull secrets...) have no local effect: recorded, warned once.
+
+A secret enters a cache key only as a keyed digest (TaskCache.secret_digest, under the
+cache's own secret.key), never in clear nor as a plain hash anyone could test guesses against.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import socket
 from typing import Any, Callable, Optional, Union
 
 import yaml
+
+from localrunner.layout import PathEscape
 
 NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecret', 'imagePullPolicy',
                    'enabledSharedMemory', 'genericEphemeralVolume', 'securityContext')
@@ -45,6 +51,15 @@ class K8sEffect:
     ignored: list[str] = dataclasses.field(default_factory=list)
     timeout_s: Optional[float] = None                                       # activeDeadlineSeconds
     secret_env: set[str] = dataclasses.field(default_factory=set)          # env names holding secret values
+    read_only: set[str] = dataclasses.field(default_factory=set)           # mount paths of secrets / config maps
+    # mount path -> (kind, content) of each secret / config map volume: its content is in the key (key_parts)
+    volume_content: dict[str, tuple[str, bytes]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def reads_secret(self) -> bool:
+        """The task is handed a secret (env or volume): its outputs stay on this machine
+        unless the user shares them (--remote-cache-secrets)."""
+        return bool(self.secret_env) or any(kind == 'secret' for kind, _ in self.volume_content.values())
 
 
 def read_key_values(path: str) -> dict[str, str]:
@@ -148,8 +163,11 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
                     effect.warnings.append(f'{task}: {what} {name!r} has no key {key!r}')
         for item in config.get(f'{kind}AsVolume') or []:
             name = _name(item, kind, lookup)
-            if _lookup(name, store, what, item.get('optional', False), task, effect) is not None:
+            values = _lookup(name, store, what, item.get('optional', False), task, effect)
+            if values is not None:
                 effect.volumes[os.path.abspath(store[name])] = item['mountPath']
+                effect.read_only.add(item['mountPath'])       # a cluster mounts them read-only
+                effect.volume_content[item['mountPath']] = (kind, json.dumps(values, sort_keys=True).encode())
 
     for item in config.get('pvcMount') or []:
         name = (_param(item.get('pvcNameParameter'), lookup) or _param(item.get('taskOutputParameter'), lookup)
@@ -185,7 +203,7 @@ def check_claim_name(name: str) -> str:
     """A PVC name as Kubernetes requires it (DNS-1123 subdomain): it may come from an
     upstream task's output, and it names a folder."""
     if not isinstance(name, str) or not _DNS1123.match(name) or '..' in name:
-        raise ValueError(f'PVC name {name!r} is not a DNS-1123 name (lower-case letters, digits, '
+        raise PathEscape(f'PVC name {str(name)[:80]!r} is not a DNS-1123 name (lower-case letters, digits, '
                          f"'-' and '.', at most 253)")
     return name
 

@@ -21,7 +21,7 @@ import re
 from typing import Any, Iterator, Optional
 
 from localrunner.errors import UsageError
-from localrunner.layout import RootLayout
+from localrunner.layout import PathEscape, RootLayout, RunLayout
 from localrunner_cache import leases
 
 LEAF_TYPES = ('container', 'importer')
@@ -262,10 +262,11 @@ class RunRecord:
         return matches[-1] if matches else None
 
     def task_dir(self, name: str) -> Optional[str]:
-        parts = name.split('/')
-        if any(p in ('', '.', '..') or '\x00' in p for p in parts):
+        """The task's folder in this run (layout.py), or None for a name that is not a task path."""
+        try:
+            return RunLayout(self.dir).task(name).dir
+        except PathEscape:
             return None
-        return os.path.join(self.dir, 'tasks', *parts)
 
     def logs(self) -> dict[str, list[str]]:
         """{task: its attempts' log paths, in order}: from the result when there is one

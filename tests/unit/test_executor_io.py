@@ -157,8 +157,6 @@ def test_executor_output_that_is_not_json_is_an_output_error(task):
         read(task)
 
 
-@pytest.mark.xfail(strict=True, reason='bug: executor output that is JSON but not an object raises '
-                                       'AttributeError, not OutputError')
 @pytest.mark.parametrize('text', ['[1, 2]', '"text"', '5'])
 def test_executor_output_that_is_not_an_object_is_an_output_error(task, text):
     layout, files, _ = task

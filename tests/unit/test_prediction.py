@@ -12,7 +12,7 @@ def parts(**change):
                 env={'MODE': 'fast', 'TOKEN': 's3cret'}, secret_env={'TOKEN'},
                 params={'n': 5, 'cfg': {'lr': 0.1}}, artifacts={'data': [{'digest': 'aa'}]},
                 outputs={'parameters': {'Output': 'STRING'}}, accelerator={'type': None, 'count': 0},
-                volumes=['/data'], environment='venv:1')
+                volumes=['/data'], environment='venv:1', secret_digest=lambda v: 'hmac-sha256:' + v.hex())
     base.update(change)
     return key_parts(**base)
 

@@ -10,6 +10,7 @@ machine does (a port-forward here, a Service there).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import os
@@ -164,17 +165,10 @@ class Stager:
                 if exc.code in ('NoSuchKey', 'NoSuchObject'):
                     raise FileNotFoundError('the pod uploaded no outputs') from None
                 raise
-            roots = [p.rstrip('/') + '/' for p in staging.upload_paths]
             with tarfile.open(tmp.name, 'r:gz') as tar:
-                members = []
-                for member in tar.getmembers():
-                    full = '/' + os.path.normpath(member.name).lstrip('/')
-                    # only what lies in a writable folder; never the log this process writes
-                    if full in skip or not any((full + '/').startswith(r) for r in roots):
-                        continue
-                    members.append(member)
-                kwargs = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
-                tar.extractall('/', members=members, **kwargs)
+                members = tar.getmembers()
+                for root in staging.upload_paths:
+                    _extract_under(tar, members, os.path.abspath(root), skip)
 
     def cleanup(self, prefix: str) -> None:
         from minio.deleteobjects import DeleteObject
@@ -183,3 +177,27 @@ class Stager:
         if objects:
             for _ in self.client.remove_objects(self.settings.bucket, objects):
                 pass   # errors are yielded; leftovers only cost space under the prefix
+
+
+def _extract_under(tar: tarfile.TarFile, members: list, root: str, skip: set[str]) -> None:
+    """The archive's members below the writable folder `root` (absolute names, as the pod
+    packs them), extracted into `root` and nowhere else; never the log this process writes.
+    A pod is not trusted with this machine's files: with `root` as the destination,
+    tarfile's 'data' filter, applied member by member as they land, refuses absolute links,
+    links out of `root`, and any member that an earlier member's link would carry out of it
+    (raises: the attempt fails). Without that filter (Python < 3.10.12) links are dropped."""
+    has_filter = hasattr(tarfile, 'data_filter')
+    chosen = []
+    for member in members:
+        full = '/' + os.path.normpath(member.name).lstrip('/')
+        if full in skip or not (full + '/').startswith(root.rstrip('/') + '/'):
+            continue
+        if (member.issym() or member.islnk()) and not has_filter:
+            continue
+        local = copy.copy(member)
+        local.name = os.path.relpath(full, root)
+        if member.islnk():               # a hard link names another member of the archive
+            target = '/' + os.path.normpath(member.linkname).lstrip('/')
+            local.linkname = os.path.relpath(target, root)
+        chosen.append(local)
+    tar.extractall(root, members=chosen, **({'filter': 'data'} if has_filter else {}))
