@@ -185,7 +185,8 @@ class ContainerTask:
         else:
             k8s = k8s_local.apply(platform_config, lookup, run.options.k8s,
                                   pod_name=f'{run.run_id}-{self.task_id[:8]}', task=self.name,
-                                  empty_dir=layout.empty_dir, pvc_folder=run.layout.pvc)
+                                  empty_dir=layout.empty_dir, pvc_folder=run.layout.pvc,
+                                  private_dir=run.private_dir)
         self.timeout_s = k8s.timeout_s
         for message in k8s.warnings:
             run.warn(message, task=self.name)

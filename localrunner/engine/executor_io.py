@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import stat
 from typing import TYPE_CHECKING, Any, Iterator, Optional
@@ -71,21 +72,37 @@ def coerce_inputs(params: dict, definitions: dict) -> dict:
     return params
 
 
+_INTEGER = re.compile(r'[+-]?[0-9]+')
+# strconv.ParseBool's spellings
+_BOOLEANS = {'1': True, 't': True, 'T': True, 'TRUE': True, 'true': True, 'True': True,
+             '0': False, 'f': False, 'F': False, 'FALSE': False, 'false': False, 'False': False}
+
+
 def _convert_text(text: str, ptype: str) -> Any:
+    """An output parameter file's text as KFP's launcher reads it (kubeflow/pipelines
+    backend/src/v2/metadata/converter.go TextToPbValue): surrounding blanks trimmed, an
+    integer strictly an integer ('3.7' and '3.0' are refused), a boolean in strconv.ParseBool's
+    spellings, a LIST a JSON list and a STRUCT a JSON object. ValueError otherwise."""
     if ptype == 'STRING':
         return text
+    t = text.strip()
     if ptype == 'NUMBER_INTEGER':
-        return int(float(text.strip()))
+        if not _INTEGER.fullmatch(t):
+            raise ValueError(f'not an integer: {text!r}')
+        return int(t)
     if ptype == 'NUMBER_DOUBLE':
-        return float(text.strip())
+        if '_' in t:
+            raise ValueError(f'not a number: {text!r}')
+        return float(t)
     if ptype == 'BOOLEAN':
-        t = text.strip().lower()
-        if t in ('true', '1'):
-            return True
-        if t in ('false', '0'):
-            return False
-        raise ValueError(f'not a boolean: {text!r}')
-    return json.loads(text)
+        if t not in _BOOLEANS:
+            raise ValueError(f'not a boolean: {text!r}')
+        return _BOOLEANS[t]
+    value = json.loads(text)
+    wanted = {'LIST': list, 'STRUCT': dict}.get(ptype)
+    if wanted is not None and not isinstance(value, wanted):
+        raise ValueError(f'not a JSON {"list" if wanted is list else "object"}: {text[:60]!r}')
+    return value
 
 
 # ---------------------------------------------------------------------------- where outputs come from

@@ -130,10 +130,13 @@ PathOf = Callable[[str], str]
 
 
 def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, task: str,
-          empty_dir: PathOf, pvc_folder: PathOf) -> K8sEffect:
+          empty_dir: PathOf, pvc_folder: PathOf, private_dir: Optional[PathOf] = None) -> K8sEffect:
     """The local effect of an executor's kfp-kubernetes config. `empty_dir(volume)` and
     `pvc_folder(claim)` give the folders under the run root (layout.py); a PVC name must be a
-    DNS-1123 name, and maps only to a folder under the root or to one given with --pvc."""
+    DNS-1123 name, and maps only to a folder under the root or to one given with --pvc.
+    `private_dir(label)` gives a fresh folder outside the root, readable by this user only
+    and removed with the run: where a secret or config map given as one file becomes the
+    folder of one file per key a cluster would mount (a secret's bytes never enter the root)."""
     effect = K8sEffect()
     if config.get('activeDeadlineSeconds'):
         # kubernetes.set_timeout: the pod is killed after that long; so is the local attempt
@@ -165,7 +168,10 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
             name = _name(item, kind, lookup)
             values = _lookup(name, store, what, item.get('optional', False), task, effect)
             if values is not None:
-                effect.volumes[os.path.abspath(store[name])] = item['mountPath']
+                source = os.path.abspath(store[name])
+                if not os.path.isdir(source) and private_dir is not None:
+                    source = _key_folder(private_dir(f'{kind}-{name}'), values)
+                effect.volumes[source] = item['mountPath']
                 effect.read_only.add(item['mountPath'])       # a cluster mounts them read-only
                 effect.volume_content[item['mountPath']] = (kind, json.dumps(values, sort_keys=True).encode())
 
@@ -182,6 +188,24 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
         if config.get(key):
             effect.ignored.append(key)
     return effect
+
+
+def _key_folder(folder: str, values: dict) -> str:
+    """One file per key, as a cluster mounts a secret or config map volume."""
+    for key, value in values.items():
+        path = os.path.join(folder, check_key(key))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(value)
+    return folder
+
+
+def check_key(key: str) -> str:
+    """A secret or config-map key names a file in its volume: Kubernetes allows
+    [-._a-zA-Z0-9]+ (and no '.' or '..')."""
+    if not re.fullmatch(r'[-._a-zA-Z0-9]+', key) or key in ('.', '..'):
+        raise ValueError(f'key {key!r} is not a valid secret/config-map key (letters, digits, -, _, .)')
+    return key
 
 
 def _lookup(name, store, what, optional, task, effect) -> Optional[dict]:

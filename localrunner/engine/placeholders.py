@@ -12,7 +12,9 @@ One grammar serves both readings: `parse()` is what resolution uses at run time 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
+import math
 import re
 from typing import Any, Iterator, Optional
 
@@ -96,7 +98,16 @@ def parse(body: str) -> Reference:
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A parameter value as KFP's launcher writes it into a command line
+    (kubeflow/pipelines backend/src/v2/metadata/converter.go PbValueToText): a number with
+    strconv.FormatFloat(v, 'f', -1, 64) -- every number is a double there: 5.0 is "5", 1e-05
+    is "0.00001", never an exponent -- a boolean as true/false, lists and structs as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        text = format(decimal.Decimal(repr(value)), 'f')
+        return text.rstrip('0').rstrip('.') if '.' in text else text
+    return json.dumps(value)
 
 
 def _lookup(executor_input: dict, ctx: Optional[RunContext], body: str) -> str:

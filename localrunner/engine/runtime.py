@@ -14,7 +14,9 @@ import datetime
 import functools
 import json
 import os
+import re
 import secrets
+import shutil
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -126,6 +128,7 @@ class Run:
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._stoppers: list[threading.Thread] = []
         self.on_close: list[Callable[[], None]] = []     # released when the run ends (assembly.py)
+        self._private: Optional[str] = None
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -187,6 +190,15 @@ class Run:
         if state == State.SKIPPED:
             return ev.TaskSkipped(task=name, reason=record.reason or '')
         return ev.TaskCanceled(task=name)
+
+    def private_dir(self, label: str) -> str:
+        """A fresh folder outside the root, this user's only, removed when the run ends (a
+        secret given as a file becomes one file per key there: its bytes never enter the root)."""
+        import tempfile
+        if self._private is None:
+            self._private = tempfile.mkdtemp(prefix=f'localrunner-{os.getpid()}-')    # mode 0700
+            self.on_close.append(lambda: shutil.rmtree(self._private, ignore_errors=True))
+        return tempfile.mkdtemp(prefix=re.sub(r'[^A-Za-z0-9_.-]', '_', label)[:40] + '-', dir=self._private)
 
     def warn(self, message: str, task: Optional[str] = None) -> None:
         self.warnings.append(message)

@@ -83,9 +83,6 @@ def test_a_bad_value_is_an_output_error_naming_it(task, name, bad):
     assert repr(name) in str(e.value) and TYPES[name] in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an output file's value is not checked against its type: '3.7' "
-                                       "as an integer becomes 3, a dict passes as a LIST (KFP's launcher "
-                                       'TextToPbValue refuses both)')
 @pytest.mark.parametrize('name,bad', [('i', '3.7'), ('l', '{"a": 1}'), ('st', '[1, 2]')])
 def test_a_value_of_the_wrong_kind_is_an_output_error(task, name, bad):
     """kubeflow/pipelines backend/src/v2/metadata/converter.go TextToPbValue: an integer is

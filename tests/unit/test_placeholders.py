@@ -217,8 +217,6 @@ def test_substitute_run_metadata_in_constants():
         assert substitute_run_metadata(value, CTX) == value
 
 
-@pytest.mark.xfail(strict=True, reason="bug: numbers render as Python's json.dumps ('5.0', '1e-05'); "
-                                       "KFP's launcher renders FormatFloat(v, 'f', -1) ('5', '0.00001')")
 @pytest.mark.parametrize('value,text', [(5.0, '5'), (1e-05, '0.00001'), (1e21, '1000000000000000000000')])
 def test_numbers_render_as_kfps_launcher_renders_them(value, text):
     """kubeflow/pipelines backend/src/v2/component/launcher_v2.go getPlaceholders: a number
