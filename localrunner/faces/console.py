@@ -73,6 +73,13 @@ class ConsoleView:
             self._live = Live(self._status(), console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
 
+    def on_RunCanceling(self, e: ev.RunCanceling) -> None:
+        if e.force:
+            self._line(f'{e.signal} again: killing everything now', 'bold yellow')
+        else:
+            self._line(f'{e.signal}: canceling the run, stopping {e.running} running task(s) '
+                       f'(send it again to kill at once)', 'bold yellow')
+
     def on_TaskStarted(self, e: ev.TaskStarted) -> None:
         self.running[e.task] = e.time
         attempt = e.attempt

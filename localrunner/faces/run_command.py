@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from localrunner.engine.assembly import assemble, write_json_atomic
+from localrunner.engine import interrupts
 from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
 from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine.runtime import RunOptions
@@ -16,6 +17,14 @@ from localrunner.spec import load_pipeline
 EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
 
 
+def exit_code(result) -> int:
+    """0 succeeded, 1 failed; canceled by a signal: 128 + its number, the shell's convention
+    (130 SIGINT, 143 SIGTERM, 129 SIGHUP); canceled otherwise: 130."""
+    if result.state.value == 'CANCELED' and result.signal:
+        return interrupts.exit_code(result.signal)
+    return EXIT_CODES.get(result.state.value, 1)
+
+
 def build_options(args, explain: bool) -> RunOptions:
     from localrunner.backends.gpus import detect_gpus, parse_gpus
     max_age = None
@@ -24,6 +33,12 @@ def build_options(args, explain: bool) -> RunOptions:
             max_age = parse_duration(args.cache_max_age)
         except ValueError as e:
             raise UsageError(f'--cache-max-age: {e}') from None
+    settings = {}
+    if args.stop_grace is not None:
+        try:
+            settings['stop_grace'] = parse_duration(args.stop_grace)
+        except ValueError as e:
+            raise UsageError(f'--stop-grace: {e}') from None
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError('--max-parallel: must be at least 1')
     try:
@@ -33,6 +48,7 @@ def build_options(args, explain: bool) -> RunOptions:
     return RunOptions(
         root=args.root,
         backend='kubernetes' if args.cluster else (args.backend or 'subprocess'),
+        backend_settings=settings,
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
         cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=_remote(args.remote_cache),
@@ -103,4 +119,4 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
         print(f'report: {write_report(data, args.report)}')
     if args.quiet:
         print(f'{result.run_id} {result.state.value}', flush=True)
-    return EXIT_CODES.get(result.state.value, 1), data
+    return exit_code(result), data

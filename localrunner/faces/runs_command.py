@@ -30,7 +30,7 @@ def runs_command(args) -> int:
             leaf = [t for t in result['tasks'] if t.get('type') in ('container', 'importer')]
             cached = sum(1 for t in leaf if t['state'] == 'CACHED')
             print(f'{name}  {when}  {result["state"]:<9}  {len(leaf)} tasks, {cached} cached, '
-                  f'{result.get("duration_s", 0):.1f}s')
+                  f'{result.get("duration_s") or 0:.1f}s' + ('  (in progress)' if result['state'] == 'RUNNING' else ''))
         return 0
     if args.action == 'prune':
         return _prune(runs_dir, names, args)
