@@ -316,10 +316,18 @@ def leaves_a_daemon(marker: str):
     return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', f'{MARK} setsid sleep 1000 & echo "done $0"', marker])
 
 
+@dsl.container_component
+def closes_its_output(marker: str, folder: str):
+    # no output any more, but not done: it must not be taken for finished (nor killed)
+    return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', f'{MARK} exec >/dev/null 2>&1; sleep 2; '
+                                                   'touch "$1/finished"', marker, folder])
+
+
 @dsl.pipeline(name='lifecycle-children')
-def children_pipeline(marker: str):
+def children_pipeline(marker: str, folder: str):
     leaves_a_child(marker=marker)
     leaves_a_daemon(marker=marker)
+    closes_its_output(marker=marker, folder=folder)
 
 
 @dsl.container_component
@@ -337,10 +345,12 @@ def timeout_pipeline(marker: str):
 def test_a_background_child_holding_stdout_does_not_block_the_task(tmp_path, marker):
     root, result_json = tmp_path / 'root', tmp_path / 'result.json'
     cli = Cli('run', _compile(children_pipeline, tmp_path), '--root', str(root), '--result-json',
-              str(result_json), '-p', f'marker={marker}')
+              str(result_json), '-p', f'marker={marker}', '-p', f'folder={tmp_path}')
     assert cli.finish(120) == 0, cli.output
     result = load(result_json)
-    assert states(result) == {'leaves-a-child': 'SUCCEEDED', 'leaves-a-daemon': 'SUCCEEDED'}
+    assert states(result) == {'leaves-a-child': 'SUCCEEDED', 'leaves-a-daemon': 'SUCCEEDED',
+                              'closes-its-output': 'SUCCEEDED'}
+    assert (tmp_path / 'finished').exists()
     for name in ('leaves-a-child', 'leaves-a-daemon'):
         with open(task(result, name)['logs'][-1]) as f:
             assert f'done {marker}' in f.read()

@@ -68,8 +68,9 @@ class _ProcessExecution(Execution):
     def wait(self) -> int:
         try:
             self._pump()
+            self._wait_main()            # its output is closed, but it may still be working
             # whatever of the group is left (a background child that closed its output)
-            # goes now: the task is over, as when a pod's containers end
+            # goes now: the task is over, as when a container's main process ends
             self._signal_group(signal.SIGKILL)
             with self._lock:
                 status = self._proc.wait()
@@ -78,6 +79,13 @@ class _ProcessExecution(Execution):
         finally:
             self._reaper.forget(self._proc.pid)
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _wait_main(self) -> None:
+        """Blocks until the main process has exited, without reaping it."""
+        try:
+            os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
 
     def _pump(self) -> None:
         """Copies the task's output to its log and on_line until EOF -- or, when the main
