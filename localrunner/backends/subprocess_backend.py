@@ -24,7 +24,7 @@ from localrunner.backends.reaper import MARKER_VAR, Reaper
 from localrunner.environments.venvs import VenvCache, interpreter_identity
 
 STOP_GRACE_S = 5.0       # terminate(): SIGTERM, then SIGKILL after this long
-REAP_GRACE_S = 2.0       # after the main process exits, what is left of its group gets this long
+REAP_GRACE_S = 2.0       # after the main process exits, what of its group still holds its output gets this long
 _POLL_S = 0.2
 
 
