@@ -21,8 +21,9 @@ The subprocess tasks of a dead runner are not left for this: its reaper kills th
 (backends/reaper.py).
 
 The lease protocol is the cache library's (localrunner_cache.leases, being merged): this
-module holds the runner's side of it until then -- RunLease and lease_is_held() are what to
-replace by the library's Lease and is_live().
+module holds the runner's side of it until then. RunLease is taken only when the run's
+TaskCache holds no lease of its own (once merged, it does: Run passes take_lease=False), and
+lease_is_held() is the library's is_live() in all but name.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from typing import Optional
 
 from localrunner.backends import procs
 from localrunner.layout import RootLayout, RunLayout
+from localrunner_cache.action_cache import safe_name
 
 _LEASE_SUFFIX = '.lease'
 
@@ -45,7 +47,8 @@ _LEASE_SUFFIX = '.lease'
 # ---------------------------------------------------------------- the lease (flock)
 
 def lease_path(layout: RootLayout, run_id: str) -> str:
-    return os.path.join(layout.leases_dir, run_id + _LEASE_SUFFIX)
+    """Where run RUN_ID's lease is: the library's naming (localrunner_cache.leases.lease_path)."""
+    return os.path.join(layout.leases_dir, safe_name(run_id) + _LEASE_SUFFIX)
 
 
 def lease_is_held(path: str) -> bool:
@@ -125,14 +128,19 @@ class LiveRun:
     """What marks a run as in progress (see the module docstring): start() before its first
     task, end() once its result is final."""
 
-    def __init__(self, layout: RootLayout, run_layout: RunLayout, run_id: str, backend: str, containers: bool):
+    def __init__(self, layout: RootLayout, run_layout: RunLayout, run_id: str, backend: str, containers: bool,
+                 take_lease: bool = True):
+        """take_lease=False: the run's lease is already held (by its TaskCache, once the cache
+        library's leases are merged)."""
         self.layout, self.run_layout, self.run_id = layout, run_layout, run_id
         self.info = {'run_id': run_id, 'runner': procs.identity(), 'host': socket.gethostname(),
                      'backend': backend, 'containers': containers, 'started': time.time()}
+        self._take_lease = take_lease
         self._lease: Optional[RunLease] = None
 
     def start(self) -> None:
-        self._lease = RunLease(lease_path(self.layout, self.run_id))
+        if self._take_lease:
+            self._lease = RunLease(lease_path(self.layout, self.run_id))
         from localrunner.engine.assembly import write_json_atomic
         write_json_atomic(self.run_layout.runner, self.info)
 

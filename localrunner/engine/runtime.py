@@ -308,7 +308,8 @@ class Run:
         if self.options.dry_run:
             return None
         from localrunner.engine.recovery import LiveRun
-        live = LiveRun(self.layout, self.run_layout, self.run_id, self.options.backend, self.caps.containers)
+        live = LiveRun(self.layout, self.run_layout, self.run_id, self.options.backend, self.caps.containers,
+                       take_lease=getattr(self.cache, 'lease', None) is None)   # the cache's, once merged
         try:
             live.start()
         except OSError as e:
