@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import TYPE_CHECKING, Optional
 
 from localrunner.engine.assembly import assemble
@@ -26,7 +27,12 @@ def run_pipeline(pipeline: 'str | Pipeline', params: Optional[dict] = None, *, r
     root input artifact name to a list of Artifact objects. `backend` is a backend name, or a
     Backend instance that the caller owns (used as is, not closed). `options` gives every
     RunOptions field at once (then the keyword shortcuts are ignored). Raises UsageError on
-    bad input."""
+    bad input.
+
+    SIGINT, SIGTERM or SIGHUP during the run (called from the main thread) cancel it as on
+    the command line: its tasks are stopped and its result.json says CANCELED. The signal
+    is then handed to the handler the caller had: Ctrl-C raises KeyboardInterrupt here, a
+    SIGTERM ends the process as it would have without localrunner."""
     if options is None:
         options = RunOptions(
             root=root, backend=backend if isinstance(backend, str) else 'subprocess',
@@ -38,4 +44,7 @@ def run_pipeline(pipeline: 'str | Pipeline', params: Optional[dict] = None, *, r
             gpu_ids=tuple(gpu_ids))
     run = assemble(pipeline, options, params=params or {}, root_artifacts=root_artifacts, subscribers=subscribers,
                    backend=None if isinstance(backend, str) else backend, check_backend=False)
-    return run.execute()
+    result = run.execute()
+    if result.signal is not None:
+        signal.raise_signal(result.signal)
+    return result

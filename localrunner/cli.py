@@ -1,5 +1,6 @@
 """`localrunner` command line. Exit codes: 0 succeeded, 1 pipeline failed, 2 bad input or
-usage, 130 interrupted (Ctrl-C: run CANCELED)."""
+usage; a run canceled by a signal: 128 + the signal (130 Ctrl-C/SIGINT, 143 SIGTERM, 129
+SIGHUP), after its tasks are stopped and its result is written (docs/reliability.md)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help='also push results of tasks that read a secret to --remote-cache (default: kept local)')
     p.add_argument('--max-parallel', type=validate.positive_int, default=None, help='tasks at once (default: number of cores)')
     p.add_argument('--fail-fast', action='store_true', help='cancel everything else at the first failure')
+    p.add_argument('--stop-grace', metavar='DURATION', type=validate.duration,
+                   help='a canceled or timed-out task gets this long between SIGTERM and SIGKILL (default 5s)')
     p.add_argument('--gpus', default=None, type=validate.gpus,
                    help='GPUs to schedule: all, none, a count N, or ids 0,2 / device=0,2 (default: detected)')
     p.add_argument('--secret', action='append', default=[], metavar='NAME=PATH',
@@ -120,10 +123,20 @@ def _one_line(message: str) -> str:
     return ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
 
 
+def _recover(root: str) -> None:
+    """Every command that opens a root first records the runs whose runner died (a run does
+    it in engine/assembly.py, the others here): docs/reliability.md."""
+    from localrunner.engine.recovery import recover_root
+    for found in recover_root(root):
+        print(f'localrunner: {found.message()}', file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         validate.check_destinations(args)
+        if args.command in ('cache', 'runs', 'envs'):
+            _recover(getattr(args, 'root', '.localrunner'))   # envs has no --root: the default one
         if args.command in ('run', 'explain-cache'):
             from localrunner.faces.run_command import run_command
             return run_command(args, explain=args.command == 'explain-cache')

@@ -1,6 +1,7 @@
 """The run root on disk: the one place that turns names into paths under it.
 
-    <root>/runs/<run id>/result.json               the run's record (docs/architecture.md)
+    <root>/runs/<run id>/result.json               the run's record (docs/architecture.md); RUNNING while it runs
+    <root>/runs/<run id>/runner.json               only while it runs: who runs it (engine/recovery.py)
     <root>/runs/<run id>/workspace/                KFP's pipeline workspace
     <root>/runs/<run id>/tasks/<task path>/        host-only: executor_input.json, logs/
         logs/attempt-<n>.log                       each attempt's output (never writable by the task)
@@ -145,6 +146,7 @@ class RunLayout:
     def __init__(self, run_dir: str):
         self.dir = run_dir
         self.result = os.path.join(run_dir, 'result.json')
+        self.runner = os.path.join(run_dir, 'runner.json')
         self.workspace = os.path.join(run_dir, 'workspace')
         self.tasks_dir = os.path.join(run_dir, 'tasks')
 

@@ -120,8 +120,10 @@ def test_ctrl_c_leaves_no_container(docker_client, tmp_path):
                              '--root', str(tmp_path / 'root'), '--result-json', str(result_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
+    # this runner's container (the daemon is shared: another run's long-sleep is not ours)
     while not [c for c in _our_containers(docker_client) if c.status == 'running'
-               and c.labels.get('localrunner.task') == 'long-sleep']:
+               and c.labels.get('localrunner.task') == 'long-sleep'
+               and c.labels.get('localrunner.runner.pid') == str(proc.pid)]:
         assert time.time() < deadline and proc.poll() is None, proc.stdout.read().decode()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

@@ -290,8 +290,15 @@ def test_logs_follow_prints_as_the_task_writes_until_the_run_ends(tmp_path):
             time.sleep(0.05)
         [run_id] = os.listdir(root / 'runs')
         holder, we_hold = hold_lease(root, run_id)
-        assert cli(root, 'runs', 'ls').stdout.split()[:3] == [run_id, '-', 'RUNNING']
-        assert one_line_error(cli(root, 'runs', 'show', run_id)).endswith(f'{run_id}: still running, no result yet')
+        # a run in progress keeps its result document current (state RUNNING)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(root / 'runs' / run_id / 'result.json'):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = cli(root, 'runs', 'ls').stdout.split()
+        assert listed[0] == run_id and listed[3] == 'RUNNING', listed
+        shown = cli(root, 'runs', 'show', run_id)
+        assert shown.returncode == 0 and shown.stdout.split()[:2] == ['gated', 'RUNNING'], shown.stdout
         follower = subprocess.Popen([sys.executable, '-m', 'localrunner.cli', 'logs', run_id, 'gated', '-f',
                                      '--root', str(root)], stdout=subprocess.PIPE, text=True)
         lines = Lines(follower)

@@ -61,6 +61,11 @@ class AutoBackend(Backend):
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
         return self._for(spec).launch(spec, on_line)
 
+    def cancel(self) -> None:
+        self.host.cancel()
+        if self._docker is not None:
+            self._docker.cancel()
+
     def close(self) -> None:
         self.host.close()
         if self._docker is not None:

@@ -18,7 +18,8 @@ import dataclasses
 from typing import Callable, Optional
 
 from localrunner.environments.python_env import PythonEnv
-from localrunner.errors import LaunchError
+from localrunner.errors import LaunchError, UsageError
+from localrunner.units import parse_duration
 
 __all__ = ['Backend', 'BackendOptions', 'Capabilities', 'Execution', 'LaunchError', 'LaunchSpec', 'LineSink',
            'LogSink', 'Mount', 'Resources']
@@ -44,6 +45,14 @@ class BackendOptions:
     cwd: Optional[str] = None                   # working folder of host processes; None: the current one
     warm_start: bool = True                     # lightweight components from a warm process where supported
     settings: dict = dataclasses.field(default_factory=dict)   # backend-specific, documented by each backend
+
+    def seconds(self, name: str, default: float) -> float:
+        """A duration setting (5, '5s', '1m'); UsageError naming it when it is not one."""
+        value = self.settings.get(name, default)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise UsageError(f'backend setting {name}: {value!r} is not a duration (e.g. 5, 5s, 1m)') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +101,15 @@ class Execution(abc.ABC):
 
     @abc.abstractmethod
     def terminate(self) -> None:
-        """Stops the attempt (idempotent, callable from any thread) and cleans up
-        whatever the backend created for it (processes, containers)."""
+        """Stops the attempt: SIGTERM to all of it (the task's whole process group, or its
+        container), SIGKILL after the backend's grace period; then cleans up whatever the
+        backend created for it (processes, containers). Idempotent, callable from any thread;
+        may block for the grace period. wait() returns once the attempt is gone."""
+
+    def kill(self) -> None:
+        """Stops the attempt at once (SIGKILL, no grace): a second Ctrl-C. Same contract as
+        terminate() otherwise; callable while a terminate() is waiting out its grace."""
+        self.terminate()
 
 
 LineSink = Callable[[str], None]
@@ -131,5 +147,12 @@ class Backend(abc.ABC):
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
         """Starts the attempt. Raises LaunchError when it cannot be started."""
 
+    def cancel(self) -> None:
+        """The run is canceled: stop what prepare() is doing for it now (environment builds:
+        installer processes, build containers), so a waiting task ends promptly. Running
+        executions are not this call's business: the engine terminates each. Callable from
+        any thread, more than once; must not block for long."""
+
     def close(self) -> None:
-        """Releases what the backend holds (clients, pools)."""
+        """Releases what the backend holds (clients, pools) and removes whatever of the
+        run is still there (processes, containers)."""

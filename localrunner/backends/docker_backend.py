@@ -5,8 +5,12 @@
 - Host networking: on machines where only the host can reach the package index / proxy.
 - Lightweight components (spec.python_env) run in a derived image built once per
   environment (localrunner.environments.images), never pip-installing per task.
-- Every container carries the labels localrunner.run / localrunner.task and is removed
-  after success, failure, terminate(), Ctrl-C in wait(), and at interpreter exit.
+- Every container (tasks' and environment builds') carries the labels localrunner.run /
+  localrunner.task and the runner's identity (pid, start time, boot id, pid namespace), and is
+  removed after success, failure, terminate(), kill(), cancel() (builds), close() and at
+  interpreter exit. A runner that dies leaves them: engine/recovery.py removes those of its
+  run (by the run label) when the next command opens the root, and every docker run first
+  removes the containers of any runner of this machine that is gone (sweep_orphans).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import uuid
 import weakref
 from typing import Optional
 
+from localrunner.backends import procs
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
 from localrunner.environments import images
@@ -27,6 +32,9 @@ from localrunner.layout import PathEscape, is_inside, open_log, within
 RUN_LABEL = 'localrunner.run'
 TASK_LABEL = 'localrunner.task'
 MANAGED_LABEL = 'localrunner.managed'
+ROLE_LABEL = 'localrunner.role'              # 'task' or 'build' (an environment image build)
+RUNNER_LABELS = {'pid': 'localrunner.runner.pid', 'start': 'localrunner.runner.start',
+                 'boot': 'localrunner.runner.boot', 'pidns': 'localrunner.runner.pidns'}
 _KILLED = 137   # what `docker wait` reports for SIGKILL; used when the status is lost
 
 
@@ -42,6 +50,63 @@ class _RunState:
         self.run_id = run_id
         self.client = None
         self.created_any = False
+
+
+def runner_labels() -> dict[str, str]:
+    """Who started a container: this process (procs.identity), as labels."""
+    ident = procs.identity()
+    return {label: str(ident.get(key) or '') for key, label in RUNNER_LABELS.items()}
+
+
+def _runner_of(labels: dict) -> dict:
+    ident = {key: labels.get(label) for key, label in RUNNER_LABELS.items()}
+    try:
+        ident['pid'] = int(ident['pid'])
+        ident['start'] = int(ident['start']) if ident['start'] else None
+    except (TypeError, ValueError):
+        return {}
+    return ident
+
+
+def sweep_orphans(client) -> int:
+    """Removes the containers whose runner is gone: started on this boot of this machine
+    (same pid namespace) by a process that no longer runs; or left stopped by a runner of
+    an earlier boot. A container whose runner cannot be judged from here and that still runs
+    (another machine sharing this engine) is left alone. Returns how many were removed."""
+    removed = 0
+    with contextlib.suppress(Exception):
+        for container in client.containers.list(all=True, filters={'label': MANAGED_LABEL}):
+            labels = container.labels or {}
+            ident = _runner_of(labels)
+            if not ident:
+                continue                 # made by a localrunner without runner labels
+            if procs.can_judge(ident):
+                gone = not procs.is_alive(ident)
+            else:
+                gone = ident.get('boot') != procs.boot_id() and container.status != 'running'
+            if gone:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+                    removed += 1
+    return removed
+
+
+def remove_run_containers(run_id: str, client=None) -> int:
+    """Removes every container of run RUN_ID (recovery of a dead run). Raises when no
+    Docker engine answers."""
+    own = client is None
+    if own:
+        client = _docker().from_env(timeout=20)
+    try:
+        removed = 0
+        for container in client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={run_id}'}):
+            with contextlib.suppress(_docker().errors.NotFound):
+                container.remove(force=True)
+                removed += 1
+        return removed
+    finally:
+        if own:
+            client.close()
 
 
 def _sweep(state: _RunState) -> None:
@@ -69,8 +134,8 @@ class DockerBackend(Backend):
         settings = self.options.settings
         self._state = _RunState(self.options.run_id or uuid.uuid4().hex[:12])
         self._state.client = client
-        self.pull_timeout = float(settings.get('pull_timeout', 30.0))
-        self.stop_grace = float(settings.get('stop_grace', 5.0))
+        self.pull_timeout = self.options.seconds('pull_timeout', 30.0)
+        self.stop_grace = self.options.seconds('stop_grace', 5.0)
         self._user = settings.get('user', 'host')
         self._pip = pip
         self._env_lock_dir = settings.get('env_lock_dir')
@@ -99,6 +164,7 @@ class DockerBackend(Backend):
                 raise LaunchError(f'no Docker engine answers ({exc}); start dockerd or use '
                                   'the subprocess backend', retryable=False) from exc
             self._state.client = client
+            sweep_orphans(client)      # what dead runners of this machine left
         return self._state.client
 
     def image_id(self, ref: str) -> str:
@@ -185,7 +251,8 @@ class DockerBackend(Backend):
             with self._lock:
                 self._held_logs.setdefault(env_key, []).append(line)
         built = images.ensure_env_image(self.client, base_id, spec.python_env, log or hold,
-                                        pip=self._pip, lock_dir=self._env_lock_dir)
+                                        pip=self._pip, lock_dir=self._env_lock_dir,
+                                        container_labels=self._labels('build', spec.task))
         with self._lock:
             self._env_images[env_key] = built
         return built
@@ -224,8 +291,7 @@ class DockerBackend(Backend):
         if res.accelerator_count and len(res.gpu_ids) != res.accelerator_count:
             raise LaunchError(f'task {spec.task} asks for {res.accelerator_count} GPUs but was '
                               f'given ids {list(res.gpu_ids)}', retryable=False)
-        labels = {MANAGED_LABEL: 'true', RUN_LABEL: self.run_id, TASK_LABEL: spec.task,
-                  **spec.labels}
+        labels = {**spec.labels, **self._labels('task', spec.task)}
         config = dict(
             image=image_id,
             # Kubernetes semantics: the component's command replaces the image's ENTRYPOINT.
@@ -302,6 +368,20 @@ class DockerBackend(Backend):
             self._live.add(execution)
         execution._follow_logs()
         return execution
+
+    def _labels(self, role: str, task: str) -> dict[str, str]:
+        return {MANAGED_LABEL: 'true', RUN_LABEL: self.run_id, TASK_LABEL: task, ROLE_LABEL: role,
+                **runner_labels()}
+
+    def cancel(self) -> None:
+        """Removes this run's environment build containers: the build fails at once."""
+        if self._state.client is None:
+            return
+        with contextlib.suppress(Exception):
+            for container in self._state.client.containers.list(
+                    all=True, filters={'label': [f'{RUN_LABEL}={self.run_id}', f'{ROLE_LABEL}=build']}):
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
 
     def cleanup(self) -> None:
         """Terminates live attempts and removes every container labelled with this run."""
@@ -393,6 +473,15 @@ class DockerExecution(Execution):
             self.container.stop(timeout=max(0, int(self._backend.stop_grace)))  # TERM, then KILL
             self.container.reload()
             self._status = int(self.container.attrs['State']['ExitCode'])
+        self._remove()
+
+    def kill(self) -> None:
+        """SIGKILL now (a concurrent terminate()'s stop returns as the container dies)."""
+        docker = _docker()
+        with self._lock:
+            self._terminated = True
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.kill()
         self._remove()
 
     def _remove(self) -> None:

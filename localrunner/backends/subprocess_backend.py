@@ -5,57 +5,152 @@ component's `python3` is the venv's); a container component's command runs as it
 """
 from __future__ import annotations
 
+import codecs
 import os
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
+import uuid
 from typing import Optional
 
+from localrunner.backends import procs
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink)
+from localrunner.backends.reaper import MARKER_VAR, Reaper
 from localrunner.environments.venvs import VenvCache
 from localrunner.layout import open_log
 
-_KILL_GRACE_S = 5.0
+STOP_GRACE_S = 5.0       # terminate(): SIGTERM, then SIGKILL after this long
+REAP_GRACE_S = 2.0       # after the main process exits, what of its group still holds its output gets this long
+_POLL_S = 0.2
 
 
 class _ProcessExecution(Execution):
-    def __init__(self, proc: subprocess.Popen, spec: LaunchSpec, on_line: LineSink, tmp: str):
+    """One task process, the leader of its own process group (start_new_session=True).
+
+    The main process is never reaped before its group is dealt with: its zombie keeps the
+    pid, and with it the group id, from being reused, so killpg() cannot hit a stranger.
+    Exit is observed with waitid(WNOWAIT); Popen reaps at the very end."""
+
+    def __init__(self, proc: subprocess.Popen, spec: LaunchSpec, on_line: LineSink, tmp: str,
+                 stop_grace: float, reap_grace: float, reaper: Reaper):
         self._proc = proc
         self._spec = spec
         self._on_line = on_line
         self._tmp = tmp
-        self._terminated = threading.Event()
+        self._stop_grace = stop_grace
+        self._reap_grace = reap_grace
+        self._reaper = reaper
+        self._lock = threading.Lock()      # signals to the group vs. reaping the leader
+        self._reaped = False
+        self._terminating = False
+        self._killed = threading.Event()
 
+    # ------------------------------------------------------------ the process group
+    def _signal_group(self, sig: int) -> None:
+        with self._lock:
+            if not self._reaped:
+                procs.kill_group(self._proc.pid, sig)
+
+    def _main_exited(self) -> bool:
+        with self._lock:
+            if self._reaped:
+                return True
+            try:
+                return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                return True
+
+    # ------------------------------------------------------------ output and exit
     def wait(self) -> int:
         try:
-            with open_log(self._spec.log_path) as log:      # host-only, never through a link
-                for raw in iter(self._proc.stdout.readline, b''):
-                    log.write(raw)
-                    log.flush()
-                    self._on_line(raw.decode(errors='replace').rstrip('\n'))
-            self._proc.stdout.close()
-            return self._proc.wait()
+            self._pump()
+            self._wait_main()            # its output is closed, but it may still be working
+            # whatever of the group is left (a background child that closed its output)
+            # goes now: the task is over, as when a container's main process ends
+            self._signal_group(signal.SIGKILL)
+            with self._lock:
+                status = self._proc.wait()
+                self._reaped = True
+            return status
         finally:
+            self._reaper.forget(self._proc.pid)
             shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def _wait_main(self) -> None:
+        """Blocks until the main process has exited, without reaping it."""
+        try:
+            os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+
+    def _pump(self) -> None:
+        """Copies the task's output to its log and on_line until EOF -- or, when the main
+        process has exited but something (a background child) still holds the pipe, until
+        the reap grace has passed: then the group is killed and reading stops."""
+        out = self._proc.stdout
+        fd = out.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
+        pending = ''
+        give_up: Optional[float] = None      # when to stop waiting for EOF
+        killed_group = False
+        try:
+            with open_log(self._spec.log_path) as log:      # host-only, never through a link
+                while True:
+                    if poller.poll(_POLL_S * 1000):
+                        chunk = os.read(fd, 65536)
+                        if not chunk:
+                            break
+                        log.write(chunk)
+                        log.flush()
+                        pending += decoder.decode(chunk)
+                        *lines, pending = pending.split('\n')
+                        for line in lines:
+                            self._line(line)
+                        continue
+                    now = time.monotonic()
+                    if give_up is None and self._main_exited():
+                        give_up = now + (0.0 if self._killed.is_set() else self._reap_grace)
+                    elif give_up is not None and now >= give_up:
+                        if killed_group:
+                            break        # held by a process outside the group: the reaper's job
+                        self._signal_group(signal.SIGKILL)
+                        killed_group, give_up = True, now + 1.0
+        finally:
+            out.close()
+        pending += decoder.decode(b'', final=True)
+        if pending:
+            self._line(pending)
+
+    def _line(self, line: str) -> None:
+        try:
+            self._on_line(line.rstrip('\r'))
+        except Exception:       # a broken sink must not stop the log
+            pass
+
+    # ------------------------------------------------------------ stopping
     def terminate(self) -> None:
-        if self._terminated.is_set() or self._proc.poll() is not None:
-            return
-        self._terminated.set()
-        try:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self._proc.wait(timeout=_KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        with self._lock:
+            if self._terminating or self._reaped:
+                return
+            self._terminating = True
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_grace
+        while not self._main_exited():
+            if time.monotonic() >= deadline or self._killed.is_set():
+                self._signal_group(signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self._killed.set()
+        self._signal_group(signal.SIGKILL)
 
 
 class SubprocessBackend(Backend):
@@ -64,8 +159,16 @@ class SubprocessBackend(Backend):
     capabilities = Capabilities(local_gpus=True)
 
     def __init__(self, options: Optional[BackendOptions] = None):
+        """options.settings: stop_grace (terminate(): SIGTERM, then SIGKILL after this long;
+        default 5s), reap_grace (after a task's main process exits, what is left of its
+        process group -- a background child holding its output -- is killed after this long;
+        default 2s)."""
         super().__init__(options)
-        self.venvs = VenvCache(self.options.env_dir)
+        self.stop_grace = self.options.seconds('stop_grace', STOP_GRACE_S)
+        self.reap_grace = self.options.seconds('reap_grace', REAP_GRACE_S)
+        self.run_id = self.options.run_id or uuid.uuid4().hex
+        self.reaper = Reaper(f'{MARKER_VAR}={self.run_id}', grace=self.reap_grace)
+        self.venvs = VenvCache(self.options.env_dir, reaper=self.reaper)
         self.cwd = self.options.cwd or os.getcwd()
 
     def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
@@ -101,6 +204,7 @@ class SubprocessBackend(Backend):
         if spec.resources.gpu_ids or spec.resources.accelerator_count:
             env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
         env.update(spec.env)
+        env[MARKER_VAR] = self.run_id     # how the reaper finds a process that left its group
         return env
 
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
@@ -119,4 +223,12 @@ class SubprocessBackend(Backend):
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
-        return _ProcessExecution(proc, spec, on_line, tmp)
+        self.reaper.watch(proc.pid)      # its session's id is its pid: the group dies with the runner
+        return _ProcessExecution(proc, spec, on_line, tmp, self.stop_grace, self.reap_grace, self.reaper)
+
+    def cancel(self) -> None:
+        self.venvs.cancel()
+
+    def close(self) -> None:
+        self.venvs.cancel()
+        self.reaper.close()

@@ -14,11 +14,14 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional, Union
+import threading
+import time
+from typing import Callable, Iterable, Optional, Union
 
 from localrunner.backends.base import Backend, BackendOptions
 from localrunner.engine import events as ev
 from localrunner.engine.events import EventBus, Subscriber
+from localrunner.engine.recovery import recover_root
 from localrunner.engine.runtime import Run, RunOptions, new_run_id
 from localrunner.engine.slots import check_gpu_requests
 from localrunner.errors import LaunchError, UsageError
@@ -47,14 +50,66 @@ def write_json_atomic(path: str, data: dict) -> None:
 
 
 class HistoryWriter:
-    """Writes the run's result document into its run folder when the run ends."""
+    """Writes the run's result document into its run folder: state RUNNING when the run
+    starts (with `snapshot`), kept current as tasks end -- at most once per `interval`
+    seconds, and at the latest `interval` after a task ended -- and final when the run ends.
+    What a dead runner leaves is then each task's last known state (engine/recovery.py)."""
 
-    def __init__(self, path: str):
+    _ENDINGS = (ev.TaskSucceeded, ev.TaskCached, ev.TaskFailed, ev.TaskSkipped, ev.TaskCanceled)
+
+    def __init__(self, path: str, snapshot: Optional[Callable[[], dict]] = None, interval: float = 1.0):
         self.path = path
+        self.snapshot = snapshot
+        self.interval = interval
+        self.writes = 0
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._timer: Optional[threading.Timer] = None
+        self._final = False
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunFinished):
-            write_json_atomic(self.path, event.result.to_json())
+            with self._lock:
+                self._final = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._write(event.result.to_json())
+        elif self.snapshot is None:
+            return
+        elif isinstance(event, ev.RunStarted):
+            with self._lock:
+                self._save()
+        elif isinstance(event, self._ENDINGS):
+            self._changed()
+
+    def _changed(self) -> None:
+        with self._lock:
+            wait = self._last + self.interval - time.monotonic()
+            if wait <= 0:
+                self._save()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._due)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _due(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._save()
+
+    def _save(self) -> None:
+        """The RUNNING document (lock held); a failed write waits for the next change."""
+        if self._final:
+            return
+        try:
+            self._write(self.snapshot())
+        except Exception:        # e.g. a full disk: the run goes on; the final write says more
+            pass
+
+    def _write(self, doc: dict) -> None:
+        self._last = time.monotonic()
+        write_json_atomic(self.path, doc)
+        self.writes += 1
 
 
 def make_backend(options: RunOptions, run_id: str) -> Backend:
@@ -105,8 +160,10 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
     for fn in subscribers:
         bus.subscribe(fn)
     run = Run(pipeline, values, backend, options, bus, root_artifacts=root_artifacts)
+    for found in recover_root(options.root):      # runs whose runner died, before this one starts
+        bus.emit(ev.Warning(message=found.message()))
     if not options.dry_run:
-        bus.subscribe(HistoryWriter(run.run_layout.result))
+        bus.subscribe(HistoryWriter(run.run_layout.result, snapshot=run.snapshot))
     if owned:
         run.on_close.append(backend.close)
     if scratch:

@@ -34,11 +34,19 @@ from localrunner.environments.python_env import lift_prologue
 from localrunner.errors import LaunchError
 from localrunner.layout import PathEscape
 from localrunner.units import parse_duration
+from localrunner_cache import LockTimeout
 
 if TYPE_CHECKING:
     from localrunner.engine.runtime import Run
 
+
+class RunCanceled(Exception):
+    """Raised at a wait point (a slot, an identical task, a retry backoff, another process's
+    identical task) when the run is canceled: the task ends CANCELED there."""
+
+
 _MAX_BACKOFF_S = 3600.0          # KFP caps backoffMaxDuration at one hour
+_LOCK_SLICE_S = 0.5              # waiting for another process's identical task: re-check cancel this often
 
 
 def retry_delays(policy: dict) -> list[float]:
@@ -82,6 +90,12 @@ class ContainerTask:
 
     # ------------------------------------------------------------------ main
     async def execute(self) -> Outcome:
+        try:
+            return await self._execute()
+        except RunCanceled:               # canceled while waiting (slot, identical task, backoff)
+            return self._end(State.CANCELED)
+
+    async def _execute(self) -> Outcome:
         run = self.run
         self.record.started = time.time()
         run.register(self.record)
@@ -100,9 +114,10 @@ class ContainerTask:
         except (PlaceholderError, ValueError, executor_io.OutputError, OSError) as e:
             return self._end(State.FAILED, str(e))
         try:
-            fingerprint = await self._environment(spec)
+            fingerprint = await self._environment(spec)          # may build the environment
         except LaunchError as e:
-            return self._end(State.FAILED, str(e))
+            # a build stopped by the run's cancel is not the task's failure
+            return self._end(State.CANCELED if run.cancelled else State.FAILED, str(e))
         if fingerprint is None:           # a dry run builds nothing: what it would install decides
             self.record.prediction = prediction.MAY_RUN
             self.record.reason = 'its environment is not built on this machine yet (the key holds what it installs)'
@@ -125,8 +140,12 @@ class ContainerTask:
         if not use_cache:
             # caching off: no single flight with an identical task either (KFP runs both)
             return await self._admitted(spec, parts, key, use_cache=False)
-        async with run.key_lock(key):                     # identical tasks in this run: one at a time
+        lock = run.key_lock(key)                          # identical tasks in this run: one at a time
+        await run.unless_canceled(lock.acquire())
+        try:
             return await self._admitted(spec, parts, key, use_cache=True)
+        finally:
+            lock.release()
 
     async def _admitted(self, spec: LaunchSpec, parts: dict, key: str, use_cache: bool) -> Outcome:
         """Runs the task once its resources are granted; with the cache in use, under the
@@ -145,16 +164,15 @@ class ContainerTask:
         except GpuShortage as e:
             return self._end(State.FAILED, f'{e}')
         run.bus.emit(ev.TaskQueued(task=self.name))
-        grant = await run.pool.acquire(
+        grant = await run.unless_canceled(run.pool.acquire(
             (spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
-            (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus)
+            (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus))
         if local:
             spec.resources.gpu_ids = grant.gpu_ids
         try:
             if not use_cache:
                 return await self._attempts(spec, parts, key, record=False)
-            flock = run.cache.actions.lock(key)
-            await run.in_thread(flock.__enter__)      # other processes: single flight
+            flock = await self._cross_process_lock(key)      # other processes: single flight
             try:
                 served = await self._serve_from_cache(key)
                 if served is not None:
@@ -164,6 +182,19 @@ class ContainerTask:
                 await run.in_thread(flock.__exit__, None, None, None)
         finally:
             await run.pool.release(grant)
+
+    async def _cross_process_lock(self, key: str):
+        """The entered flock on KEY, waited for in short slices so a cancel is not stuck
+        behind another process's task."""
+        run = self.run
+        while True:
+            flock = run.cache.actions.lock(key, timeout=_LOCK_SLICE_S)
+            try:
+                await run.in_thread(flock.__enter__)
+                return flock
+            except LockTimeout:
+                if run.cancelled:
+                    raise RunCanceled() from None
 
     def _prepare(self) -> tuple[LaunchSpec, dict]:
         """The task's folders, executor input, launch spec and key parts."""
@@ -303,7 +334,8 @@ class ContainerTask:
         try:
             await self._environment(spec, prepare=True)
         except LaunchError as e:
-            return self._end(State.FAILED, str(e))
+            # a build stopped by the run's cancel is not the task's failure
+            return self._end(State.CANCELED if run.cancelled else State.FAILED, str(e))
         os.makedirs(self.layout.logs_dir, exist_ok=True)
         attempt = 0
         while True:
@@ -336,7 +368,7 @@ class ContainerTask:
                 return self._end(State.FAILED, error)
             delay = delays[attempt - 1]
             run.bus.emit(ev.TaskRetrying(task=self.name, attempt=attempt, error=error, delay_s=delay))
-            await asyncio.sleep(delay)
+            await run.unless_canceled(asyncio.sleep(delay))
 
     async def _environment(self, spec: LaunchSpec, prepare: bool = False) -> Optional[str]:
         """The environment's fingerprint (which builds a missing environment: what it
@@ -367,7 +399,7 @@ class ContainerTask:
                                             lambda line: run.bus.emit(ev.TaskLog(task=self.name, line=line)))
         except LaunchError as e:
             return str(e), e.retryable
-        run.executions.add(execution)
+        run.track(execution)
         try:
             code = await asyncio.wait_for(run.in_thread(execution.wait), self.timeout_s)
         except asyncio.TimeoutError:

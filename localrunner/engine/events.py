@@ -39,6 +39,16 @@ class RunFinished(Event):
 
 
 @_event
+class RunCanceling(Event):
+    """A signal cancels the run: running tasks are being stopped (SIGTERM, then SIGKILL after
+    the backend's grace), waiting ones end CANCELED. force: a later signal, everything is
+    killed at once."""
+    signal: str                        # 'SIGINT', 'SIGTERM', 'SIGHUP'
+    running: int = 0                   # attempts being stopped
+    force: bool = False
+
+
+@_event
 class LoopStarted(Event):
     iterations: int                    # a ParallelFor with this many iterations begins
     tasks: int = 0                     # leaf tasks in all its iterations (static count of the body)
@@ -127,7 +137,7 @@ class Warning(Event):  # noqa: A001 - the engine's own warning, not the builtin
     message: str
 
 
-ALL: tuple[type, ...] = (RunStarted, RunFinished, LoopStarted, TaskQueued, EnvBuilding, EnvReady, TaskStarted,
+ALL: tuple[type, ...] = (RunStarted, RunFinished, RunCanceling, LoopStarted, TaskQueued, EnvBuilding, EnvReady, TaskStarted,
                          TaskLog, AttemptFailed, TaskRetrying, TaskCached, TaskSucceeded, TaskFailed,
                          TaskSkipped, TaskCanceled, TaskPredicted, Warning)
 

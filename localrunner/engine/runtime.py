@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -17,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -25,9 +27,10 @@ from localrunner.backends.base import Backend, Execution
 from localrunner.engine import events as ev
 from localrunner.engine import inputs as task_inputs
 from localrunner.engine.caching import CacheSettings, TaskCache
-from localrunner.engine.container_task import ContainerTask
+from localrunner.engine.container_task import ContainerTask, RunCanceled
 from localrunner.engine.events import EventBus
 from localrunner.engine.expressions import ExpressionError, evaluate_condition
+from localrunner.engine.interrupts import Interrupts
 from localrunner.engine.k8s_local import LocalSources
 from localrunner.engine import placement, prediction
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
@@ -72,12 +75,13 @@ class RunResult:
     records: list[TaskRecord]
     run_dir: str
     started: float
-    finished: float
+    finished: Optional[float]             # None while RUNNING
     warnings: list[str]
     parameters: dict = dataclasses.field(default_factory=dict)     # the run's typed pipeline parameters
+    signal: Optional[int] = None          # the signal that canceled the run
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             'run_id': self.run_id,
             'pipeline': self.pipeline,
             'state': self.state.value,
@@ -88,9 +92,12 @@ class RunResult:
             'run_dir': self.run_dir,
             'started': self.started,
             'finished': self.finished,
-            'duration_s': round(self.finished - self.started, 3),
+            'duration_s': round((self.finished or time.time()) - self.started, 3),
             'warnings': self.warnings,
         }
+        if self.signal is not None:
+            doc['signal'] = signal.Signals(self.signal).name
+        return doc
 
 
 def new_run_id(pipeline_name: str) -> str:
@@ -123,6 +130,12 @@ class Run:
         self._registered: set[int] = set()     # ids of records already listed (a list scan is O(n^2))
         self.executions: set[Execution] = set()
         self.cancelled = False
+        self.killed = False                    # a second signal: no grace, nothing waits
+        self.signal: Optional[int] = None      # the first signal received
+        self.started = time.time()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._main_task: Optional[asyncio.Task] = None
+        self._canceled: Optional[asyncio.Event] = None
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
@@ -209,39 +222,142 @@ class Run:
             self._warned.add(message)
             self.warn(message)
 
+    # ------------------------------------------------------------------ canceling
     def cancel(self) -> None:
-        """Fail-fast or Ctrl-C: nothing new starts; running attempts are terminated."""
+        """Fail-fast, a signal or the API: nothing new starts; tasks waiting (for a slot, an
+        identical task, a retry backoff) end CANCELED; running attempts are terminated (the
+        backend's SIGTERM, then SIGKILL after its grace); environment builds are stopped.
+        Callable from any thread; the first call does it."""
+        if self.cancelled:
+            return
         self.cancelled = True
+        self._in_loop(self._wake_waiters)
+        self._detach(self.backend.cancel)
         for execution in list(self.executions):
             self.stop(execution)
 
+    def kill(self) -> None:
+        """A second signal: every attempt is killed now, and nothing waits any longer (the
+        tasks still open end CANCELED). Callable from any thread."""
+        self.killed = True
+        self.cancel()
+        self._detach(self.backend.cancel)        # a build started since the first signal
+        for execution in list(self.executions):
+            self._detach(execution.kill)
+        self._in_loop(lambda: self._main_task.cancel() if self._main_task else None)
+
     def stop(self, execution: Execution) -> None:
-        # its own thread, not the pool: the pool may be shutting down (Ctrl-C), and a
-        # terminate can take the backend's grace period
-        stopper = threading.Thread(target=execution.terminate, name='localrunner-stop', daemon=True)
+        self._detach(execution.kill if self.killed else execution.terminate)
+
+    def track(self, execution: Execution) -> None:
+        """A started attempt; one that started while the run was being canceled is stopped."""
+        self.executions.add(execution)
+        if self.cancelled:
+            self.stop(execution)
+
+    def _detach(self, fn: Callable[[], None]) -> None:
+        # its own thread, not the pool: the pool may be shutting down, and a terminate can
+        # take the backend's grace period
+        stopper = threading.Thread(target=fn, name='localrunner-stop', daemon=True)
         stopper.start()
         self._stoppers.append(stopper)
 
+    def _in_loop(self, fn: Callable[[], None]) -> None:
+        """Runs fn in the run's event loop (from any thread); nothing when it is not running."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn)
+        except RuntimeError:        # closed: the run is past its DAGs
+            pass
+
+    def _wake_waiters(self) -> None:
+        if self._canceled is not None:
+            self._canceled.set()
+
+    async def unless_canceled(self, awaitable) -> Any:
+        """`await awaitable`, unless the run is canceled first: then it is abandoned and
+        RunCanceled raised. A result ready at the same moment wins (a lock or slot acquired
+        is returned, never lost)."""
+        inner = asyncio.ensure_future(awaitable)
+        if self.cancelled and not inner.done():
+            inner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                return await inner
+            raise RunCanceled()
+        stop = asyncio.ensure_future(self._canceled.wait())
+        try:
+            await asyncio.wait({inner, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            inner.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if not inner.done():
+            inner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            return await inner
+        raise RunCanceled()
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal = signum
+        self.bus.emit(ev.RunCanceling(signal=signal.Signals(signum).name, running=len(self.executions)))
+        self.cancel()
+
+    def _on_signal_again(self, signum: int) -> None:
+        self.bus.emit(ev.RunCanceling(signal=signal.Signals(signum).name, running=len(self.executions),
+                                      force=True))
+        self.kill()
+
     # ------------------------------------------------------------------ entry points
     def execute(self) -> RunResult:
-        started = time.time()
+        """Runs the pipeline to its end. SIGINT, SIGTERM and SIGHUP (in the main thread)
+        cancel it for the whole call, shutdown included; a second one kills (interrupts.py)."""
+        self.started = time.time()
         os.makedirs(self.run_dir, exist_ok=True)
         os.makedirs(self.workspace, exist_ok=True)
+        with Interrupts(self._on_signal, self._on_signal_again):
+            live = self._go_live()
+            finished = False
+            try:
+                result = self._execute()
+                finished = True
+                return result
+            finally:
+                if live is not None:
+                    live.end(finished)
+
+    def _go_live(self):
+        """Marks the run as in progress, so a runner that dies is found (engine/recovery.py)."""
+        if self.options.dry_run:
+            return None
+        from localrunner.engine.recovery import LiveRun
+        live = LiveRun(self.layout, self.run_layout, self.run_id, self.options.backend, self.caps.containers,
+                       take_lease=getattr(self.cache, 'lease', None) is None)   # the cache's, once merged
+        try:
+            live.start()
+        except OSError as e:
+            self.warn(f'cannot mark the run as in progress under {self.root} ({e}); '
+                      f'if this runner dies, the next command will not record it CANCELED')
+            return None
+        return live
+
+    def _execute(self) -> RunResult:
         self.bus.emit(ev.RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, run_dir=self.run_dir,
                                     total=self.count_leaf_tasks()))
         self._warn_placement()
         outcome = Outcome(State.FAILED)
-        interrupted = False
         try:
             outcome = asyncio.run(self._main())
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt:             # not through our handlers (not the main thread's run)
+            self.signal = self.signal or signal.SIGINT
             self.cancel()
             outcome = Outcome(State.CANCELED)
         finally:
-            for stopper in self._stoppers:
-                stopper.join()
-            self._threads.shutdown(wait=True, cancel_futures=True)
+            while self._stoppers:             # a signal may add more meanwhile
+                self._stoppers.pop().join()
+            self._threads.shutdown(wait=not self.killed, cancel_futures=True)
             self.cache.close()              # writes the keys remembered to explain later misses
             self._drain_cache_warnings()
             for close in reversed(self.on_close):
@@ -251,24 +367,41 @@ class Run:
                 r.state = State.RUNNING        # lets end() take it once
                 r.finished = None
                 self.end(r, Outcome(State.CANCELED, error=r.error))
-        state = outcome.state
-        if interrupted or (self.cancelled and not any(r.state == State.FAILED for r in self.records)):
+        failed = any(r.state == State.FAILED for r in self.records) or outcome.state == State.FAILED
+        if self.signal is not None:
+            state = State.CANCELED             # whatever had failed before the signal
+        elif failed:
+            state = State.FAILED               # fail-fast cancels the rest of a failed run
+        elif self.cancelled or outcome.state == State.CANCELED:
             state = State.CANCELED
-        elif any(r.state == State.FAILED for r in self.records) or state == State.FAILED:
-            state = State.FAILED
         else:
             state = State.SUCCEEDED
         result = RunResult(self.run_id, self.pipeline.name, state, outcome, self.records, self.run_dir,
-                           started, time.time(), self.warnings, parameters=self.params)
+                           self.started, time.time(), self.warnings, parameters=self.params, signal=self.signal)
         self.bus.emit(ev.RunFinished(result=result))
         return result
 
+    def snapshot(self) -> dict:
+        """The result document of the run in progress: state RUNNING, each task listed so far
+        with its state (HistoryWriter saves it; engine/recovery.py reads it)."""
+        return RunResult(self.run_id, self.pipeline.name, State.RUNNING, Outcome(State.RUNNING),
+                         list(self.records), self.run_dir, self.started, None, list(self.warnings)).to_json()
+
     async def _main(self) -> Outcome:
+        self._loop = asyncio.get_running_loop()
+        self._main_task = asyncio.current_task()
+        self._canceled = asyncio.Event()
+        if self.cancelled:
+            self._canceled.set()
+        if self.killed:
+            return Outcome(State.CANCELED)
         try:
             return await self.run_dag(self.pipeline.root, self.params, self.root_artifacts, '')
-        except asyncio.CancelledError:
-            self.cancel()
-            raise KeyboardInterrupt from None
+        except asyncio.CancelledError:        # kill(): nothing waits any more
+            self.cancelled = True
+            return Outcome(State.CANCELED)
+        finally:
+            self._loop = None
 
     def _warn_placement(self) -> None:
         """Said when the run is planned: the tasks that need their image but won't get it."""

@@ -289,8 +289,11 @@ def find_env_image(client, key: str) -> Optional[str]:
 
 
 def ensure_env_image(client, base_image_id: str, python_env: PythonEnv, log: LogSink, *,
-                     pip: Optional[PipSettings] = None, lock_dir: Optional[str] = None) -> EnvImage:
-    """The derived image of BASE_IMAGE_ID with PYTHON_ENV installed, built when missing."""
+                     pip: Optional[PipSettings] = None, lock_dir: Optional[str] = None,
+                     container_labels: Optional[dict] = None) -> EnvImage:
+    """The derived image of BASE_IMAGE_ID with PYTHON_ENV installed, built when missing.
+    container_labels: for the build container only (the backend's run labels: a canceled
+    or dead run's build is found by them), never on the image."""
     started = time.monotonic()
     key = env_image_key(base_image_id, python_env)
     tag = env_image_tag(key)
@@ -302,14 +305,14 @@ def ensure_env_image(client, base_image_id: str, python_env: PythonEnv, log: Log
         if found:
             return EnvImage(found[0], tag, key, False, time.monotonic() - started, found[1])
         image_id, reading = _build(client, base_image_id, python_env, key, log,
-                                   pip or PipSettings.from_host())
+                                   pip or PipSettings.from_host(), container_labels or {})
     seconds = time.monotonic() - started
     log(f'[localrunner] environment image {tag} built in {seconds:.1f}s')
     return EnvImage(image_id, tag, key, True, seconds, reading)
 
 
 def _build(client, base_id: str, python_env: PythonEnv, key: str, log: LogSink,
-           pip: PipSettings) -> tuple[str, Resolved]:
+           pip: PipSettings, container_labels: dict) -> tuple[str, Resolved]:
     import docker.errors
     base_config = client.images.get(base_id).attrs.get('Config') or {}
     labels = {KEY_LABEL: key, BASE_LABEL: base_id, PYENV_LABEL: python_env.key(),
@@ -323,7 +326,7 @@ def _build(client, base_id: str, python_env: PythonEnv, key: str, log: LogSink,
         base_id, entrypoint=['/bin/sh'], command=[f'{BUILD_DIR}/install.sh'],
         network_mode='host',  # containers reach the package index only via the host network
         user='0' if base_config.get('User') else None,  # install system-wide even if USER is set
-        labels=labels, detach=True)
+        labels={**labels, **container_labels}, detach=True)
     try:
         container.put_archive('/', _build_context(script, pip.cert))
         container.start()

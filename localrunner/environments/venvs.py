@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,9 @@ def write_record(venv: str) -> Resolved:
 
 
 class VenvCache:
-    def __init__(self, root: Optional[str] = None, python: str = sys.executable):
+    def __init__(self, root: Optional[str] = None, python: str = sys.executable, reaper=None):
+        """reaper: registers each installer's process group (backends/reaper.py), so a build
+        dies with a runner that is killed."""
         self.root = root or default_env_dir()
         self.python = python
         self._guard = threading.Lock()
@@ -129,6 +132,8 @@ class VenvCache:
         # build output of a build started without a log sink (by the cache key's reading,
         # before the engine has one): handed to the next ensure() of that env, i.e. prepare()
         self._held: dict[PythonEnv, list[str]] = {}
+        self._reaper = reaper
+        self._procs: set[subprocess.Popen] = set()
 
     def key(self, env: PythonEnv) -> str:
         # memoised: asked on every cache lookup, prepare and launch of a task
@@ -227,13 +232,41 @@ class VenvCache:
         return target
 
     def _run(self, argv: list[str], what: str, log: Callable[[str], None]) -> None:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL, env=clean_environ())
-        for line in proc.stdout.splitlines():
+        # its own process group, so cancel() stops the installer and whatever it started
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=clean_environ())
+        with self._guard:
+            self._procs.add(proc)
+        if self._reaper is not None:
+            self._reaper.watch(proc.pid)
+        try:
+            output = proc.communicate()[0]
+        finally:
+            with self._guard:
+                self._procs.discard(proc)
+            if self._reaper is not None:
+                self._reaper.forget(proc.pid)
+        for line in output.splitlines():
             log(line)
+        if proc.returncode < 0:
+            raise LaunchError(f'environment build stopped while installing {what} (signal {-proc.returncode})',
+                              retryable=False)
         if proc.returncode != 0:
-            tail = ' | '.join(proc.stdout.strip().splitlines()[-4:])
+            tail = ' | '.join(output.strip().splitlines()[-4:])
             raise LaunchError(f'environment build failed while installing {what}: {tail}', retryable=False)
+
+    def cancel(self) -> None:
+        """Kills the builds in progress (the run was canceled); the half-built venv is removed
+        by ensure(), and the next build starts afresh."""
+        with self._guard:
+            running = list(self._procs)
+        for proc in running:
+            if proc.returncode is not None:      # already reaped: its id may be reused
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _build(self, env: PythonEnv, target: str, log: Callable[[str], None]) -> None:
         uv = _uv()

@@ -116,6 +116,13 @@ class ConsoleView:
             self.env_s_of[e.task] = e.seconds
             self._line(f'  env     {e.task}: environment built in {e.seconds:.1f}s', 'dim')
 
+    def on_RunCanceling(self, e: ev.RunCanceling) -> None:
+        if e.force:
+            self._line(f'{e.signal} again: killing everything now', 'bold yellow')
+        else:
+            self._line(f'{e.signal}: canceling the run, stopping {e.running} running task(s) '
+                       f'(send it again to kill at once)', 'bold yellow')
+
     def on_TaskStarted(self, e: ev.TaskStarted) -> None:
         self.running[e.task] = e.time
         if not self.live_mode and not self._in_loop(e.task):

@@ -270,14 +270,20 @@ class RunRecord:
 
     def logs(self) -> dict[str, list[str]]:
         """{task: its attempts' log paths, in order}: from the result when there is one
-        (paths inside the run folder only), else found in the run folder (a live run)."""
+        (paths inside the run folder only); for a run still RUNNING (its result is written
+        at most once a second, a started task may not be in it yet) or with no result, what
+        is in the run folder too."""
+        out: dict[str, list[str]] = {}
         if self.result is not None:
-            out = {}
             for t in self.result['tasks']:
                 if t.get('logs'):
                     out[t['name']] = [self.local(p) or p for p in t['logs']]
-            return out
-        return scan_logs(self.dir)
+            if self.result.get('state') != 'RUNNING':
+                return out
+        for task, paths in scan_logs(self.dir).items():
+            known = out.setdefault(task, [])
+            known.extend(p for p in paths if p not in known)
+        return out
 
     def executor_input(self, name: str) -> Optional[dict]:
         folder = self.task_dir(name)

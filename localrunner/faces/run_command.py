@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from localrunner.engine.assembly import assemble, write_json_atomic
+from localrunner.engine import interrupts
 from localrunner.engine.caching import CacheSettings, caching_disabled_by_env, parse_duration
 from localrunner.engine.k8s_local import LocalSources, read_key_values
 from localrunner.engine.runtime import RunOptions
@@ -16,11 +17,20 @@ from localrunner.spec import load_pipeline
 EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
 
 
+def exit_code(result) -> int:
+    """0 succeeded, 1 failed; canceled by a signal: 128 + its number, the shell's convention
+    (130 SIGINT, 143 SIGTERM, 129 SIGHUP); canceled otherwise: 130."""
+    if result.state.value == 'CANCELED' and result.signal:
+        return interrupts.exit_code(result.signal)
+    return EXIT_CODES.get(result.state.value, 1)
+
+
 def build_options(args, explain: bool) -> RunOptions:
     """RunOptions from the parsed command line (argparse types already checked each value's
     form: faces/validate.py; what needs the machine, like which GPU ids exist, is checked here)."""
     from localrunner.backends.gpus import GpuRequestError, detect_gpus, parse_gpus
     max_age = parse_duration(args.cache_max_age) if args.cache_max_age else None
+    settings = {'stop_grace': parse_duration(args.stop_grace)} if args.stop_grace else {}
     try:
         gpu_ids = parse_gpus(args.gpus, detect_gpus()) if args.gpus else detect_gpus()
     except GpuRequestError as e:
@@ -28,6 +38,7 @@ def build_options(args, explain: bool) -> RunOptions:
     return RunOptions(
         root=args.root,
         backend='kubernetes' if args.cluster else (args.backend or 'subprocess'),
+        backend_settings=settings,
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
         cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=args.remote_cache,
@@ -101,4 +112,4 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
         print(f'junit: {write_junit(data, args.junit_xml)}')
     if args.quiet:
         print(f'{result.run_id} {result.state.value}', flush=True)
-    return EXIT_CODES.get(result.state.value, 1), data
+    return exit_code(result), data

@@ -66,7 +66,7 @@ def watch(args, run_once: Callable, max_runs: int = 0) -> int:
                 print(f'localrunner: error: {e}', file=sys.stderr, flush=True)
                 code, result = 2, {}
             runs += 1
-            if code == 130 or (max_runs and runs >= max_runs):    # 130: Ctrl-C during the run
+            if code > 128 or (max_runs and runs >= max_runs):    # 128+N: a signal canceled the run
                 return code
             paths = watched_paths(args, result)
             before = snapshot(paths)
