@@ -59,12 +59,18 @@ def is_live(leases_dir, run_id: str) -> bool:
     return bool(_held(lease_path(leases_dir, run_id)))
 
 
-def _same_file(fd: int, path: str) -> bool:
+def same_file(fd: int, path: str) -> bool:
+    """Whether descriptor ``fd`` is still the file at ``path`` (not unlinked, not replaced)."""
     try:
         a, b = os.fstat(fd), os.stat(path)
     except FileNotFoundError:
         return False
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def remove_stale(leases_dir, run_id: str) -> bool:
+    """Remove run ``run_id``'s lease when nobody holds it (its runner died)."""
+    return _remove_if_unheld(lease_path(leases_dir, run_id))
 
 
 def _remove_if_unheld(path: str) -> bool:
@@ -76,7 +82,7 @@ def _remove_if_unheld(path: str) -> bool:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if _same_file(fd, path):
+        if same_file(fd, path):
             os.unlink(path)
             return True
         return False
@@ -180,7 +186,7 @@ class Lease:
             _lock_with_timeout(self._gc_fd, fcntl.LOCK_SH, self.timeout, "a cache gc to finish")
             try:
                 self.digests.update(new)
-                if _same_file(self._fd, self.path):
+                if same_file(self._fd, self.path):
                     os.write(self._fd, "".join(d + "\n" for d in new).encode())
                 else:  # removed behind our back (by hand): put it back, whole
                     old, self._fd = self._fd, self._create()
@@ -197,7 +203,7 @@ class Lease:
         with self._mutex:
             if self._fd is None:
                 return
-            if _same_file(self._fd, self.path):
+            if same_file(self._fd, self.path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
             os.close(self._fd)

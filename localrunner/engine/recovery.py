@@ -20,10 +20,7 @@ runner is gone, and
 The subprocess tasks of a dead runner are not left for this: its reaper kills them at once
 (backends/reaper.py).
 
-The lease protocol is the cache library's (localrunner_cache.leases, being merged): this
-module holds the runner's side of it until then. RunLease is taken only when the run's
-TaskCache holds no lease of its own (once merged, it does: Run passes take_lease=False), and
-lease_is_held() is the library's is_live() in all but name.
+The lease is the cache library's (localrunner_cache.leases): the run's TaskCache holds it.
 """
 from __future__ import annotations
 
@@ -33,93 +30,12 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 import time
 from typing import Optional
 
 from localrunner.backends import procs
 from localrunner.layout import RootLayout, RunLayout
-from localrunner_cache.action_cache import safe_name
-
-_LEASE_SUFFIX = '.lease'
-
-
-# ---------------------------------------------------------------- the lease (flock)
-
-def lease_path(layout: RootLayout, run_id: str) -> str:
-    """Where run RUN_ID's lease is: the library's naming (localrunner_cache.leases.lease_path)."""
-    return os.path.join(layout.leases_dir, safe_name(run_id) + _LEASE_SUFFIX)
-
-
-def lease_is_held(path: str) -> bool:
-    """Whether a live process holds the lease at PATH (try its flock; False if there is none)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
-
-
-def _remove_if_unheld(path: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _same_file(fd, path):
-                os.unlink(path)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
-
-
-class RunLease:
-    """The runner's lease. The file appears already locked (made under a temporary name,
-    locked, then linked into place), so nobody sees it unheld while the run lives."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._fd: Optional[int] = None
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.new-', suffix='.tmp')
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)       # nobody else knows this file
-            try:
-                os.link(tmp, path)
-            except FileExistsError:                               # a crashed run of the same id
-                _remove_if_unheld(path)
-                os.link(tmp, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        if _same_file(self._fd, self.path):
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+from localrunner_cache import leases
 
 
 # ---------------------------------------------------------------- a run in progress
@@ -128,19 +44,13 @@ class LiveRun:
     """What marks a run as in progress (see the module docstring): start() before its first
     task, end() once its result is final."""
 
-    def __init__(self, layout: RootLayout, run_layout: RunLayout, run_id: str, backend: str, containers: bool,
-                 take_lease: bool = True):
-        """take_lease=False: the run's lease is already held (by its TaskCache, once the cache
-        library's leases are merged)."""
+    def __init__(self, layout: RootLayout, run_layout: RunLayout, run_id: str, backend: str, containers: bool):
+        """The run's lease is its TaskCache's (localrunner_cache.leases.Lease)."""
         self.layout, self.run_layout, self.run_id = layout, run_layout, run_id
         self.info = {'run_id': run_id, 'runner': procs.identity(), 'host': socket.gethostname(),
                      'backend': backend, 'containers': containers, 'started': time.time()}
-        self._take_lease = take_lease
-        self._lease: Optional[RunLease] = None
 
     def start(self) -> None:
-        if self._take_lease:
-            self._lease = RunLease(lease_path(self.layout, self.run_id))
         from localrunner.engine.assembly import write_json_atomic
         write_json_atomic(self.run_layout.runner, self.info)
 
@@ -153,14 +63,12 @@ class LiveRun:
                 os.unlink(self.run_layout.runner)
             else:
                 write_json_atomic(self.run_layout.runner, {**self.info, 'abandoned': time.time()})
-        if self._lease is not None:
-            self._lease.release()
 
 
-def runner_is_gone(info: dict, lease: str) -> bool:
+def runner_is_gone(info: dict, layout: RootLayout, run_id: str) -> bool:
     """Whether the runner described by runner.json INFO is gone. The lease decides; a
     runner still seen alive here (between releasing its lease and its last write) is not."""
-    if lease_is_held(lease):
+    if leases.is_live(layout.leases_dir, run_id):
         return False
     if info.get('abandoned'):
         return True
@@ -219,21 +127,20 @@ def recover_run(layout: RootLayout, run_id: str) -> Optional[Recovered]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)    # one recoverer at a time
         except BlockingIOError:
             return None
-        if not _same_file(fd, run_layout.runner):
+        if not leases.same_file(fd, run_layout.runner):
             return None                                      # recovered meanwhile
         with os.fdopen(os.dup(fd)) as f:
             try:
                 info = json.load(f)
             except ValueError:
                 info = {}
-        lease = lease_path(layout, run_id)
-        if not runner_is_gone(info, lease):
+        if not runner_is_gone(info, layout, run_id):
             return None
         canceled = _record_canceled(run_layout, info)
         removed, problem = 0, None
         if info.get('containers', True):
             removed, problem = _remove_containers(run_id)
-        _remove_if_unheld(lease)
+        leases.remove_stale(layout.leases_dir, run_id)
         if problem is None:               # else the next command tries the containers again
             os.unlink(run_layout.runner)
         return Recovered(run_id, (info.get('runner') or {}).get('pid'), canceled, removed, problem)

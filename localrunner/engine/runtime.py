@@ -142,6 +142,7 @@ class Run:
         self._stoppers: list[threading.Thread] = []
         self.on_close: list[Callable[[], None]] = []     # released when the run ends (assembly.py)
         self._private: Optional[str] = None
+        self.environments: dict[tuple, Optional[str]] = {}   # (what, image, python env, placement) -> answer
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -333,8 +334,7 @@ class Run:
         if self.options.dry_run:
             return None
         from localrunner.engine.recovery import LiveRun
-        live = LiveRun(self.layout, self.run_layout, self.run_id, self.options.backend, self.caps.containers,
-                       take_lease=getattr(self.cache, 'lease', None) is None)   # the cache's, once merged
+        live = LiveRun(self.layout, self.run_layout, self.run_id, self.options.backend, self.caps.containers)
         try:
             live.start()
         except OSError as e:
