@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Optional
 
-from localrunner.backends.base import LaunchSpec, Mount
+from localrunner.backends.base import LaunchSpec, Mount, Resources
 from localrunner.engine import events as ev
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
@@ -59,6 +59,29 @@ def retry_delays(policy: dict) -> list[float]:
     cap = parse_duration(str(policy['backoffMaxDuration'])) if policy.get('backoffMaxDuration') else _MAX_BACKOFF_S
     cap = min(cap, _MAX_BACKOFF_S)
     return [min(base * (factor ** n), cap) for n in range(retries)]
+
+
+def launch_spec(name: str, container: dict, executor_input: dict, ctx: RunContext, *, arts: dict, workdir: str,
+                run_id: str, image_map: dict, resources: Resources, k8s: k8s_local.K8sEffect, platform: dict,
+                extra_mounts: tuple = (), needs_image: Optional[str] = None, log_path: str = '') -> LaunchSpec:
+    """What a backend is handed for one attempt of a task (pure: no I/O). The one place a
+    LaunchSpec is put together: a run (ContainerTask._prepare) and `localrunner render` both
+    call it. The command with KFP's pip prologue lifted off (environments/python_env.py) and
+    its placeholders resolved; the env with the kfp-kubernetes env on top; inputs mounted
+    read-only, the task's writable folder read-write."""
+    env = {item['name']: substitute(str(item.get('value', '')), executor_input, ctx)
+           for item in container.get('env', []) or []}
+    env.update(k8s.env)
+    python_env, argv_template = lift_prologue(container.get('command', []) or [], container.get('args', []) or [])
+    mounts = [Mount(a.path, read_only=True) for lst in arts.values() for a in lst if a.path]
+    mounts += [Mount(p, read_only=True) for p in extra_mounts]
+    mounts.append(Mount(workdir, read_only=False))
+    image = container.get('image', '')
+    return LaunchSpec(task=name, image=image_map.get(image, image), argv=resolve_argv(argv_template, executor_input, ctx),
+                      env=env, workdir=workdir, log_path=log_path, python_env=python_env, mounts=mounts,
+                      resources=resources, labels={'localrunner.run': run_id, 'localrunner.task': name, **k8s.labels},
+                      volumes=dict(k8s.volumes), read_only_volumes=set(k8s.read_only), platform=platform,
+                      needs_image=needs_image)
 
 
 class ContainerTask:
@@ -224,25 +247,11 @@ class ContainerTask:
         for key in k8s.ignored:
             run.warn_once(f'kfp-kubernetes setting {key} has no local effect (recorded only)')
 
-        env = {}
-        for item in self.container.get('env', []) or []:
-            env[item['name']] = substitute(str(item.get('value', '')), self.executor_input, ctx)
-        env.update(k8s.env)
-        python_env, argv_template = lift_prologue(self.container.get('command', []) or [],
-                                                  self.container.get('args', []) or [])
-        argv = resolve_argv(argv_template, self.executor_input, ctx)
-
-        mounts = [Mount(a.path, read_only=True) for lst in self.arts.values() for a in lst if a.path]
-        mounts += [Mount(p, read_only=True) for p in run.options.extra_mounts]
-        mounts.append(Mount(layout.out, read_only=False))
-        image = self.container.get('image', '')
-        spec = LaunchSpec(task=self.name, image=run.options.image_map.get(image, image), argv=argv, env=env,
-                          workdir=layout.out, log_path='', python_env=python_env, mounts=mounts,
-                          resources=resources, labels={'localrunner.run': run.run_id, 'localrunner.task': self.name,
-                                                       **k8s.labels},
-                          volumes=dict(k8s.volumes), read_only_volumes=set(k8s.read_only),
-                          platform=k8s_local.resolve_names(platform_config, lookup),
-                          needs_image=run.image_needs.get(self.label))
+        spec = launch_spec(self.name, self.container, self.executor_input, ctx, arts=self.arts, workdir=layout.out,
+                           run_id=run.run_id, image_map=run.options.image_map, resources=resources, k8s=k8s,
+                           platform=k8s_local.resolve_names(platform_config, lookup),
+                           extra_mounts=run.options.extra_mounts, needs_image=run.image_needs.get(self.label))
+        image, env = self.container.get('image', ''), spec.env
         self.caps = run.backend.capabilities_for(spec)
         if k8s.volumes and not self.caps.volumes:
             run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from localrunner.backends.base import LaunchSpec, Mount, Resources
+from localrunner.backends.base import Resources
 from localrunner.errors import UsageError
 
 RUN_ID = 'RUN-ID'
@@ -323,8 +323,8 @@ class Renderer:
         from localrunner.backends.kubernetes import pod_spec
         from localrunner.engine import executor_io, k8s_local
         from localrunner.engine.resources import resources_of
-        from localrunner.engine.placeholders import PlaceholderError, resolve_argv, substitute
-        from localrunner.environments.python_env import lift_prologue
+        from localrunner.engine.container_task import launch_spec
+        from localrunner.engine.placeholders import PlaceholderError
         rendered = Rendered(name, comp_name, notes=list(marks))
         task_layout = self.layout.task(name)
         task_dir = task_layout.out             # the task's workdir, the only folder it writes
@@ -339,19 +339,12 @@ class Renderer:
             rendered.notes.append(('resources', f'not rendered: {exc}'))
         self._names = {}
         try:
-            env = {item['name']: substitute(str(item.get('value', '')), executor_input, ctx)
-                   for item in container.get('env', []) or []}
-            python_env, template = lift_prologue(container.get('command', []) or [], container.get('args', []) or [])
-            argv = resolve_argv(template, executor_input, ctx)
             platform = k8s_local.resolve_names(self.pipeline.k8s_executor_config(label),
                                                lambda ref: self._name_value(ref, dag, ctx))
-            image = container.get('image', '')
-            mounts = [Mount(a.path, read_only=True) for lst in arts.values() for a in lst if a.path]
-            spec = LaunchSpec(task=name, image=self.image_map.get(image, image), argv=argv, env=env,
-                              workdir=task_dir, log_path=task_layout.log(1),
-                              python_env=python_env, mounts=[*mounts, Mount(task_dir, read_only=False)],
-                              resources=resources, platform=platform,
-                              labels={'localrunner.run': self.run_id, 'localrunner.task': name})
+            # the spec a --cluster run hands the backend (a cluster applies kfp-kubernetes itself)
+            spec = launch_spec(name, container, executor_input, ctx, arts=arts, workdir=task_dir, run_id=self.run_id,
+                               image_map=self.image_map, resources=resources, k8s=k8s_local.K8sEffect(),
+                               platform=platform, log_path=task_layout.log(1))
             # the task folder is a folder; an input artifact is shown as a file (its volume is
             # its parent folder, which holds a folder as well: only the download step differs)
             staging, _ = pod_spec.plan_staging(
