@@ -59,9 +59,14 @@ class _ProcessExecution(Execution):
 class SubprocessBackend(Backend):
     name = 'subprocess'
 
-    def __init__(self, env_dir: Optional[str] = None, cwd: Optional[str] = None, **_options):
+    def __init__(self, env_dir: Optional[str] = None, cwd: Optional[str] = None, warm_start: bool = True,
+                 **_options):
         self.venvs = VenvCache(env_dir)
         self.cwd = cwd or os.getcwd()
+        self.warm = None             # lightweight components forked from a zygote (backends/warm.py)
+        if warm_start:
+            from localrunner.backends import warm
+            self.warm = warm.WarmStarter() if warm.supported() else None
 
     def environment_fingerprint(self, spec: LaunchSpec) -> str:
         if spec.python_env is None:
@@ -96,6 +101,9 @@ class SubprocessBackend(Backend):
             raise LaunchError(f'{spec.task}: empty command', retryable=False)
         tmp = tempfile.mkdtemp(prefix='lr-')
         env = self._environ(spec, tmp)
+        warm = self.warm.launch(spec, env, self.cwd, on_line, tmp) if self.warm else None
+        if warm is not None:
+            return warm
         try:
             proc = subprocess.Popen(spec.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -108,3 +116,7 @@ class SubprocessBackend(Backend):
             shutil.rmtree(tmp, ignore_errors=True)
             raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
         return _ProcessExecution(proc, spec, on_line, tmp)
+
+    def close(self) -> None:
+        if self.warm:
+            self.warm.close()

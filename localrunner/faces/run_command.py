@@ -111,7 +111,8 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     if options.dry_run:
         # explain must not leave a run behind: its run folder is scratch
         options.run_dir = tempfile.mkdtemp(prefix='localrunner-explain-')
-    backend = make_backend(backend_name, run_id=options.run_id)
+    backend = make_backend(backend_name, run_id=options.run_id,
+                           **({'warm_start': False} if args.no_warm_start and backend_name == 'subprocess' else {}))
     try:
         backend.check()
     except LaunchError as e:
