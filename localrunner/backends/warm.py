@@ -115,7 +115,11 @@ def _umask() -> int:
 
 
 class ZygoteError(Exception):
-    pass
+    """This environment's zygote cannot serve: its tasks run exec'd."""
+
+
+class _ZygoteGone(Exception):
+    """The zygote died under us; it is restarted."""
 
 
 class WarmProcess:
@@ -184,7 +188,9 @@ class WarmProcess:
     def _read(self, deadline: Optional[float]) -> Optional[int]:
         data = b''
         while len(data) < 1 + _STATUS.size:
-            self._sock.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            # a status begun is read to its end (five bytes, written at once)
+            wait = None if deadline is None or data else max(0.0, deadline - time.monotonic())
+            self._sock.settimeout(wait)
             try:
                 chunk = self._sock.recv(1 + _STATUS.size - len(data))
             except (BlockingIOError, socket.timeout):
@@ -361,6 +367,8 @@ class WarmStarter:
                     sock, log_r = self._send(zygote)
             except ZygoteError:
                 return None
+            except _ZygoteGone:
+                continue
             proc = self._started(sock, log_r, request, spec.argv)
             if proc is not None:
                 self.launched += 1
@@ -398,7 +406,7 @@ class WarmStarter:
             ours.close()
             os.close(log_r)
             zygote.stop()
-            raise ZygoteError('zygote gone') from None
+            raise _ZygoteGone from None
         finally:
             theirs.close()
             os.close(log_w)
@@ -434,5 +442,6 @@ class WarmStarter:
             self._zygotes.clear()
         for zygote in zygotes:
             with zygote.lock:
+                zygote.broken = 'the backend is closed'     # a launch already past the map execs
                 zygote.stop()
         self._spawner.stop()
