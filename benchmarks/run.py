@@ -697,6 +697,21 @@ CAUSES: dict[str, str] = {
         'Cause: engine work per task on the same 2 cores the tasks use (thread-pool hops, executor '
         'input/output files, CAS puts). Fix: fewer thread hops per task.'),
     's2.fanout1000': 'Cause: as for x200.',
+    's7.task.warm': (
+        'Cause: what a forked task still does that `python3 -c pass` does not: two forks (zygote -> reaper -> '
+        'task; ~1.3 ms of CPU each for this ~15 MB interpreter, see the bare fork) and KFP\'s executor itself '
+        '(argparse, logging the executor input as indented JSON, compiling the component, writing its '
+        'outputs: ~5.5 ms of CPU in a forked child). The interpreter start and KFP\'s imports are gone.'),
+    's7.task.exec': (
+        'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
+        '(~60-70 ms of CPU) per task; warm start removes them.'),
+    's7.fan.warm': (
+        'Cause: the engine, not the launch. py-spy --gil over the x1000 run: the runner holds the GIL ~8 ms '
+        'per task, of which ~44% is the slot pool (engine/slots.py) waking every waiting task on each release '
+        '(asyncio.Condition.notify_all: O(n^2) for a 1000-wide loop) and most of the rest thread-pool hops, '
+        'cache writes and executor input/output files; the warm launch is ~0.3 ms of it. With notify(1) in '
+        'place of notify_all (an experiment, not committed) the same run did 54 tasks/s against 34.'),
+    's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.warm': (
         'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
         'pages (~12 GB/s); with a cold page cache (the usual case for a new artifact) the digest runs at '
@@ -953,7 +968,7 @@ def main() -> int:
         log(f'{name} done in {time.perf_counter() - t:.0f}s')
     wall = time.perf_counter() - started
     json_name = 'results-quick.json' if a.quick else 'results.json'
-    json_path = os.path.join(WORK if a.quick else HERE, json_name)
+    json_path = os.path.join(WORK if a.quick or a.only else HERE, json_name)   # a partial run never replaces results.json
     facts = machine_facts()
     facts['load_at_start'], facts['load_at_end'] = load_start, open('/proc/loadavg').read().strip()
     # lr-venv is an editable install: engine commits landing during the run are picked up by later processes
