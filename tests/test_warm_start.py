@@ -577,6 +577,36 @@ def test_a_zygote_that_cannot_serve_an_environment_leaves_it_exec(tmp_path):
     assert re.search(r'^import \'?kfp', log, re.M), log[:2000]     # the interpreter's own lines are there
 
 
+@dsl.component
+def length(s: str) -> int:
+    return len(s)
+
+
+@dsl.pipeline(name='long-argument')
+def long_argument_pipeline(s: str):
+    length(s=s)
+
+
+@pytest.mark.parametrize('size, state', [(100_000, 'SUCCEEDED'), (200_000, 'FAILED')])
+def test_a_command_too_long_to_exec_is_not_forked_either(tmp_path, size, state):
+    """execve refuses a 200 kB argument (Linux: 128 kB per string); a forked task would not
+    notice, so such a command takes the exec path and fails as it does there."""
+    path = compile_pipeline(long_argument_pipeline, tmp_path / 'long.yaml')
+    params = tmp_path / 'params.json'
+    params.write_text(json.dumps({'s': 'x' * size}))
+    seen = []
+    for extra in ((), ('--no-warm-start',)):
+        rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '--params-file', str(params), '--no-cache',
+                                             *extra, cwd=str(tmp_path))
+        entry = task(result, 'length')
+        seen.append((rc, entry['state'], entry.get('error'), entry['outputs']['parameters']))
+    assert seen[0] == seen[1] and seen[0][1] == state
+    if state == 'FAILED':
+        assert seen[0][2] == 'length: cannot start sh: Argument list too long'
+    else:
+        assert seen[0][3] == {'Output': size}
+
+
 def test_zygotes_start_lazily_per_environment_and_stop_with_the_backend(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = compile_pipeline(crash_pipeline, tmp_path / 'crashes.yaml')

@@ -87,6 +87,16 @@ def kfp_program(argv: list[str]) -> Optional[tuple[str, str, list[str]]]:
     return match.group(1), argv[3], list(argv[4:])
 
 
+def _execable(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether execve(2) would take this command line and environment (Linux: 32 pages per
+    string, ARG_MAX for all of them with their pointers). A command the exec path cannot
+    start must fail here too, as it would on a cluster, not run because it was forked."""
+    strings = [os.fsencode(a) for a in argv] + [os.fsencode(f'{k}={v}') for k, v in env.items()]
+    if any(len(b) >= 32 * os.sysconf('SC_PAGE_SIZE') for b in strings):
+        return False
+    return sum(len(b) + 1 + 8 for b in strings) <= os.sysconf('SC_ARG_MAX')
+
+
 def _startup_env(env: dict[str, str]) -> tuple:
     return tuple(sorted((k, v) for k, v in env.items()
                         if k in _STARTUP_NAMES or k.startswith(_STARTUP_PREFIXES)))
@@ -344,7 +354,7 @@ class WarmStarter:
 
     def _start(self, spec: LaunchSpec, env: dict[str, str], cwd: str) -> Optional[WarmProcess]:
         program = kfp_program(spec.argv)
-        if program is None or not os.path.isdir(cwd):
+        if program is None or not os.path.isdir(cwd) or not _execable(spec.argv, env):
             return None
         module, source, args = program
         python = self._python3(env.get('PATH'))
