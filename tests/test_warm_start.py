@@ -188,13 +188,14 @@ def verbose_pipeline():
 
 # ---------------------------------------------------------------------------- helpers
 
-def _lightweight_argv(pipeline_func, tmp_path) -> list[str]:
+def _lightweight_command(pipeline_func, tmp_path):
+    """(environment, argv) of a one-task pipeline's component, its pip prologue lifted."""
     path = compile_pipeline(pipeline_func, tmp_path / f'{pipeline_func.name}.yaml')
     [executor] = load_pipeline(path).executors.values()
     container = executor['container']
     env, argv = lift_prologue(container['command'], container['args'])
     assert env is not None
-    return argv
+    return env, argv
 
 
 def _alive(pid: int) -> bool:
@@ -257,7 +258,7 @@ def _forked(info: dict) -> bool:
 # ---------------------------------------------------------------------------- which commands
 
 def test_only_kfps_lightweight_command_is_recognised(tmp_path):
-    argv = _lightweight_argv(verbose_pipeline, tmp_path)
+    _, argv = _lightweight_command(verbose_pipeline, tmp_path)
     module, source, args = warm.kfp_program(argv)
     assert module == 'kfp.dsl.executor_main'
     assert source == argv[3] and 'def noisy_start' in source
@@ -564,6 +565,59 @@ def test_no_state_leaks_from_one_forked_task_to_the_next(tmp_path):
                      for n in ('state-probe', 'state-probe-2'))
     assert first['count'] == second['count'] == 1
     assert first['random'] != second['random']          # reseeded at fork, as a fresh process is
+
+
+@dsl.component
+def graceful(folder: str) -> str:
+    """Exits 0 on SIGTERM, after saying so."""
+    import os
+    import signal
+    import sys
+    import time
+
+    def bye(signum, frame):
+        print('terminated politely', flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, bye)
+    open(os.path.join(folder, 'started'), 'w').close()
+    time.sleep(120)
+    return 'slept'
+
+
+@dsl.pipeline(name='graceful')
+def graceful_pipeline(folder: str):
+    graceful(folder=folder)
+
+
+def _backend_spec(pipeline_func, tmp_path, params: dict):
+    """The task's launch spec as the engine makes it (command lifted, executor input in)."""
+    from localrunner.backends.base import LaunchSpec
+    env, argv = _lightweight_command(pipeline_func, tmp_path)
+    executor_input = {'inputs': {'parameterValues': params},
+                      'outputs': {'parameters': {'Output': {'outputFile': str(tmp_path / 'Output')}},
+                                  'outputFile': str(tmp_path / 'executor_output.json')}}
+    argv = [a.replace('{{$}}', json.dumps(executor_input)) for a in argv]
+    return LaunchSpec(task='t', image='', argv=argv, env={}, workdir=str(tmp_path),
+                      log_path=str(tmp_path / 'log.txt'), python_env=env)
+
+
+@pytest.mark.parametrize('warm_start', [True, False])
+def test_terminated_task_reports_what_sh_reports(tmp_path, warm_start):
+    """Exec'd, the runner's SIGTERM kills `sh` (status -15) whatever python3 does with it."""
+    folder = tmp_path / 'f'
+    folder.mkdir()
+    spec = _backend_spec(graceful_pipeline, tmp_path, {'folder': str(folder)})
+    backend = SubprocessBackend(warm_start=warm_start)
+    try:
+        backend.prepare(spec, lambda line: None)
+        execution = backend.launch(spec, lambda line: None)
+        _wait_until(lambda: (folder / 'started').exists(), 60, 'the task to start')
+        execution.terminate()
+        assert execution.wait() == -signal.SIGTERM
+        assert (backend.warm.launched if backend.warm else 0) == (1 if warm_start else 0)
+    finally:
+        backend.close()
+    assert (tmp_path / 'log.txt').read_text().endswith('terminated politely\n')
 
 
 # ---------------------------------------------------------------------------- environments

@@ -15,9 +15,8 @@ run as __main__ through runpy with the same argv.
 
 The runner sees a Popen-like object (WarmProcess): the backend's _ProcessExecution pumps its
 log, waits for it and terminates it with killpg as it does an exec'd process, and its exit
-status reads as the exec path's `sh` reports it. Anything other
-than that exact command, an interpreter start-up environment the zygote does not have, or a
-zygote that cannot start, runs exec'd as before.
+status reads as the exec path's `sh` reports it. Anything other than that exact command, a
+command execve would refuse, or an environment whose zygote cannot start, runs exec'd.
 """
 from __future__ import annotations
 
@@ -148,8 +147,9 @@ class WarmProcess:
         self._reading = False
 
     def signalling_group(self) -> None:
-        """Says the runner is about to signal the task's process group: exec'd, `sh` dies of
-        that signal too, so the status is -N, and sh says nothing about how python3 died."""
+        """Says the runner is about to signal the task's process group (SIGTERM, then SIGKILL
+        after the grace): exec'd, `sh` dies of the SIGTERM, so the status is -15, and it says
+        nothing of how python3 died."""
         with self._cond:
             self.group_signalled = True
             if self.returncode is None:
@@ -182,9 +182,11 @@ class WarmProcess:
         code = None
         try:
             code = self._read(deadline)
-            if code is not None and code < 0 and not self.group_signalled:
-                # exec'd, python3 is the child of `sh -ec`, which reports a child killed by
-                # signal N as exit code 128+N; only a signal to the whole group kills sh itself
+            # Exec'd, python3 is the child of `sh -ec`: sh reports a child killed by signal N
+            # as exit code 128+N, and dies itself of the SIGTERM the runner sends the group.
+            if code is not None and self.group_signalled:
+                code = -signal.SIGTERM
+            elif code is not None and code < 0:
                 code = 128 - code
         finally:
             with self._cond:
@@ -225,7 +227,8 @@ class WarmExecution(_ProcessExecution):
     """The exec path's execution (log pump, wait, killpg terminate) over a WarmProcess."""
 
     def terminate(self) -> None:
-        self._proc.signalling_group()
+        if self._proc.poll() is None:
+            self._proc.signalling_group()
         super().terminate()
 
 
