@@ -94,7 +94,8 @@ def main() -> int:
         except (OSError, ValueError):
             pass
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    added = {k: v for k, v in os.environ.items() if k not in _initial_environ()}
+    initial = _initial_environ()
+    added = {k: v for k, v in os.environ.items() if k not in initial}
     error = None
     try:
         _preload(module)
