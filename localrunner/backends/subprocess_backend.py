@@ -77,6 +77,8 @@ class SubprocessBackend(Backend):
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         if spec.python_env is not None:
             self.venvs.ensure(spec.python_env, log)
+        if self.warm:
+            self.warm.prepare(spec, self._environ(spec, ''), self.cwd)
 
     def _environ(self, spec: LaunchSpec, tmp: str) -> dict[str, str]:
         env = dict(os.environ)
