@@ -369,6 +369,8 @@ class ContainerTask:
         except LaunchError as e:
             return str(e), e.retryable
         run.executions.add(execution)
+        if run.cancelled:        # cancelled while it was being launched: cancel() did not see it
+            run.stop(execution)
         try:
             code = await asyncio.wait_for(run.in_thread(execution.wait), self.timeout_s)
         except asyncio.TimeoutError:
