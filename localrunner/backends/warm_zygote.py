@@ -115,8 +115,8 @@ def main() -> int:
     gc.freeze()             # children share these pages: keep the collector off them
     while True:
         msg, fds, _, _ = socket.recv_fds(control, 16, 2)
-        if not msg:
-            return 0        # the runner closed its end, or died
+        if not msg:         # the runner closed its end, or died: nothing to flush or finalize
+            os._exit(0)
         if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
