@@ -198,6 +198,12 @@ def _lightweight_command(pipeline_func, tmp_path):
     return env, argv
 
 
+def _subprocess_backend(warm_start: bool) -> SubprocessBackend:
+    """The backend as the engine makes it, warm start on or off (the one place that knows
+    the constructor's signature)."""
+    return SubprocessBackend(warm_start=warm_start)
+
+
 def _alive(pid: int) -> bool:
     """A process that exists and is not a zombie."""
     try:
@@ -372,7 +378,7 @@ def _content_identity(artifact: dict, norm):
 
 
 def _run_in_process(path: str, params: dict, root, warm_start: bool):
-    backend = SubprocessBackend(warm_start=warm_start)
+    backend = _subprocess_backend(warm_start)
     try:
         result = run_pipeline(path, params, root=str(root), backend=backend, use_cache=False)
         return result.to_json(), (backend.warm.launched if backend.warm else 0)
@@ -607,7 +613,7 @@ def test_terminated_task_reports_what_sh_reports(tmp_path, warm_start):
     folder = tmp_path / 'f'
     folder.mkdir()
     spec = _backend_spec(graceful_pipeline, tmp_path, {'folder': str(folder)})
-    backend = SubprocessBackend(warm_start=warm_start)
+    backend = _subprocess_backend(warm_start)
     try:
         backend.prepare(spec, lambda line: None)
         execution = backend.launch(spec, lambda line: None)
@@ -664,7 +670,7 @@ def test_a_command_too_long_to_exec_is_not_forked_either(tmp_path, size, state):
 def test_zygotes_start_lazily_per_environment_and_stop_with_the_backend(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = compile_pipeline(crash_pipeline, tmp_path / 'crashes.yaml')
-    backend = SubprocessBackend()
+    backend = _subprocess_backend(True)
     assert backend.warm is not None and not backend.warm._zygotes
     result = run_pipeline(path, {}, root=str(tmp_path / 'root'), backend=backend, use_cache=False)
     zygotes = [z.proc.pid for z in backend.warm._zygotes.values()]
