@@ -872,7 +872,7 @@ def render(data: dict) -> str:
             if rid.startswith('s7.fan') and 'lr.whole' in r:
                 lr_cell += f' — whole process {med(r["lr.whole"]):.1f} tasks/s'
             if rid == 's7.task.warm' and r.get('first'):
-                lr_cell += f' — first task (starts the zygote) {fmt(r["first"])}'
+                lr_cell += f' — first task, with the zygote\'s start {fmt(r["first"])}'
         if 'floor.computed' in r:
             fc = r['floor.computed'][0]
             o = med(r['lr.run_s']) / fc
