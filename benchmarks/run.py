@@ -706,11 +706,13 @@ CAUSES: dict[str, str] = {
         'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
         '(~60-70 ms of CPU) per task; warm start removes them.'),
     's7.fan.warm': (
-        'Cause: the engine, not the launch. py-spy --gil over the x1000 run: the runner holds the GIL ~8 ms '
-        'per task, of which ~44% is the slot pool (engine/slots.py) waking every waiting task on each release '
-        '(asyncio.Condition.notify_all: O(n^2) for a 1000-wide loop) and most of the rest thread-pool hops, '
-        'cache writes and executor input/output files; the warm launch is ~0.3 ms of it. With notify(1) in '
-        'place of notify_all (an experiment, not committed) the same run did 54 tasks/s against 34.'),
+        'Cause: the engine, not the launch. At x1000 on 2 cores the run uses ~1.3 CPUs: the runner process '
+        'needs ~7 ms of CPU per task (perf/time: 6.9 s for 1,000 tasks; the tasks ~7 ms each) and that work is '
+        'serial (one event loop, the GIL), and more --max-parallel does not help (82 tasks/s at 4 and 8). '
+        'py-spy --gil: ~44% of the runner\'s Python time was the slot pool waking every waiting task on each '
+        'release (engine/slots.py notify_all, O(n^2); queued on main since), the rest thread-pool hops '
+        '(~300 futex calls per task), cache writes (SQLite) and executor input/output files; the warm launch '
+        'itself is ~0.3 ms per task.'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.warm': (
         'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
