@@ -276,7 +276,6 @@ class _Zygote:
         self.added: dict[str, str] = {}       # what the interpreter adds at start-up (LC_CTYPE)
         self.starts = 0
         self.broken: Optional[str] = None     # why this environment runs exec'd
-        self._tmp: Optional[str] = None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -292,11 +291,12 @@ class _Zygote:
             self.broken = f'zygote died {self.starts} times'
             raise ZygoteError(self.broken)
         self.starts += 1
-        self._tmp = tempfile.mkdtemp(prefix='lr-zygote-')
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(self.env, TMPDIR=self._tmp, _KFP_RUNTIME='true')
+        env = dict(self.env, _KFP_RUNTIME='true')
         try:
-            with open(os.path.join(self._tmp, 'zygote.log'), 'wb') as log:
+            # its stdout and stderr: a file with no name, so that nothing is left behind
+            # whatever ends the zygote (it checks the file is still empty after its imports)
+            with tempfile.TemporaryFile() as log:
                 argv = [self.python, ZYGOTE_PROGRAM, str(theirs.fileno()), str(os.getpid()), self.module]
                 self.proc = spawner.call(lambda: subprocess.Popen(
                     argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -332,9 +332,6 @@ class _Zygote:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
 
 class WarmStarter:
