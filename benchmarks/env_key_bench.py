@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from localrunner.backends.base import LaunchSpec  # noqa: E402
+from localrunner.backends.base import BackendOptions
 from localrunner.backends.subprocess_backend import SubprocessBackend  # noqa: E402
 from localrunner.environments.python_env import InstallStep, PythonEnv  # noqa: E402
 from tests.support.wheels import make_wheel  # noqa: E402
@@ -38,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ['PIP_FIND_LINKS'] = make_wheel(os.path.join(tmp, 'wheels'), 'lr-bench-probe', '1.0').rsplit('/', 1)[0]
         env = PythonEnv((InstallStep(('lr-bench-probe',)),))
-        backend = SubprocessBackend(env_dir=os.path.join(tmp, 'envs'))
+        backend = SubprocessBackend(BackendOptions(env_dir=os.path.join(tmp, 'envs')))
         spec = LaunchSpec(task='t', image='', argv=['true'], env={}, workdir=tmp, log_path='', python_env=env)
         t0 = time.perf_counter()
         print('fingerprint:', backend.environment_fingerprint(spec))

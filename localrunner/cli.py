@@ -57,6 +57,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--quiet', '-q', action='store_true', help='print only the result line')
     p.add_argument('--watch', action='store_true',
                    help='run again whenever the pipeline, its params file or a local input changes (Ctrl-C stops)')
+    p.add_argument('--no-warm-start', action='store_true',
+                   help='exec every lightweight task afresh instead of forking it from a per-environment zygote')
     p.add_argument('--dry-run', action='store_true',
                    help='run nothing: say which tasks would be served from the cache and why the others miss')
 

@@ -170,6 +170,10 @@ class SubprocessBackend(Backend):
         self.reaper = Reaper(f'{MARKER_VAR}={self.run_id}', grace=self.reap_grace)
         self.venvs = VenvCache(self.options.env_dir, reaper=self.reaper)
         self.cwd = self.options.cwd or os.getcwd()
+        self.warm = None             # lightweight components forked from a zygote (backends/warm.py)
+        if self.options.warm_start:
+            from localrunner.backends import warm
+            self.warm = warm.WarmStarter() if warm.supported() else None
 
     def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
                                 build: bool = True) -> Optional[str]:
@@ -187,6 +191,8 @@ class SubprocessBackend(Backend):
     def prepare(self, spec: LaunchSpec, log: LogSink) -> None:
         if spec.python_env is not None:
             self.venvs.ensure(spec.python_env, log)
+        if self.warm:
+            self.warm.prepare(spec, self._environ(spec, ''), self.cwd)
 
     def _environ(self, spec: LaunchSpec, tmp: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -212,6 +218,9 @@ class SubprocessBackend(Backend):
             raise LaunchError(f'{spec.task}: empty command', retryable=False)
         tmp = tempfile.mkdtemp(prefix='lr-')
         env = self._environ(spec, tmp)
+        warm = self.warm.launch(spec, env, self.cwd) if self.warm else None
+        if warm is not None:
+            return self._execution(warm, spec, on_line, tmp)
         try:
             proc = subprocess.Popen(spec.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -223,12 +232,21 @@ class SubprocessBackend(Backend):
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
+        return self._execution(proc, spec, on_line, tmp)
+
+    def _execution(self, proc, spec: LaunchSpec, on_line: LineSink, tmp: str) -> '_ProcessExecution':
+        """An exec'd process or a forked warm one (a Popen-like WarmProcess): the same log pump,
+        wait, reap grace and terminate; its group dies with the runner (the reaper)."""
+        from localrunner.backends.warm import WarmExecution, WarmProcess
+        cls = WarmExecution if isinstance(proc, WarmProcess) else _ProcessExecution
         self.reaper.watch(proc.pid)      # its session's id is its pid: the group dies with the runner
-        return _ProcessExecution(proc, spec, on_line, tmp, self.stop_grace, self.reap_grace, self.reaper)
+        return cls(proc, spec, on_line, tmp, self.stop_grace, self.reap_grace, self.reaper)
 
     def cancel(self) -> None:
         self.venvs.cancel()
 
     def close(self) -> None:
+        if self.warm:
+            self.warm.close()
         self.venvs.cancel()
         self.reaper.close()

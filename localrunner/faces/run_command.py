@@ -39,6 +39,7 @@ def build_options(args, explain: bool) -> RunOptions:
         root=args.root,
         backend='kubernetes' if args.cluster else (args.backend or 'subprocess'),
         backend_settings=settings,
+        warm_start=not args.no_warm_start,
         max_parallel=args.max_parallel or os.cpu_count() or 2,
         fail_fast=args.fail_fast,
         cache=CacheSettings(enabled=not args.no_cache, max_age_s=max_age, remote=args.remote_cache,
