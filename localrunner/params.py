@@ -42,14 +42,18 @@ def read_params_file(path: str) -> dict:
     return data
 
 
+def assignment(text: str, flag: str, form: str = 'NAME=VALUE') -> tuple[str, str]:
+    """One NAME=VALUE of the command line (-p, -a, --secret, --config-map, --pvc,
+    --image-map, --localrunner-image): the name (trimmed, not empty) and everything after the
+    first '='. UsageError naming the flag and the text otherwise. The one place it is read."""
+    name, sep, value = text.partition('=')
+    if not sep or not name.strip():
+        raise UsageError(f'{flag} {text}: expected {form}')
+    return name.strip(), value
+
+
 def parse_cli_params(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if '=' not in pair:
-            raise UsageError(f'-p {pair}: expected NAME=VALUE')
-        name, value = pair.split('=', 1)
-        out[name.strip()] = value
-    return out
+    return dict(assignment(pair, '-p') for pair in pairs)
 
 
 def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
@@ -149,9 +153,7 @@ def resolve_root_artifacts(input_defs: dict, pairs: list[str]) -> dict:
     declared = input_defs.get('artifacts', {}) or {}
     given: dict[str, list] = {}
     for pair in pairs:
-        if '=' not in pair:
-            raise UsageError(f'--artifact {pair}: expected NAME=PATH')
-        name, path = pair.split('=', 1)
+        name, path = assignment(pair, '--artifact', 'NAME=PATH')
         if name not in declared:
             listing = ', '.join(sorted(declared)) or '(none)'
             raise UsageError(f'unknown input artifact {name!r}; this pipeline takes: {listing}')

@@ -121,13 +121,13 @@ def _marker_options(node) -> dict:
 
 
 def _image_map(lines) -> dict:
-    out = {}
-    for line in lines:
-        if '=' not in line:
-            raise pytest.UsageError(f'--localrunner-image {line}: expected IMAGE=REPLACEMENT')
-        old, new = line.split('=', 1)
-        out[old.strip()] = new.strip()
-    return out
+    from localrunner.errors import UsageError
+    from localrunner.params import assignment
+    try:
+        return {old: new.strip() for old, new in (assignment(line, '--localrunner-image', 'IMAGE=REPLACEMENT')
+                                                  for line in lines)}
+    except UsageError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,7 @@ from localrunner.engine.runtime import RunOptions
 from localrunner.errors import UsageError
 from localrunner.faces.console import ConsoleView
 from localrunner.layout import RootLayout
-from localrunner.params import parse_cli_params, read_params_file, resolve_root_artifacts
+from localrunner.params import assignment, parse_cli_params, read_params_file, resolve_root_artifacts
 from localrunner.spec import load_pipeline
 
 EXIT_CODES = {'SUCCEEDED': 0, 'FAILED': 1, 'CANCELED': 130}
@@ -54,22 +54,14 @@ def build_options(args, explain: bool) -> RunOptions:
 
 
 def _image_map(values: list[str]) -> dict[str, str]:
-    out = {}
-    for v in values or []:
-        if '=' not in v:
-            raise UsageError(f'--image-map {v}: expected IMAGE=LOCAL_IMAGE')
-        k, image = v.split('=', 1)
-        out[k] = image
-    return out
+    return dict(assignment(v, '--image-map', 'IMAGE=LOCAL_IMAGE') for v in values or [])
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
     """--secret/--config-map/--pvc NAME=PATH options as {name: absolute path}."""
     out = {}
     for v in values or []:
-        if '=' not in v:
-            raise UsageError(f'{flag} {v}: expected NAME=PATH')
-        k, path = v.split('=', 1)
+        k, path = assignment(v, flag, 'NAME=PATH')
         out[k] = os.path.abspath(os.path.expanduser(path))
         if flag != '--pvc' and not os.path.exists(out[k]):
             raise UsageError(f'{flag} {v}: {out[k]} does not exist')
