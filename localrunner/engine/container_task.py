@@ -483,6 +483,11 @@ class ContainerTask:
     # ------------------------------------------------------------------ kfp-kubernetes PVC ops
     def _pvc_operation(self, image: str) -> Outcome:
         run = self.run
+        if run.caps.remote and not run.options.dry_run:
+            # a claim made here would be a folder of this machine: a pod mounting it would wait forever
+            return self._end(State.FAILED, 'kubernetes.CreatePVC/DeletePVC are not run on a cluster backend by '
+                                           'localrunner: create the claim with kubectl (and mount it by name), '
+                                           'or run this pipeline locally')
         if run.options.dry_run:
             # no folder is made or removed; CreatePVC's output (the claim's name) is known
             self.record.prediction, self.record.reason = prediction.WOULD_RUN, 'a PVC operation runs every time'
