@@ -365,3 +365,38 @@ def test_cluster_dry_run_needs_no_kubeconfig_and_no_bucket(two_tasks, tmp_path):
                         'AWS_ACCESS_KEY_ID': 'k', 'AWS_SECRET_ACCESS_KEY': 's'})
     _one_line_usage_error(proc, f'no kubeconfig: {tmp_path}/.kube/config does not exist')
     assert not (root / 'runs').exists()
+
+
+def test_create_pvc_on_a_cluster_fails_at_once_instead_of_waiting(s3, tmp_path, monkeypatch):
+    """kfp-kubernetes CreatePVC makes a folder of this machine locally; on a cluster that claim
+    would not exist, and a pod mounting it would wait forever: the task fails at once, saying
+    why, and nothing downstream is sent to the cluster."""
+    from kfp import dsl, kubernetes
+
+    from localrunner.api import run_pipeline
+
+    @dsl.container_component
+    def use_it():
+        return dsl.ContainerSpec(image='python:3.11', command=['ls', '/data'])
+
+    @dsl.pipeline(name='pvc-on-cluster')
+    def pvc_pipeline():
+        claim = kubernetes.CreatePVC(pvc_name_suffix='-scratch', access_modes=['ReadWriteOnce'], size='1Gi',
+                                     storage_class_name='standard')
+        task = use_it()
+        kubernetes.mount_pvc(task, pvc_name=claim.outputs['name'], mount_path='/data')
+
+    path = compile_pipeline(pvc_pipeline, tmp_path / 'pvc.yaml')
+    server = FakeApiServer(token='secret-token')
+    try:
+        monkeypatch.setenv('KUBECONFIG', write_kubeconfig(tmp_path / 'config', server.url))
+        backend = _backend(s3, tmp_path)
+        result = run_pipeline(path, root=str(tmp_path / 'root'), backend=backend)
+        backend.close()
+    finally:
+        server.stop()
+    records = {r.name: r for r in result.records}
+    assert records['createpvc'].state == State.FAILED and 'kubectl' in records['createpvc'].error
+    assert records['use-it'].state == State.SKIPPED
+    assert not [r for r in server.requests if r[0] == 'POST']          # no pod was created
+    assert not os.path.exists(tmp_path / 'root' / 'pvcs')
