@@ -571,6 +571,34 @@ def s7_warm_start(fig: Figures, ctx: dict, quick: bool) -> None:
     shutil.rmtree(os.path.join(WORK, 'roots', 's7'), ignore_errors=True)
 
 
+def s8_round2(fig: Figures, ctx: dict, quick: bool) -> None:
+    """The engine's own cost against the floor (issue: performance round 2), in one run:
+    a fully cached ParallelFor re-run per task, a cached single-task run as a whole process
+    against `python3 -c pass`, and the floors themselves."""
+    log('S8 engine cost vs floors')
+    ir = ctx['ir']
+    big = 50 if quick else 1000
+    root = fresh(os.path.join(WORK, 'roots', 's8'))
+    reps = 3 if quick else 5
+    # floors: a bare interpreter start, measured between the runs below (same load)
+    for _ in range(reps):
+        t = timed([LR_PY, '-c', 'pass'], log_name='python-pass')
+        fig.add('s8.single_cached', 'floor', t['wall'])
+    # a cached single-task run, whole process (the first run fills the cache)
+    lr_cli(Figures(), 's8.warmup', ir['one-sub'], root, cache=True)
+    for _ in range(reps):
+        lr_cli(fig, 's8.single_cached', ir['one-sub'], root, cache=True)
+    # a fully cached ParallelFor x1000: whole run / tasks
+    if lr_cli(Figures(), 's8.fill', ir[f'fanout{big}-sub'], root, cache=True, timeout=1800):
+        for _ in range(2 if quick else 3):
+            got = lr_cli(Figures(), 's8.cached', ir[f'fanout{big}-sub'], root, cache=True, timeout=1800)
+            if got:
+                n = len(got['leaf'])
+                fig.add('s8.cached_per_task', 'lr', got['t']['wall'] / n * 1000, run_ms=got['res']['duration_s'] / n * 1000,
+                        tasks=n)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------- report
 
 def machine_facts() -> dict:
@@ -659,6 +687,9 @@ ROWS = [
      'tasks/s', False),
     ('s7.fan.exec', '7 ParallelFor x1000 (x50 quick) of the trivial task, first run, `--no-warm-start` (in-run)',
      'tasks/s', False),
+    ('s8.single_cached', '8 a cached single-task run, whole process; floor `python3 -c pass`', 's', True),
+    ('s8.cached_per_task', '8 ParallelFor x1000 (x50 quick), fully cached re-run, whole process / tasks',
+     'ms/task', True),
 ]
 
 # Rows compared with another row's figure: (series, source row).
@@ -889,6 +920,8 @@ def render(data: dict) -> str:
         lines.append(f'| {num} | {scen} | {lr_cell} | {kfp_cell} | {ratio} | {fl} | {over} |')
     lines += ['', '## Headline', '']
     lines += headline(fig)
+    lines += ['', '## Round 2 targets (the engine\'s own cost against the floor)', '']
+    lines += targets(fig)
     lines += ['', '## Closing note: where localrunner is not ahead, or > 1.5x its floor', '']
     if not flagged:
         lines.append('Nothing: localrunner is ahead of kfp.local everywhere and within 1.5x of every floor.')
@@ -898,6 +931,34 @@ def render(data: dict) -> str:
     for extra in NOTES + data.get('notes', []):
         lines.append(f'* {extra}')
     return '\n'.join(lines) + '\n'
+
+
+# (row, what, how to read the row's median, target, lower is better)
+TARGETS = [
+    ('s8.cached_per_task', 'fully cached re-run, per task (ParallelFor x1000, whole run / tasks)',
+     lambda r: med(r['lr']), 'ms', 0.3, True),
+    ('s3.sched10000', 'scheduler alone, 10,000-task DAG, no-op backend',
+     lambda r: med(r['lr']) / 1000, 'ms/task', 0.2, True),
+    ('s8.single_cached', 'cached single-task run, whole process / `python3 -c pass`',
+     lambda r: med(r['lr']) / med(r['floor']) if r.get('floor') else None, 'x', 1.3, True),
+    ('s7.fan.warm', 'ParallelFor x1000 of a trivial lightweight component, first run, 2 cores',
+     lambda r: med(r['lr']), 'tasks/s', 150, False),
+    ('s2.chain10', '10-task chain, first run, whole process', lambda r: med(r['lr']), 's', 0.4, True),
+]
+
+
+def targets(fig: dict) -> list[str]:
+    out = ['| figure | measured | target | met |', '|---|---|---|---|']
+    for rid, what, read, unit, goal, lower in TARGETS:
+        r = fig.get(rid)
+        value = read(r) if r and r.get('lr') else None
+        if value is None:
+            out.append(f'| {what} | – | {goal} {unit} | not measured |')
+            continue
+        met = value <= goal if lower else value >= goal
+        out.append(f'| {what} | {value:.3g} {unit} | {"≤" if lower else "≥"} {goal} {unit} | '
+                   f'{"yes" if met else "**no**"} |')
+    return out
 
 
 def headline(fig: dict) -> list[str]:
@@ -940,7 +1001,7 @@ def headline(fig: dict) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--quick', action='store_true', help='a subset in under 3 minutes')
-    ap.add_argument('--only', help='comma-separated scenarios to run (s1,s2,s3,s45,s6,s7)')
+    ap.add_argument('--only', help='comma-separated scenarios to run (s1,s2,s3,s45,s6,s7,s8)')
     ap.add_argument('--report-only', metavar='JSON', help='re-render the report from a raw-figures JSON')
     a = ap.parse_args()
     if a.report_only:
@@ -958,7 +1019,7 @@ def main() -> int:
     ctx = setup(a.quick)
     fig = Figures()
     scenarios = {'s1': s1_per_task, 's2': s2_throughput, 's3': s3_scheduler, 's45': s45_example,
-                 's6': s6_hashing, 's7': s7_warm_start}
+                 's6': s6_hashing, 's7': s7_warm_start, 's8': s8_round2}
     wanted = a.only.split(',') if a.only else list(scenarios)
     for name in wanted:
         t = time.perf_counter()

@@ -37,7 +37,8 @@ from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.slots import ResourcePool
 from localrunner.layout import RootLayout
-from localrunner.spec import Pipeline, task_upstreams
+from localrunner.spec import Pipeline
+from localrunner.spec.views import Component, Dag, Task
 
 COMPLETED_STRATEGY = 'ALL_UPSTREAM_TASKS_COMPLETED'
 
@@ -109,6 +110,7 @@ class Run:
     def __init__(self, pipeline: Pipeline, params: dict, backend: Backend, options: RunOptions,
                  bus: Optional[EventBus] = None, root_artifacts: Optional[dict] = None):
         self.pipeline = pipeline
+        self.view = pipeline.view             # the typed IR the run walks (spec/views.py)
         self.params = params
         self.root_artifacts = root_artifacts or {}
         self.backend = backend
@@ -396,7 +398,7 @@ class Run:
         if self.killed:
             return Outcome(State.CANCELED)
         try:
-            return await self.run_dag(self.pipeline.root, self.params, self.root_artifacts, '')
+            return await self.run_dag(self.view.root, self.params, self.root_artifacts, '')
         except asyncio.CancelledError:        # kill(): nothing waits any more
             self.cancelled = True
             return Outcome(State.CANCELED)
@@ -416,32 +418,37 @@ class Run:
 
     def count_leaf_tasks(self) -> int:
         """Executor tasks in the static IR (loop bodies counted once)."""
-        return self.count_leaves(self.pipeline.root)
+        return self.count_leaves(self.view.root)
 
-    def count_leaves(self, component: dict) -> int:
+    def count_leaves(self, component: Component) -> int:
         n = 0
-        for task in component.get('dag', {}).get('tasks', {}).values():
-            sub = self.pipeline.component(task['componentRef']['name'])
-            n += self.count_leaves(sub) if 'dag' in sub else 1
+        for task in component.dag.tasks.values():
+            sub = self.view.components[task.component]
+            n += self.count_leaves(sub) if sub.dag is not None else 1
         return n
 
+    def _raw(self, component: Component) -> dict:
+        """The IR dict of a component, for the modules that read its fragments (input
+        resolution, executor input, kfp-kubernetes): the views decide, the dict is passed on."""
+        return self.pipeline.root if component.name == 'root' else self.pipeline.component(component.name)
+
     # ------------------------------------------------------------------ DAGs
-    async def run_dag(self, component: dict, params: dict, arts: dict, prefix: str) -> Outcome:
-        dag = component.get('dag', {})
-        tasks: dict = dag.get('tasks', {})
+    async def run_dag(self, component: Component, params: dict, arts: dict, prefix: str) -> Outcome:
+        tasks = component.dag.tasks
+        raw_tasks = self._raw(component)['dag']['tasks']
         scope = task_inputs.Scope(params, arts, {}, prefix)
         done = {name: asyncio.Event() for name in tasks}
 
         async def one(name: str) -> None:
             task = tasks[name]
-            for up in task_upstreams(task):
+            for up in task.upstreams:
                 await done[up].wait()
             try:
-                outcome = await self.run_task(name, task, scope)
+                outcome = await self.run_task(task, raw_tasks[name], scope)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as e:    # an engine bug must fail this task, not hang the DAG
-                outcome = self._end_new(prefix + name, task, State.FAILED,
+                outcome = self._end_new(prefix + name, raw_tasks[name], State.FAILED,
                                         error=f'internal error: {type(e).__name__}: {e}')
             scope.outcomes[name] = outcome
             if outcome.state == State.FAILED and self.options.fail_fast and not self.cancelled:
@@ -457,7 +464,7 @@ class Run:
         else:
             state = State.SUCCEEDED
         pending = next((o.pending for o in scope.outcomes.values() if o.pending), None)
-        out_params, out_arts = self._dag_outputs(dag, scope.outcomes)
+        out_params, out_arts = self._dag_outputs(component.dag, scope.outcomes)
         failed = [(f'{prefix}{n}', o.error) for n, o in scope.outcomes.items() if o.state == State.FAILED]
         error = None
         if failed:
@@ -466,92 +473,78 @@ class Run:
         return Outcome(state, out_params, out_arts, error=error, pending=pending)
 
     @staticmethod
-    def _dag_outputs(dag: dict, outcomes: dict[str, Outcome]) -> tuple[dict, dict]:
-        spec = dag.get('outputs', {}) or {}
+    def _dag_outputs(dag: Dag, outcomes: dict[str, Outcome]) -> tuple[dict, dict]:
+        """A DAG's outputs: for each, the first selector whose producer has a value (dsl.OneOf
+        lists several; a plain output one)."""
         params = {}
-        for name, sel in (spec.get('parameters', {}) or {}).items():
-            selectors = ([sel['valueFromParameter']] if 'valueFromParameter' in sel
-                         else sel.get('valueFromOneof', {}).get('parameterSelectors', []))
+        for name, selectors in dag.output_parameters.items():
             for s in selectors:
-                o = outcomes.get(s['producerSubtask'])
-                if o is not None and s['outputParameterKey'] in o.parameters:
-                    params[name] = o.parameters[s['outputParameterKey']]
+                o = outcomes.get(s.producer)
+                if o is not None and s.key in o.parameters:
+                    params[name] = o.parameters[s.key]
                     break
         arts = {}
-        for name, sel in (spec.get('artifacts', {}) or {}).items():
-            for s in sel.get('artifactSelectors', []):
-                o = outcomes.get(s['producerSubtask'])
-                if o is not None and o.artifacts.get(s['outputArtifactKey']):
-                    arts[name] = o.artifacts[s['outputArtifactKey']]
+        for name, selectors in dag.output_artifacts.items():
+            for s in selectors:
+                o = outcomes.get(s.producer)
+                if o is not None and o.artifacts.get(s.key):
+                    arts[name] = o.artifacts[s.key]
                     break
         return params, arts
 
     # ------------------------------------------------------------------ one task of a DAG
-    async def run_task(self, key: str, task: dict, scope: task_inputs.Scope) -> Outcome:
-        name = scope.prefix + key
-        comp_name = task['componentRef']['name']
-        component = self.pipeline.component(comp_name)
-        policy = task.get('triggerPolicy', {}) or {}
+    async def run_task(self, task: Task, raw: dict, scope: task_inputs.Scope) -> Outcome:
+        """One task of a DAG: waits are done; now skipped, expanded (sub-DAG, loop) or run.
+        `task` is its typed view, `raw` its IR dict (handed to the modules that read fragments)."""
+        name = scope.prefix + task.key
+        component = self.view.components[task.component]
+        raw_component = self._raw(component)
         if self.cancelled:
-            return self._end_new(name, task, State.CANCELED)
+            return self._end_new(name, raw, State.CANCELED)
         if self.options.dry_run:
-            unknown = prediction.pending_upstreams(task, scope)
+            unknown = prediction.pending_upstreams(raw, scope)
             if unknown:
-                return prediction.may_run(self, name, task, f'reads outputs of {", ".join(unknown)}, which would run')
-        upstream = [scope.outcomes[u] for u in task_upstreams(task)]
-        if policy.get('strategy') != COMPLETED_STRATEGY:
-            blocked = [o for o in upstream if not o.state.ok]
+                return prediction.may_run(self, name, raw, f'reads outputs of {", ".join(unknown)}, which would run')
+        if task.strategy != COMPLETED_STRATEGY:
+            blocked = [o for o in (scope.outcomes[u] for u in task.upstreams) if not o.state.ok]
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
-                return self._end_new(name, task, state, reason='an upstream task did not succeed')
-        is_loop = 'parameterIterator' in task or 'artifactIterator' in task
-        exempt = frozenset()
-        if is_loop:
-            iterator = task.get('parameterIterator') or task.get('artifactIterator')
-            exempt = frozenset([iterator.get('itemInput', '')])
+                return self._end_new(name, raw, state, reason='an upstream task did not succeed')
+        exempt = frozenset([task.loop.item_input]) if task.loop else frozenset()
         try:
-            params, arts = task_inputs.resolve(task, component, scope, self.context(name, ''),
-                                               check_required='dag' not in component, exempt=exempt)
+            params, arts = task_inputs.resolve(raw, raw_component, scope, self.context(name, ''),
+                                               check_required=component.dag is None, exempt=exempt)
         except task_inputs.InputError as e:
-            return self._end_new(name, task, State.FAILED, error=str(e))
-        condition = policy.get('condition')
-        if condition:
+            return self._end_new(name, raw, State.FAILED, error=str(e))
+        if task.condition:
             try:
-                passed = evaluate_condition(condition, params)
+                passed = evaluate_condition(task.condition, params)
             except ExpressionError as e:
-                return self._end_new(name, task, State.FAILED, error=f'condition: {e}')
+                return self._end_new(name, raw, State.FAILED, error=f'condition: {e}')
             if not passed:
-                return self._end_new(name, task, State.SKIPPED, kind='condition', reason='its condition was false')
-        if is_loop:
-            return await self._run_loop(name, task, comp_name, component, params, arts)
-        if 'dag' in component:
-            return await self._run_sub_dag(name, task, comp_name, component, params, arts)
-        label = component['executorLabel']
-        executor = self.pipeline.executors[label]
-        display = task.get('taskInfo', {}).get('name', key)
-        if 'importer' in executor:
+                return self._end_new(name, raw, State.SKIPPED, kind='condition', reason='its condition was false')
+        if task.loop:
+            return await self._run_loop(name, task, raw, component, params, arts)
+        if component.dag is not None:
+            record = TaskRecord.of(name, raw, 'dag', started=time.time())
+            return self.end(record, await self.run_dag(component, params, arts, name + '/'))
+        executor = self.view.executor_of(component)
+        if executor is not None and executor.importer is not None:
             from localrunner.engine.importer import run_importer
-            return await run_importer(self, name, display, task, comp_name, executor['importer'], params)
-        if 'container' not in executor:
-            return self._end_new(name, task, State.FAILED,
-                                 error=f'executor {label}: only container and importer executors exist in KFP v2 IR')
-        return await ContainerTask(self, name, display, task, comp_name, component, label, params, arts,
-                                   scope=scope).execute()
+            return await run_importer(self, name, task.display_name, raw, task.component,
+                                      self.pipeline.executors[executor.label]['importer'], params)
+        if executor is None or executor.container is None:
+            return self._end_new(name, raw, State.FAILED, error=f'executor {component.executor_label}: only '
+                                                                f'container and importer executors exist in KFP v2 IR')
+        return await ContainerTask(self, name, task.display_name, raw, task.component, raw_component,
+                                   executor.label, params, arts, scope=scope).execute()
 
-    async def _run_sub_dag(self, name, task, comp_name, component, params, arts) -> Outcome:
-        record = TaskRecord.of(name, task, 'dag', started=time.time())
-        outcome = await self.run_dag(component, params, arts, name + '/')
-        return self.end(record, outcome)
-
-    async def _run_loop(self, name, task, comp_name, component, params, arts) -> Outcome:
-        record = TaskRecord.of(name, task, 'loop', started=time.time())
-        if 'parameterIterator' in task:
-            iterator = task['parameterIterator']
-            spec = iterator.get('items', {})
-            if 'raw' in spec:
-                items = spec['raw']
-            else:
-                items = params.get(spec.get('inputParameter'))
+    async def _run_loop(self, name: str, task: Task, raw: dict, component: Component, params: dict,
+                        arts: dict) -> Outcome:
+        record = TaskRecord.of(name, raw, 'loop', started=time.time())
+        loop = task.loop
+        if not loop.over_artifacts:
+            items = loop.raw_items if loop.raw_items is not None else params.get(loop.items_input)
             if isinstance(items, str):
                 try:
                     items = json.loads(items)
@@ -559,16 +552,12 @@ class Run:
                     items = None
             if not isinstance(items, list):
                 return self.end(record, Outcome(State.FAILED, error=f'loop items are not a list: {str(items)[:80]!r}'))
-            item_is_artifact = False
         else:
-            iterator = task['artifactIterator']
-            items = arts.get(iterator.get('items', {}).get('inputArtifact'), []) or []
-            item_is_artifact = True
+            items = arts.get(loop.items_input, []) or []
             self.warn_once(f'{name}: ParallelFor over artifacts runs here, but the KFP cluster backend '
                            f'does not support it (parity warning)')
-        item_input = iterator.get('itemInput')
-        limit = int((task.get('iteratorPolicy', {}) or {}).get('parallelismLimit', 0) or 0)
-        gate = asyncio.Semaphore(limit) if limit > 0 else None
+        item_is_artifact, item_input = loop.over_artifacts, loop.item_input
+        gate = asyncio.Semaphore(loop.parallelism) if loop.parallelism > 0 else None
 
         async def iteration(index: int, item: Any) -> Outcome:
             p, a = dict(params), dict(arts)
@@ -583,13 +572,11 @@ class Run:
 
         self.bus.emit(ev.LoopStarted(task=name, iterations=len(items), tasks=len(items) * self.count_leaves(component)))
         results = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)))
-        collected_params: dict[str, list] = {}
-        collected_arts: dict[str, list[Artifact]] = {}
-        out_spec = component.get('dag', {}).get('outputs', {}) or {}
-        for out_name in out_spec.get('parameters', {}) or {}:
-            collected_params[out_name] = [r.parameters[out_name] for r in results if out_name in r.parameters]
-        for out_name in out_spec.get('artifacts', {}) or {}:
-            collected_arts[out_name] = [a for r in results for a in r.artifacts.get(out_name, [])]
+        # dsl.Collected: each output of the body, gathered over the iterations
+        collected_params = {out: [r.parameters[out] for r in results if out in r.parameters]
+                            for out in component.dag.output_parameters}
+        collected_arts: dict[str, list[Artifact]] = {out: [a for r in results for a in r.artifacts.get(out, [])]
+                                                     for out in component.dag.output_artifacts}
         states = [r.state for r in results]
         state = State.FAILED if State.FAILED in states else State.CANCELED if State.CANCELED in states \
             else State.SUCCEEDED
@@ -607,11 +594,11 @@ class Run:
         return self.end(record, Outcome(state, error=error))
 
     def task_kind(self, comp_name: str) -> str:
-        component = self.pipeline.component(comp_name)
-        if 'dag' in component:
+        component = self.view.components[comp_name]
+        if component.dag is not None:
             return 'dag'
-        executor = self.pipeline.executors.get(component.get('executorLabel', ''), {})
-        return 'importer' if 'importer' in executor else 'container'
+        executor = self.view.executor_of(component)
+        return 'importer' if executor is not None and executor.importer is not None else 'container'
 
 
 def log_tail(path: Optional[str], lines: int = 20) -> list[str]:
