@@ -29,6 +29,7 @@ import time
 from .action_cache import safe_name
 from .digest import DIGEST_RE
 from .errors import CacheError, LockTimeout
+from .locks import same_file, try_lock
 
 LEASE_SUFFIX = ".lease"
 _GC_LOCK = "gc.lock"
@@ -59,14 +60,6 @@ def is_live(leases_dir, run_id: str) -> bool:
     return bool(_held(lease_path(leases_dir, run_id)))
 
 
-def same_file(fd: int, path: str) -> bool:
-    """Whether descriptor ``fd`` is still the file at ``path`` (not unlinked, not replaced)."""
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
-
 
 def remove_stale(leases_dir, run_id: str) -> bool:
     """Remove run ``run_id``'s lease when nobody holds it (its runner died)."""
@@ -76,18 +69,12 @@ def remove_stale(leases_dir, run_id: str) -> bool:
 def _remove_if_unheld(path: str) -> bool:
     """Unlink ``path`` when nobody holds its flock (a stale lease, a crashed creator's
     temp file). Never removes a file someone holds."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    fd = try_lock(path)
+    if fd is None:          # held, or gone
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if same_file(fd, path):
-            os.unlink(path)
-            return True
-        return False
-    except BlockingIOError:
-        return False
+        os.unlink(path)
+        return True
     finally:
         os.close(fd)
 

@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 from .errors import LockTimeout
 
 
-def _still_linked(fd: int, path: str) -> bool:
+def same_file(fd: int, path: str) -> bool:
+    """Whether descriptor ``fd`` is still the file at ``path`` (not unlinked, not replaced)."""
     try:
         a, b = os.fstat(fd), os.stat(path)
     except FileNotFoundError:
@@ -43,7 +44,7 @@ def _acquire(path: str, deadline: Optional[float], what: str) -> int:
                             raise LockTimeout(f"timed out waiting for the lock on {what}") from None
                         time.sleep(delay)
                         delay = min(delay * 2, 0.05)
-            if _still_linked(fd, path):
+            if same_file(fd, path):
                 return fd
         except BaseException:
             os.close(fd)
@@ -67,7 +68,7 @@ def try_lock(path: str) -> Optional[int]:
     """The descriptor holding ``path``'s lock when it is free now, else None (never waits,
     never creates the file). Close the descriptor to release it."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)      # flock needs no write access
     except FileNotFoundError:
         return None
     try:
@@ -75,7 +76,7 @@ def try_lock(path: str) -> Optional[int]:
     except BlockingIOError:
         os.close(fd)
         return None
-    if not _still_linked(fd, path):
+    if not same_file(fd, path):
         os.close(fd)
         return None
     return fd

@@ -35,7 +35,7 @@ from typing import Optional
 
 from localrunner.backends import procs
 from localrunner.layout import RootLayout, RunLayout
-from localrunner_cache import leases
+from localrunner_cache import leases, locks
 
 
 # ---------------------------------------------------------------- a run in progress
@@ -127,7 +127,7 @@ def recover_run(layout: RootLayout, run_id: str) -> Optional[Recovered]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)    # one recoverer at a time
         except BlockingIOError:
             return None
-        if not leases.same_file(fd, run_layout.runner):
+        if not locks.same_file(fd, run_layout.runner):
             return None                                      # recovered meanwhile
         with os.fdopen(os.dup(fd)) as f:
             try:
