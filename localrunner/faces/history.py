@@ -327,7 +327,7 @@ def input_parameters(executor_input: dict) -> dict:
 
 def scan_logs(run_dir: str) -> dict[str, list[str]]:
     """Per-attempt logs found under <run>/tasks (a run still going has no result yet)."""
-    base = os.path.join(run_dir, 'tasks')
+    base = RunLayout(run_dir).tasks_dir
     found: dict[str, list[tuple[int, str]]] = {}
     for folder, _dirs, files in os.walk(base):
         for file in files:

@@ -140,7 +140,8 @@ class LocalRunner:
         if known is not None and known[0] is target:
             return known[1]
         from kfp import compiler
-        folder = os.path.join(self.root, 'compiled')
+        from localrunner.layout import RootLayout
+        folder = RootLayout(self.root).compiled_dir
         os.makedirs(folder, exist_ok=True)
         label = re.sub(r'[^A-Za-z0-9_.-]+', '-', getattr(target, 'name', 'pipeline'))
         path = os.path.join(folder, f'{label}-{len(self._compiled)}.yaml')
