@@ -9,6 +9,7 @@ keyed by the steps), and run the rest of the command ("$0" "$@") inside it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -55,10 +56,15 @@ class PythonEnv:
     """The environment a lightweight component asks for: ordered pip install steps."""
     steps: tuple[InstallStep, ...]
 
-    def key(self) -> str:
-        """A stable digest of the steps: same steps, same environment."""
+    @functools.cached_property
+    def _key(self) -> str:
         blob = json.dumps([s.to_json() for s in self.steps], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:24]
+
+    def key(self) -> str:
+        """A stable digest of the steps: same steps, same environment (made once: every
+        task of a ParallelFor asks)."""
+        return self._key
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -104,9 +110,16 @@ def lift_prologue(command: list[str], args: list[str]) -> tuple[Optional[PythonE
     argv = list(command) + list(args)
     if len(command) < 3 or command[0] != 'sh' or command[1] != '-c':
         return None, argv
-    script = command[2]
+    env = _environment_of(command[2])
+    return (None, argv) if env is None else (env, list(command[3:]) + list(args))
+
+
+@functools.lru_cache(maxsize=256)
+def _environment_of(script: str) -> Optional[PythonEnv]:
+    """The environment KFP's pip prologue `script` installs, or None when it is not that
+    form. Parsed once per script: every task of a ParallelFor carries the same one."""
     if 'pip install' not in script or not script.rstrip().endswith('"$0" "$@"'):
-        return None, argv
+        return None
     steps = []
     for match in _PIP_INSTALL.finditer(script):
         rest = script[match.end():]
@@ -118,8 +131,6 @@ def lift_prologue(command: list[str], args: list[str]) -> tuple[Optional[PythonE
                 end = min(end, pos)
         step = _parse_install_args(rest[:end])
         if step is None:
-            return None, argv
+            return None
         steps.append(step)
-    if not steps:
-        return None, argv
-    return PythonEnv(tuple(steps)), list(command[3:]) + list(args)
+    return PythonEnv(tuple(steps)) if steps else None
