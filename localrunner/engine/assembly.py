@@ -37,7 +37,8 @@ def write_json_atomic(path: str, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.result-')
     try:
         with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=1, default=str)
+            # compact: the C encoder (indent= forces the pure-Python one: ~10x slower at 1,000 tasks)
+            f.write(json.dumps(data, default=str))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from typing import TYPE_CHECKING, Optional
 
 from localrunner.backends.base import LaunchSpec, Mount, Resources
@@ -102,7 +101,7 @@ class ContainerTask:
         # kfp-kubernetes settings name their parameters in the enclosing DAG (its inputs, its tasks' outputs)
         self.scope = scope or task_inputs.Scope({}, {}, {}, '')
         self.record = TaskRecord.of(name, task, 'container', display_name=display)
-        self.task_id = str(uuid.uuid4())
+        self.task_id = run.task_uuid()
         self.timeout_s: Optional[float] = None
 
     def _ctx(self) -> RunContext:
@@ -202,7 +201,7 @@ class ContainerTask:
                     return served
                 return await self._attempts(spec, parts, key, record=True)
             finally:
-                await run.in_thread(flock.__exit__, None, None, None)
+                flock.__exit__(None, None, None)      # a close: never blocks
         finally:
             await run.pool.release(grant)
 
@@ -210,6 +209,12 @@ class ContainerTask:
         """The entered flock on KEY, waited for in short slices so a cancel is not stuck
         behind another process's task."""
         run = self.run
+        flock = run.cache.actions.lock(key, timeout=0)
+        try:
+            flock.__enter__()               # free (the usual case): taken here, no thread hop
+            return flock
+        except LockTimeout:
+            pass
         while True:
             flock = run.cache.actions.lock(key, timeout=_LOCK_SLICE_S)
             try:
@@ -224,7 +229,8 @@ class ContainerTask:
         run, layout = self.run, self.layout
         if os.path.lexists(layout.dir):             # a task folder of this run id: never mixed
             shutil.rmtree(layout.dir, ignore_errors=True)
-        os.makedirs(layout.out, exist_ok=True)
+        # its folders are made when it starts (_lay_out, off the event loop); a cache hit makes
+        # only what it restores
         self.out_arts = executor_io.output_artifacts(self.component, layout)
         self.out_param_files = executor_io.output_parameter_files(self.component, layout)
         self.executor_input = executor_io.build(self.params, self.arts, self.out_arts, self.out_param_files,
@@ -287,38 +293,45 @@ class ContainerTask:
     # ------------------------------------------------------------------ cache hit / dry run
     async def _serve_from_cache(self, key: str) -> Optional[Outcome]:
         """CACHED with the entry's outputs restored into this run, or None (a miss; an
-        entry that turns out unusable is dropped and is a miss too)."""
+        entry that turns out unusable is dropped and is a miss too). Looked up and restored
+        in one hop to a worker thread."""
         run = self.run
-        hit = await run.in_thread(run.cache.lookup, key, self.component.get('outputDefinitions', {}))
-        if hit is None:
-            return None
-
-        def materialize() -> dict[str, list[Artifact]]:
-            arts = {}
-            for name, lst in hit.outputs.get('artifacts', {}).items():
-                arts[name] = []
-                for i, a in enumerate(lst):
-                    path = self.layout.artifact(name, i)
-                    # a dry run needs what downstream keys read (type, metadata, digest), not the bytes
-                    if a.get('digest') and not run.options.dry_run:
-                        run.cache.cas.materialize(a['digest'], path, a.get('kind'))
-                    arts[name].append(Artifact(name=name, schema_title=a['type'], schema_version=a['version'],
-                                               uri=path, metadata=a.get('metadata') or {},
-                                               digest=a.get('digest'), kind=a.get('kind')))
-            return arts
-
         try:
-            arts = await run.in_thread(materialize)
+            found = await run.in_thread(self._restore, key)
         except Exception as e:           # a corrupt object is a miss, never a wrong result
             run.warn(f'cache entry for {self.name} unusable ({e}); running the task', task=self.name)
             run.cache.actions.delete(key)
             shutil.rmtree(os.path.join(self.layout.out, 'artifacts'), ignore_errors=True)
             return None
+        if found is None:
+            return None
+        hit, arts = found
         self.record.cached_from = hit.producer
         if run.options.dry_run:
             self.record.prediction = prediction.CACHED
             self.record.reason = f'entry {key[:16]} from run {hit.producer.get("run", "?")}'
         return self._end(State.CACHED, parameters=hit.outputs.get('parameters', {}), artifacts=arts)
+
+    def _restore(self, key: str) -> Optional[tuple]:
+        """In a worker thread: (the entry, its artifacts materialized in this task's folder),
+        or None for a miss. Raises when an object can't be restored (verified: never a
+        wrong byte)."""
+        run = self.run
+        hit = run.cache.lookup(key, self.component.get('outputDefinitions', {}))
+        if hit is None:
+            return None
+        arts: dict[str, list[Artifact]] = {}
+        for name, lst in hit.outputs.get('artifacts', {}).items():
+            arts[name] = []
+            for i, a in enumerate(lst):
+                path = self.layout.artifact(name, i)
+                # a dry run needs what downstream keys read (type, metadata, digest), not the bytes
+                if a.get('digest') and not run.options.dry_run:
+                    run.cache.cas.materialize(a['digest'], path, a.get('kind'))
+                arts[name].append(Artifact(name=name, schema_title=a['type'], schema_version=a['version'],
+                                           uri=path, metadata=a.get('metadata') or {},
+                                           digest=a.get('digest'), kind=a.get('kind')))
+        return hit, arts
 
     def _predict_run(self, key: str, parts: dict, use_cache: bool) -> Outcome:
         run = self.run
@@ -338,14 +351,11 @@ class ContainerTask:
     async def _attempts(self, spec: LaunchSpec, parts: dict, key: str, record: bool) -> Outcome:
         run = self.run
         delays = retry_delays(self.task.get('retryPolicy', {}) or {})
-        with open(self.layout.executor_input, 'w') as f:
-            json.dump(self.executor_input, f, indent=1)
         try:
             await self._environment(spec, prepare=True)
         except LaunchError as e:
             # a build stopped by the run's cancel is not the task's failure
             return self._end(State.CANCELED if run.cancelled else State.FAILED, str(e))
-        os.makedirs(self.layout.logs_dir, exist_ok=True)
         attempt = 0
         while True:
             attempt += 1
@@ -355,11 +365,10 @@ class ContainerTask:
             except PathEscape as e:
                 return self._end(State.FAILED, f'refused: {e}')
             self.record.logs.append(spec.log_path)
-            self._clear_outputs(attempt, spec)
             if run.cancelled:
                 return self._end(State.CANCELED)
             run.bus.emit(ev.TaskStarted(task=self.name, attempt=attempt, display_name=self.display))
-            error, retryable = await self._one_attempt(spec)
+            error, retryable = await self._one_attempt(spec, attempt)
             if run.cancelled:
                 return self._end(State.CANCELED)
             if error is None:
@@ -389,8 +398,23 @@ class ContainerTask:
         run = self.run
         memo_key = ('prepare' if prepare else 'fingerprint', spec.image,
                     spec.python_env.key() if spec.python_env else None, spec.needs_image)
-        if memo_key in run.environments:
-            return run.environments[memo_key]
+        answer = run.environments.get(memo_key)
+        if answer is None:
+            # the first task asks; the others of its stage (asking at the same moment) await it
+            answer = run.environments[memo_key] = asyncio.ensure_future(self._ask_environment(spec, prepare))
+            answer.add_done_callback(lambda done: self._keep_answer(memo_key, done, prepare))
+        # shielded: one waiter's cancel (its own Ctrl-C, a timeout) must not cancel the others' answer
+        return await asyncio.shield(answer)
+
+    def _keep_answer(self, memo_key: tuple, done: asyncio.Future, prepare: bool) -> None:
+        """Only a real answer is kept: a failed build or a dry run's "not built" is asked again
+        by the next task (each gets its own message)."""
+        keep = not done.cancelled() and done.exception() is None and (prepare or done.result() is not None)
+        if not keep and self.run.environments.get(memo_key) is done:
+            del self.run.environments[memo_key]
+
+    async def _ask_environment(self, spec: LaunchSpec, prepare: bool) -> Optional[str]:
+        run = self.run
         began = time.time()
         building: list[bool] = []
 
@@ -405,15 +429,12 @@ class ContainerTask:
                                          not run.options.dry_run)
         if building:
             run.bus.emit(ev.EnvReady(task=self.name, seconds=time.time() - began, built=True))
-        if prepare or result is not None:
-            run.environments[memo_key] = result
         return result
 
-    async def _one_attempt(self, spec: LaunchSpec) -> tuple[Optional[str], bool]:
+    async def _one_attempt(self, spec: LaunchSpec, attempt: int) -> tuple[Optional[str], bool]:
         run = self.run
         try:
-            execution = await run.in_thread(run.backend.launch, spec,
-                                            lambda line: run.bus.emit(ev.TaskLog(task=self.name, line=line)))
+            execution = await run.in_thread(self._launch, spec, attempt)
         except LaunchError as e:
             return str(e), e.retryable
         run.track(execution)
@@ -432,12 +453,30 @@ class ContainerTask:
             return f'exited with code {code}', True
         return None, False
 
-    def _clear_outputs(self, attempt: int, spec: LaunchSpec) -> None:
-        """A fresh out folder (and /tmp) for the attempt, as a retried pod starts afresh:
-        nothing a failed attempt left counts, and no link it planted for this one is
-        followed (rmtree never follows a link; a link in place of the folder is unlinked).
-        The output folders exist before the task starts (KFP's launcher makes them too)."""
-        if attempt > 1:
+    def _launch(self, spec: LaunchSpec, attempt: int):
+        """In a worker thread: the attempt's folders laid out, then the backend's launch (one
+        hop, so the event loop never waits on the file system for a task that starts)."""
+        try:
+            self._lay_out(attempt, spec)
+        except PathEscape as e:
+            raise LaunchError(f'refused: {e}') from None
+        except OSError as e:                # e.g. a full disk
+            raise LaunchError(f'cannot lay out the task folder: {e}') from None
+        return self.run.backend.launch(spec, lambda line: self.run.bus.emit(ev.TaskLog(task=self.name, line=line)))
+
+    def _lay_out(self, attempt: int, spec: LaunchSpec) -> None:
+        """The task's folders for the attempt. The first also gets the executor input (kept
+        beside the logs, for the record) and the logs folder. A later one gets a fresh out
+        folder (and /tmp), as a retried pod starts afresh: nothing a failed attempt left
+        counts, and no link it planted for this one is followed (rmtree never follows a link;
+        a link in place of the folder is unlinked). The output folders exist before the task
+        starts (KFP's launcher makes them too)."""
+        if attempt == 1:
+            os.makedirs(self.layout.out, exist_ok=True)
+            os.makedirs(self.layout.logs_dir, exist_ok=True)
+            with open(self.layout.executor_input, 'x') as f:
+                f.write(json.dumps(self.executor_input))
+        else:
             for folder in (self.layout.out, self.layout.tmp()):
                 if os.path.islink(folder):
                     os.unlink(folder)
@@ -445,30 +484,31 @@ class ContainerTask:
                     shutil.rmtree(folder, ignore_errors=True)
             if self.layout.tmp() in spec.volumes:
                 os.makedirs(self.layout.tmp(), exist_ok=True)
-        os.makedirs(self.layout.out, exist_ok=True)
+            os.makedirs(self.layout.out, exist_ok=True)
         folders = {os.path.dirname(a.path) for lst in self.out_arts.values() for a in lst}
         folders |= {os.path.dirname(p) for p in self.out_param_files.values()}
         for folder in folders:
             os.makedirs(folder, exist_ok=True)
 
     async def _collect(self, key: str, parts: dict, record: bool) -> Outcome:
+        params = await self.run.in_thread(self._store, key, parts, record)
+        return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
+
+    def _store(self, key: str, parts: dict, record: bool) -> dict:
+        """In a worker thread, one hop: the task's outputs read (never through a link: a host
+        file never enters the store), stored, and with `record` its entry written. Returns
+        the output parameters."""
         run = self.run
         params = executor_io.read_outputs(self.component, self.out_arts, self.out_param_files,
                                           self.layout.executor_output, self.collect)
-
-        def store() -> set[str]:
-            digests = set()
-            for name, lst in self.out_arts.items():
-                for a in lst:
-                    if a.path:
-                        # read without following links (executor_io.readable): never a host file
-                        with executor_io.readable(a.path, self.collect, f'output artifact {name!r}') as path:
-                            a.digest, a.kind = run.cache.put_output(path) if path else (None, None)
-                        if a.digest:
-                            digests.add(a.digest)
-            return digests
-
-        digests = await run.in_thread(store)
+        digests = set()
+        for name, lst in self.out_arts.items():
+            for a in lst:
+                if a.path:
+                    with executor_io.readable(a.path, self.collect, f'output artifact {name!r}') as path:
+                        a.digest, a.kind = run.cache.put_output(path) if path else (None, None)
+                    if a.digest:
+                        digests.add(a.digest)
         if record:          # caching off (IR, --no-cache, KFP_DISABLE_...): nothing is written
             outputs = {'parameters': params,
                        'artifacts': {n: [{'type': a.schema_title, 'version': a.schema_version,
@@ -476,9 +516,9 @@ class ContainerTask:
                                          for a in lst] for n, lst in self.out_arts.items()}}
             # a task handed a secret: its results stay on this machine unless the user shares them
             share = not self.reads_secret or run.options.cache.share_secrets
-            await run.in_thread(run.cache.record, key, parts, outputs, digests,
-                                {'run': run.run_id, 'task': self.name, 'time': time.time()}, share)
-        return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
+            run.cache.record(key, parts, outputs, digests,
+                             {'run': run.run_id, 'task': self.name, 'time': time.time()}, share)
+        return params
 
     # ------------------------------------------------------------------ kfp-kubernetes PVC ops
     def _pvc_operation(self, image: str) -> Outcome:

@@ -15,12 +15,14 @@ import datetime
 import functools
 import json
 import os
+import random
 import re
 import secrets
 import shutil
 import signal
 import threading
 import time
+import uuid
 from typing import Any, Callable, Optional
 
 from localrunner.backends.base import Backend, Execution
@@ -144,7 +146,11 @@ class Run:
         self._stoppers: list[threading.Thread] = []
         self.on_close: list[Callable[[], None]] = []     # released when the run ends (assembly.py)
         self._private: Optional[str] = None
-        self.environments: dict[tuple, Optional[str]] = {}   # (what, image, python env, placement) -> answer
+        # (what, image, python env, placement) -> the answer, as a future all of a stage's tasks await
+        self.environments: dict[tuple, asyncio.Future] = {}
+        # task uuids: unique within the run and across runs (seeded once from the OS), without
+        # a getrandom() syscall per task as uuid4() makes
+        self._uuids = random.Random(secrets.token_bytes(16))
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(8, options.max_parallel * 2 + 8), thread_name_prefix='localrunner')
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -161,6 +167,10 @@ class Run:
         # stopped answering, an entry that failed validation) becomes the run's warnings
         for message in self.cache.drain_warnings():
             self.warn(message)
+
+    def task_uuid(self) -> str:
+        """A fresh version-4 uuid for a task (KFP's {{$.pipeline_task_uuid}})."""
+        return str(uuid.UUID(int=self._uuids.getrandbits(128), version=4))
 
     def key_lock(self, key: str) -> asyncio.Lock:
         return self._key_locks.setdefault(key, asyncio.Lock())
