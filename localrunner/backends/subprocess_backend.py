@@ -171,6 +171,7 @@ class SubprocessBackend(Backend):
         self.venvs = VenvCache(self.options.env_dir, reaper=self.reaper)
         self.cwd = self.options.cwd or os.getcwd()
         self.warm = None             # lightweight components forked from a zygote (backends/warm.py)
+        self._base_env: Optional[dict[str, str]] = None
         if self.options.warm_start:
             from localrunner.backends import warm
             self.warm = warm.WarmStarter() if warm.supported() else None
@@ -195,10 +196,14 @@ class SubprocessBackend(Backend):
             self.warm.prepare(spec, self._environ(spec, ''), self.cwd)
 
     def _environ(self, spec: LaunchSpec, tmp: str) -> dict[str, str]:
-        env = dict(os.environ)
-        # The runner's own venv/interpreter must not leak into the component's.
-        for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
-            env.pop(leak, None)
+        if self._base_env is None:
+            # the runner's environment, read once per run (os.environ decodes every entry on
+            # each read); its own venv/interpreter must not leak into the component's
+            base = dict(os.environ)
+            for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
+                base.pop(leak, None)
+            self._base_env = base
+        env = dict(self._base_env)
         if spec.python_env is not None:
             venv = self.venvs.path(spec.python_env)
             env['VIRTUAL_ENV'] = venv

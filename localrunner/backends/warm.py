@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import json
 import os
 import queue
@@ -90,10 +91,19 @@ def _execable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether execve(2) would take this command line and environment (Linux: 32 pages per
     string, ARG_MAX for all of them with their pointers). A command the exec path cannot
     start must fail here too, as it would on a cluster, not run because it was forked."""
-    strings = [os.fsencode(a) for a in argv] + [os.fsencode(f'{k}={v}') for k, v in env.items()]
-    if any(len(b) >= 32 * os.sysconf('SC_PAGE_SIZE') for b in strings):
+    # os.fsencode's encoding, called directly (~40 strings a task)
+    strings = [a.encode('utf-8', 'surrogateescape') for a in argv] + \
+        [f'{k}={v}'.encode('utf-8', 'surrogateescape') for k, v in env.items()]
+    per_string, total = _exec_limits()
+    if any(len(b) >= per_string for b in strings):
         return False
-    return sum(len(b) + 1 + 8 for b in strings) <= os.sysconf('SC_ARG_MAX')
+    return sum(len(b) + 1 + 8 for b in strings) <= total
+
+
+@functools.lru_cache(maxsize=1)
+def _exec_limits() -> tuple[int, int]:
+    # sysconf(ARG_MAX) reads the stack rlimit (a syscall): once per process, not per string
+    return 32 * os.sysconf('SC_PAGE_SIZE'), os.sysconf('SC_ARG_MAX')
 
 
 def _startup_env(env: dict[str, str]) -> tuple:

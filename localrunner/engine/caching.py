@@ -49,11 +49,21 @@ def canonical(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(canonical(value), sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+    return _json(canonical(value))
+
+
+def _json(document: Any) -> str:
+    return json.dumps(document, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
 
 
 def action_key(parts: dict) -> str:
-    return digest_bytes(canonical_json(parts).encode())
+    return canonical_key(canonical(parts))
+
+
+def canonical_key(document: dict) -> str:
+    """action_key of a document already in canonical form (what canonical() returns): a
+    task canonicalizes its parts once for the key, the remembered parts and the entry."""
+    return digest_bytes(_json(document).encode())
 
 
 from localrunner.units import parse_duration  # noqa: E402,F401 - durations are parsed in one place
@@ -435,14 +445,14 @@ class TaskCache:
     # ------------------------------------------------------------------ explaining
     def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
         """Keeps a task's key to explain a later miss. Written when the run ends, in one
-        transaction (a write per task costs an fsync per task)."""
+        transaction (a write per task costs an fsync per task). `parts` in canonical form."""
         self._remembered[f'{pipeline}\0{task}'] = (key, parts, run_id)
 
     def _flush_remembered(self) -> None:
         items, self._remembered = self._remembered, {}
         if not items:
             return
-        rows = ((k, json.dumps({'key': key, 'parts': canonical(parts), 'run': run_id}, sort_keys=True))
+        rows = ((k, json.dumps({'key': key, 'parts': parts, 'run': run_id}, sort_keys=True))
                 for k, (key, parts, run_id) in items.items())
         try:
             self.last.set_many(rows)

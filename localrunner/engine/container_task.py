@@ -24,7 +24,7 @@ from localrunner.engine import events as ev
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
 from localrunner.engine import placement, prediction
-from localrunner.engine.caching import action_key, canonical, custom_key_parts, key_parts
+from localrunner.engine.caching import action_key, canonical, canonical_key, custom_key_parts, key_parts
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord
 from localrunner.engine.placeholders import PlaceholderError, RunContext, resolve_argv, substitute
 from localrunner.engine.resources import resources_of
@@ -145,9 +145,10 @@ class ContainerTask:
             self.record.reason = 'its environment is not built on this machine yet (the key holds what it installs)'
             return self.run.end(self.record, Outcome(State.SUCCEEDED, pending=self.name))
         parts['environment'] = fingerprint
+        parts = canonical(parts)          # once: the key, the remembered parts and the entry share it
         options = self.task.get('cachingOptions') or {}
         custom = options.get('cacheKey') if isinstance(options, dict) else None
-        key = action_key(custom_key_parts(custom, self.component, self.container) if custom else parts)
+        key = action_key(custom_key_parts(custom, self.component, self.container)) if custom else canonical_key(parts)
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(options)
         if not run.options.dry_run:
@@ -343,7 +344,7 @@ class ContainerTask:
         elif previous['key'] == key:
             why = 'same key as the last run, but its result is gone or expired'
         else:
-            why = prediction.describe_change(previous['parts'], canonical(parts))
+            why = prediction.describe_change(previous['parts'], parts)
         self.record.prediction, self.record.reason = prediction.WOULD_RUN, why
         return self.run.end(self.record, Outcome(State.SUCCEEDED, pending=self.name))
 
