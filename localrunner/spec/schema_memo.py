@@ -40,12 +40,12 @@ def schema_file() -> Optional[str]:
 
 def _environment(schema: str) -> Optional[str]:
     """What the check's outcome depends on besides the pipeline itself."""
-    import google.protobuf                      # its __init__ only: the version string
     from localrunner import __version__
     try:
+        import google.protobuf                  # its __init__ only: the version string
         with open(schema, 'rb') as f:
             schema_digest = hashlib.sha256(f.read()).hexdigest()
-    except OSError:
+    except (ImportError, OSError):              # the check itself will say what is missing
         return None
     return json.dumps([MEMO_FORMAT, __version__, google.protobuf.__version__, schema_digest])
 
@@ -87,5 +87,5 @@ class SchemaMemo:
                 return
             from localrunner.engine.assembly import write_json_atomic
             write_json_atomic(self.path, {'key': self.key})
-        except OSError:
+        except (OSError, TypeError):            # TypeError: a module without a file
             pass
