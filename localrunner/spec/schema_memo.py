@@ -20,6 +20,9 @@ from typing import Optional
 
 # Bump when what spec/__init__.py's schema check accepts changes (old markers then miss).
 MEMO_FORMAT = 1
+# Markers kept: past this many, a new one makes room by removing the oldest half (each
+# edit of a pipeline leaves a marker of its previous text behind).
+MAX_MARKERS = 512
 _SCHEMA_FILE = os.path.join('kfp', 'pipeline_spec', 'pipeline_spec_pb2.py')
 
 
@@ -87,5 +90,22 @@ class SchemaMemo:
                 return
             from localrunner.engine.assembly import write_json_atomic
             write_json_atomic(self.path, {'key': self.key})
+            _trim(os.path.dirname(self.path), keep=self.path)
         except (OSError, TypeError):            # TypeError: a module without a file
             pass
+
+
+def _trim(directory: str, keep: str) -> None:
+    """Past MAX_MARKERS markers, remove the oldest half (never KEEP): a marker removed only
+    means its text is checked again."""
+    with os.scandir(directory) as entries:
+        markers = [e for e in entries if not e.name.startswith('.') and e.is_file(follow_symlinks=False)]
+    if len(markers) <= MAX_MARKERS:
+        return
+    markers.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    for entry in markers[:len(markers) // 2]:
+        if entry.path != keep:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
