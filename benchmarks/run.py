@@ -7,7 +7,7 @@
 
 Stdlib only. It makes two venvs under benchmarks/.work/ (git-ignored) with uv:
   kfp-venv: kfp==2.17.3 + docker (kfp.local runs here, never in the caller's environment);
-  lr-venv:  this checkout of localrunner (editable).
+  lr-venv:  this checkout of localrunner (editable; byte-compiled at every benchmark start).
 Runs alternate between the systems (A, B, A, B ...). Each process is timed from spawn to
 exit with os.wait4 (wall clock + rusage; peak RSS = the largest single process of the tree,
 as /usr/bin/time reports it). In-process figures come from the drivers (lr_driver.py,
@@ -161,6 +161,10 @@ def setup(quick: bool) -> dict:
     make_venv(KFP_VENV, [f'kfp=={KFP_VERSION}', 'docker'], f'kfp=={KFP_VERSION} docker bytecode')
     # googleapis-common-protos: kfp-pipeline-spec imports google.rpc but does not declare it
     make_venv(LR_VENV, ['-e', REPO, 'googleapis-common-protos'], f'-e {REPO} bytecode')
+    # The editable checkout is byte-compiled as a (non-editable) pip install would be: with
+    # PYTHONDONTWRITEBYTECODE set (this machine, CI) every localrunner process would otherwise
+    # compile all of localrunner's source (~80 ms). Every run: the checkout may have changed.
+    check([LR_PY, '-m', 'compileall', '-q', os.path.join(REPO, 'localrunner'), os.path.join(REPO, 'cache')])
     log(f'venvs ready ({time.perf_counter() - t:.1f}s)')
     docker_ok = False
     try:
@@ -807,6 +811,9 @@ def render(data: dict) -> str:
         '* Both systems run in the same invocation, alternating (localrunner, kfp.local, localrunner, ...).',
         '  kfp.local (kfp==2.17.3) runs in its own venv (`benchmarks/.work/kfp-venv`); localrunner in',
         '  `benchmarks/.work/lr-venv` (this checkout, editable), with its environment cache in `benchmarks/.work/envs`.',
+        '  The checkout is byte-compiled first (`python -m compileall -q localrunner cache` with the lr-venv\'s',
+        '  interpreter), as a pip install would do: with `PYTHONDONTWRITEBYTECODE` set, an editable install would',
+        '  otherwise compile all of localrunner\'s source at every process start.',
         '* **whole process**: spawn to exit, `os.wait4` (wall clock; peak RSS = largest single process of the tree,',
         '  as `/usr/bin/time` reports it). For localrunner this is the CLI (`localrunner run X.yaml --no-cache -q`),',
         '  for kfp.local a script that imports kfp, `local.init(...)`s and calls the pipeline (the same compiled YAML,',

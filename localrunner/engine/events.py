@@ -1,10 +1,11 @@
 """Events: the engine's only way to speak. The console, the history writer, the pytest
 plugin and `--watch` subscribe to the same types.
 
-One frozen dataclass per thing that happens; `task` is the '/'-joined task path (loop
-iterations as `<loop>.<i>`). Task events are emitted for leaf tasks only (container and
-importer executors): DAG-level tasks are summed up in the run's records. ALL lists every
-type, so a subscriber that must handle each one can be checked for a missing case.
+One frozen record (records.py: a frozen dataclass's contract, cheaper to import) per thing
+that happens; `task` is the '/'-joined task path (loop iterations as `<loop>.<i>`). Task
+events are emitted for leaf tasks only (container and importer executors): DAG-level tasks
+are summed up in the run's records. ALL lists every type, so a subscriber that must handle
+each one can be checked for a missing case.
 """
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from localrunner.records import Record, record
+
 if TYPE_CHECKING:
     from localrunner.engine.runtime import RunResult
 
-_event = dataclasses.dataclass(frozen=True, kw_only=True)
+_event = record(kw_only=True)
 
 
 @_event
-class Event:
+class Event(Record):
     time: float = dataclasses.field(default_factory=time.time)
     task: Optional[str] = None
 

@@ -18,9 +18,6 @@ import threading
 import time
 from typing import Optional, TextIO
 
-from rich.console import Console, Group
-from rich.text import Text
-
 from localrunner.engine import events as ev
 from localrunner.engine.events import Event, handler_table
 
@@ -56,11 +53,8 @@ class ConsoleView:
         self.verbose = verbose
         self.quiet = quiet
         self.live_mode = (not plain_wanted(stream)) if live is None else live
-        # plain: no control codes at all (no colour either), whatever the stream claims to be
-        self.console = (Console(file=stream, highlight=False, soft_wrap=True, force_terminal=True)
-                        if self.live_mode else
-                        Console(file=stream, highlight=False, soft_wrap=True, force_terminal=False,
-                                color_system=None))
+        self._stream = stream
+        self._console = None
         self.would_run = self.would_hit = 0
         self.running: dict[str, float] = {}              # task -> started
         self.building: dict[str, tuple[float, str]] = {}  # task -> (started, latest installer line)
@@ -73,6 +67,19 @@ class ConsoleView:
         self._lock = threading.RLock()       # Live.start() renders at once, inside a handler
         self._live = None
         self._handlers = handler_table(self)
+
+    @property
+    def console(self):
+        """rich's Console, made (and rich imported, ~25 ms) at the first thing printed: a quiet
+        run prints nothing through it and never imports rich."""
+        if self._console is None:
+            from rich.console import Console
+            # plain: no control codes at all (no colour either), whatever the stream claims to be
+            self._console = (Console(file=self._stream, highlight=False, soft_wrap=True, force_terminal=True)
+                             if self.live_mode else
+                             Console(file=self._stream, highlight=False, soft_wrap=True, force_terminal=False,
+                                     color_system=None))
+        return self._console
 
     # ---------------------------------------------------------------- events
     def __call__(self, event: Event) -> None:
@@ -183,6 +190,7 @@ class ConsoleView:
     def _line(self, text: str, style: str = '') -> None:
         if self.quiet:
             return
+        from rich.text import Text
         target = self._live.console if self._live is not None else self.console
         target.print(Text(text, style=style))
 
@@ -229,8 +237,10 @@ class ConsoleView:
         holding rich's lock: it must not take ours (a handler holds ours while printing
         through rich: the other order would deadlock). It reads copies: a dict is copied
         whole under the GIL."""
+        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
         loops, building, running = dict(self.loops), dict(self.building), dict(self.running)
         now = time.time()
         grid = Table.grid(padding=(0, 1))
@@ -268,6 +278,7 @@ class ConsoleView:
 
     def print_summary(self, result) -> None:
         from rich.table import Table
+        from rich.text import Text
         wall = result.finished - result.started
         env = self.env_build_s()
         split = f' (environment builds {env:.1f}s, tasks {max(0.0, wall - env):.1f}s)' if env else ''

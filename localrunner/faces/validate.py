@@ -11,7 +11,6 @@ import argparse
 import ipaddress
 import os
 import re
-import tempfile
 
 from localrunner.errors import UsageError
 from localrunner.units import parse_duration
@@ -103,6 +102,7 @@ def _existing_ancestor(path: str) -> str:
 def _probe(folder: str) -> None:
     """Creates and removes a file in FOLDER: the one test of writability that also holds
     for root, read-only mounts and ACLs (os.access does not)."""
+    import tempfile                     # here: `localrunner --help` and the like need none
     fd, probe = tempfile.mkstemp(dir=folder, prefix='.localrunner-probe-')
     os.close(fd)
     os.unlink(probe)

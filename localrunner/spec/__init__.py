@@ -6,7 +6,8 @@ Loading checks, in order, before anything runs (each failure is one UsageError l
    string where a string is, ...), while the typed views below are built;
 2. names that become paths (task keys, component names, executor labels, output names, the
    pipeline name) are single path components (layout.check_name);
-3. KFP's own schema (the protobuf PipelineSpec; unknown fields rejected);
+3. KFP's own schema (the protobuf PipelineSpec; unknown fields rejected), skipped for a
+   text that passed it before with the same schema (spec/schema_memo.py);
 4. references: components, executors, producer tasks and their outputs, component inputs,
    loop inputs, DAG output selectors; no dependency cycle;
 5. every placeholder in an executor is one KFP defines and names a declared input/output.
@@ -24,7 +25,6 @@ import sys
 from typing import Optional
 
 import yaml
-from google.protobuf import json_format
 
 from localrunner.errors import UsageError
 from localrunner.spec.checks import check_references
@@ -118,7 +118,7 @@ def load_pipeline(path: str) -> Pipeline:
             raise UsageError(f'{path}: not a KFP pipeline: missing field "root" (and "pipelineInfo")')
     platform = _platform_document(path, docs[1:])
     view = build_view(path, spec, platform)
-    _validate_with_schema(path, spec)
+    _validate_with_schema(path, spec, text)
     check_references(path, view)
     return Pipeline(path=path, spec=spec, platform=platform, view=view)
 
@@ -175,12 +175,21 @@ def _platform_document(path: str, extras: list) -> dict:
     return platform
 
 
-def _validate_with_schema(path: str, spec: dict) -> None:
+def _validate_with_schema(path: str, spec: dict, text: str) -> None:
+    """SPEC (parsed from TEXT) against KFP's PipelineSpec, unless this text passed before."""
+    from localrunner.spec.schema_memo import SchemaMemo
+    memo = SchemaMemo.for_text(text)
+    if memo is not None and memo.passed():
+        return
+    from google.protobuf import json_format
+    pb2 = _pipeline_spec_pb2()
     try:
-        json_format.ParseDict(spec, _pipeline_spec_pb2().PipelineSpec(), ignore_unknown_fields=False)
+        json_format.ParseDict(spec, pb2.PipelineSpec(), ignore_unknown_fields=False)
     except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as e:
         # protobuf names the field path, e.g. 'Failed to parse root field: ...'
         raise UsageError(f'{path}: invalid pipeline spec: {_one_line(e)}') from None
+    if memo is not None:
+        memo.record(checked_with=pb2.__file__)
 
 
 def task_upstreams(task: dict) -> set[str]:

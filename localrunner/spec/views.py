@@ -1,19 +1,22 @@
 """Frozen, typed views of a compiled KFP v2 pipeline (the IR), built once when it is loaded
-(spec/reader.py). Every section is present (empty when absent in the file); names are as
-written in the IR; `path` fields say where a thing is in the IR, for messages."""
+(spec/reader.py): records (records.py: a frozen dataclass's contract, cheaper to import).
+Every section is present (empty when absent in the file); names are as written in the IR;
+`path` fields say where a thing is in the IR, for messages."""
 from __future__ import annotations
 
 import dataclasses
 import types
 from typing import Any, Iterator, Mapping, Optional
 
+from localrunner.records import Record, record
+
 
 def frozen(mapping: dict) -> Mapping:
     return types.MappingProxyType(mapping)
 
 
-@dataclasses.dataclass(frozen=True)
-class ParameterDef:
+@record
+class ParameterDef(Record):
     """A declared input or output parameter (inputDefinitions/outputDefinitions.parameters)."""
     name: str
     type: str                       # parameterType: STRING, NUMBER_INTEGER, ..., TASK_FINAL_STATUS
@@ -22,8 +25,8 @@ class ParameterDef:
     default: Any = None             # defaultValue (any JSON value) when has_default
 
 
-@dataclasses.dataclass(frozen=True)
-class ArtifactDef:
+@record
+class ArtifactDef(Record):
     name: str
     schema_title: str = 'system.Artifact'
     schema_version: str = '0.0.1'
@@ -31,15 +34,15 @@ class ArtifactDef:
     optional: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Interface:
+@record
+class Interface(Record):
     """inputDefinitions or outputDefinitions."""
     parameters: Mapping[str, ParameterDef] = dataclasses.field(default_factory=lambda: frozen({}))
     artifacts: Mapping[str, ArtifactDef] = dataclasses.field(default_factory=lambda: frozen({}))
 
 
-@dataclasses.dataclass(frozen=True)
-class ParameterInput:
+@record
+class ParameterInput(Record):
     """Where a task input parameter's value comes from. kind: 'component_input' (`name` of
     the DAG's input), 'task_output' (`producer`'s output `name`), 'constant' (`constant`),
     'final_status' (of `producer`)."""
@@ -50,16 +53,16 @@ class ParameterInput:
     selector: str = ''              # parameterExpressionSelector (CEL), applied to the value
 
 
-@dataclasses.dataclass(frozen=True)
-class ArtifactInput:
+@record
+class ArtifactInput(Record):
     """kind: 'component_input' (`name` of the DAG's input) or 'task_output' (`producer`'s `name`)."""
     kind: str
     name: str
     producer: str = ''
 
 
-@dataclasses.dataclass(frozen=True)
-class Loop:
+@record
+class Loop(Record):
     """dsl.ParallelFor: parameterIterator or artifactIterator."""
     over_artifacts: bool
     item_input: str                 # the body's input that receives one item
@@ -68,16 +71,16 @@ class Loop:
     parallelism: int = 0            # iteratorPolicy.parallelismLimit; 0 = unlimited
 
 
-@dataclasses.dataclass(frozen=True)
-class Retry:
+@record
+class Retry(Record):
     max_retries: int = 0
     backoff_s: float = 0.0
     factor: float = 2.0
     max_backoff_s: Optional[float] = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
+@record
+class Task(Record):
     key: str
     path: str                       # where it is in the IR, e.g. 'root.dag.tasks.train'
     component: str                  # componentRef.name
@@ -99,28 +102,28 @@ class Task:
         return frozenset(self.dependent_tasks) | frozenset(producers)
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputSelector:
+@record
+class OutputSelector(Record):
     producer: str                   # producerSubtask
     key: str                        # its outputParameterKey / outputArtifactKey
 
 
-@dataclasses.dataclass(frozen=True)
-class Dag:
+@record
+class Dag(Record):
     tasks: Mapping[str, Task]
     output_parameters: Mapping[str, tuple[OutputSelector, ...]]   # first selector with a value wins
     output_artifacts: Mapping[str, tuple[OutputSelector, ...]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Accelerator:
+@record
+class Accelerator(Record):
     type: str
     count: Optional[int]            # None when the count is a placeholder (known when resolved)
     count_text: str                 # as written
 
 
-@dataclasses.dataclass(frozen=True)
-class ContainerResources:
+@record
+class ContainerResources(Record):
     """Quantities as written (strings win over KFP's legacy numbers; placeholders stay)."""
     cpu_limit: Optional[str] = None
     cpu_request: Optional[str] = None
@@ -129,8 +132,8 @@ class ContainerResources:
     accelerator: Optional[Accelerator] = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Container:
+@record
+class Container(Record):
     image: str
     command: tuple[str, ...]
     args: tuple[str, ...]
@@ -138,8 +141,8 @@ class Container:
     resources: ContainerResources
 
 
-@dataclasses.dataclass(frozen=True)
-class Importer:
+@record
+class Importer(Record):
     uri: Optional[str]              # artifactUri.constant
     uri_parameter: str              # artifactUri.runtimeParameter (an input of the importer)
     schema_title: str
@@ -149,15 +152,15 @@ class Importer:
     download_to_workspace: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Executor:
+@record
+class Executor(Record):
     label: str
     container: Optional[Container] = None
     importer: Optional[Importer] = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Component:
+@record
+class Component(Record):
     name: str                       # 'root' for the pipeline itself
     path: str                       # 'root' or 'components.<name>'
     inputs: Interface
@@ -166,8 +169,8 @@ class Component:
     dag: Optional[Dag] = None
 
 
-@dataclasses.dataclass(frozen=True)
-class PipelineView:
+@record
+class PipelineView(Record):
     name: str
     root: Component
     components: Mapping[str, Component]

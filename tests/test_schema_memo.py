@@ -1,0 +1,145 @@
+"""spec/schema_memo.py: a file that passed KFP's schema check is not checked against it again
+(protobuf is not even imported); a changed file, a damaged or planted marker, and our own
+checks (references, names) never ride on a marker. Real files and processes; the user cache
+dir is a temp folder (XDG_CACHE_HOME)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from localrunner.cli import main
+from localrunner.spec.schema_memo import SchemaMemo
+
+HELLO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'examples', 'hello_pipeline.yaml')
+
+# Loads a pipeline in a fresh process; says whether protobuf's json_format was imported (the
+# schema check ran) and the pipeline's name.
+_LOAD = ('import sys\nfrom localrunner.spec import load_pipeline\n'
+         'p = load_pipeline(sys.argv[1])\n'
+         'print("checked" if "google.protobuf.json_format" in sys.modules else "memo", p.name)\n')
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    home = tmp_path / 'user-cache'
+    monkeypatch.setenv('XDG_CACHE_HOME', str(home))     # platformdirs' user cache dir, here and in children
+    return home
+
+
+def load_in_process(path: str) -> str:
+    proc = subprocess.run([sys.executable, '-c', _LOAD, path], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()[0]
+
+
+def markers(cache_home) -> list[str]:
+    folder = cache_home / 'localrunner' / 'validated'
+    return sorted(n for n in os.listdir(folder) if not n.startswith('.')) if folder.exists() else []
+
+
+def refused(capsys, path: str, root) -> str:
+    rc = main(['run', path, '--root', str(root), '-q'])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in err, err
+    assert not os.path.exists(root)                          # nothing ran
+    return lines[0]
+
+
+def test_an_unchanged_file_is_checked_once(tmp_path, cache_home):
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    assert load_in_process(path) == 'checked'
+    assert len(markers(cache_home)) == 1
+    assert load_in_process(path) == 'memo'
+    assert len(markers(cache_home)) == 1
+
+
+def test_a_changed_file_is_checked_again(tmp_path, cache_home):
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    load_in_process(path)
+    with open(path, 'a') as f:
+        f.write('\n# an edit\n')                              # same pipeline, other bytes
+    assert load_in_process(path) == 'checked'
+    assert len(markers(cache_home)) == 2
+
+
+def test_an_invalid_file_is_refused_beside_a_marker_of_its_valid_version(tmp_path, cache_home, capsys):
+    path = tmp_path / 'p.yaml'
+    shutil.copy(HELLO, path)
+    load_in_process(str(path))
+    spec = yaml.safe_load(open(HELLO))
+    spec['root']['notAField'] = 1                             # only KFP's schema knows it is wrong
+    path.write_text(yaml.safe_dump(spec))
+    line = refused(capsys, str(path), tmp_path / 'root')
+    assert 'invalid pipeline spec' in line and 'notAField' in line, line
+    assert len(markers(cache_home)) == 1                      # the refused text left no marker
+
+
+@pytest.mark.parametrize('damage', ['garbage', 'another key', 'empty', 'a folder'])
+def test_a_damaged_marker_is_ignored(tmp_path, cache_home, capsys, damage):
+    """Planted at the very key of an invalid file: still refused. At a valid file's key: it is
+    checked again and the marker is whole afterwards."""
+    spec = yaml.safe_load(open(HELLO))
+    spec['root']['notAField'] = 1
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(yaml.safe_dump(spec))
+    good = shutil.copy(HELLO, tmp_path / 'good.yaml')
+    for target in (str(bad), good):
+        memo = SchemaMemo.for_text(open(target, encoding='utf-8').read())
+        os.makedirs(os.path.dirname(memo.path), exist_ok=True)
+        if damage == 'a folder':
+            os.mkdir(memo.path)
+        else:
+            content = {'garbage': b'\x00\xff{not json', 'another key': json.dumps({'key': '0' * 64}).encode(),
+                       'empty': b''}[damage]
+            with open(memo.path, 'wb') as f:
+                f.write(content)
+        if target == str(bad):
+            assert 'invalid pipeline spec' in refused(capsys, target, tmp_path / 'root')
+        else:
+            assert load_in_process(target) == 'checked'
+            if damage != 'a folder':                          # a folder is not replaced: checked every time
+                assert memo.passed() and load_in_process(target) == 'memo'
+
+
+def test_our_own_checks_run_whatever_a_marker_says(tmp_path, cache_home, capsys):
+    """A marker with the right key (as if planted) skips only KFP's schema: references and
+    names that become paths are still refused."""
+    spec = yaml.safe_load(open(HELLO))
+    spec['root']['dag']['tasks']['echo']['dependentTasks'] = ['ghost']
+    ref = tmp_path / 'ref.yaml'
+    ref.write_text(yaml.safe_dump(spec))
+    spec = yaml.safe_load(open(HELLO))
+    spec['pipelineInfo']['name'] = '../escape'
+    name = tmp_path / 'name.yaml'
+    name.write_text(yaml.safe_dump(spec))
+    for path, words in ((ref, 'ghost'), (name, '../escape')):
+        memo = SchemaMemo.for_text(path.read_text())
+        os.makedirs(os.path.dirname(memo.path), exist_ok=True)
+        with open(memo.path, 'w') as f:
+            json.dump({'key': memo.key}, f)
+        assert memo.passed()
+        line = refused(capsys, str(path), tmp_path / 'root')
+        assert words in line and 'invalid pipeline spec' not in line, line
+
+
+def test_old_markers_make_room(tmp_path, cache_home):
+    """Past MAX_MARKERS, the oldest half goes and the new marker stays."""
+    from localrunner.spec import schema_memo
+    folder = cache_home / 'localrunner' / 'validated'
+    folder.mkdir(parents=True)
+    for i in range(schema_memo.MAX_MARKERS):
+        old = folder / f'{i:064x}'
+        old.write_text('{}')
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    assert load_in_process(path) == 'checked'
+    left = markers(cache_home)
+    assert len(left) == schema_memo.MAX_MARKERS + 1 - (schema_memo.MAX_MARKERS + 1) // 2
+    assert f'{0:064x}' not in left and f'{schema_memo.MAX_MARKERS - 1:064x}' in left
+    assert load_in_process(path) == 'memo'
