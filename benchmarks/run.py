@@ -708,10 +708,11 @@ BORROWED = {
 CAUSES: dict[str, str] = {
     's1.sub.whole': (
         'Cause: start-up of the `localrunner` CLI, not the task (the in-run figure is at the exec floor): '
-        'about 0.25 s of imports (protobuf `json_format` + KFP\'s schema to validate the IR, rich, PyYAML, '
-        'diskcache, asyncio, the engine) before the first task; kfp\'s own package `__init__` (KFP client + '
-        'kubernetes, ~1 s) is already skipped. Fix: memoize "valid" by the IR file\'s digest so a re-run skips '
-        'protobuf, and import rich only on a terminal.'),
+        'about 0.13 s of imports before the first task (asyncio, PyYAML, diskcache/sqlite3, the engine). '
+        'Round 2 took out ~0.12 s: KFP\'s protobuf schema check is remembered by the IR text\'s digest '
+        '(spec/schema_memo.py), rich is imported only at a first printed line (never with -q), built-in '
+        'backends skip the entry-point scan, events and IR views are records (no per-class exec at '
+        'import). What is left is what any run needs; going lower needs a resident process.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
         'ping + image inspect) before the first container.'),
@@ -726,21 +727,22 @@ CAUSES: dict[str, str] = {
         'Cause: venvs built without bytecode re-compile pandas + scikit-learn on every import when '
         '`PYTHONDONTWRITEBYTECODE=1`; fixed (uv `--compile-bytecode`), this row is now ahead.'),
     's1.sub.repeat': (
-        'Cause: the engine\'s own per-task work on the same 2 cores (task folders: 2-3 mkdir and the '
-        'executor input written; a cache lookup and the action recorded in SQLite; 4-5 thread-pool hops '
-        'per task) beside an exec\'d task (this row is in-process with warm start off in the driver).'),
+        'Cause: the task here is exec\'d (the driver runs with warm start off): `sh`, an interpreter and '
+        'KFP\'s imports, ~60 ms; the engine\'s own share is now ~2-4 ms of CPU per task (one hop each for '
+        'the cache lookup, the launch with its folders, the wait, and reading + storing + recording the '
+        'outputs).'),
     's8.single_cached': (
-        'Cause: start-up, not work (in-run the cached task takes ~12 ms): importing the CLI and the '
-        'engine (~0.25 s here: asyncio, PyYAML, protobuf\'s json_format + KFP\'s schema to validate '
-        'the IR, sqlite3, rich) before anything runs. ≤ 1.3x `python3 -c pass` (~35 ms) is below what '
-        'an interpreter that imports these can reach; it needs a resident process (a warm server the '
-        'CLI hands the run to) or a validated-IR memo that skips protobuf and YAML, neither built yet.'),
+        'Cause: start-up, not work (in-run the cached task takes ~10 ms): importing the CLI and the '
+        'engine (~0.13 s here, after round 2\'s cuts: see the first row). <= 1.3x `python3 -c pass` '
+        '(~35 ms) is below what an interpreter importing asyncio, YAML and SQLite can reach; it needs a '
+        'resident server the CLI hands the run to, a process left running between commands, which round '
+        '2\'s lifecycle rule (no process outlives the command) rules out. Not built.'),
     's1.sub.first': (
         'Cause: the first run in a process creates the run folder, opens the cache (CAS, diskcache action '
         'index, sqlite StatMemo), starts the asyncio loop and a thread pool. Fix: open the stores lazily.'),
     's2.fanout200': (
         'Cause: engine work per task on the same 2 cores the tasks use (thread-pool hops, executor '
-        'input/output files, CAS puts). Fix: fewer thread hops per task.'),
+        'input/output files, CAS puts).'),
     's2.fanout1000': 'Cause: as for x200.',
     's7.task.warm': (
         'Cause: what a forked task still does that `python3 -c pass` does not: two forks (zygote -> reaper -> '
@@ -751,12 +753,14 @@ CAUSES: dict[str, str] = {
         'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
         '(~60-70 ms of CPU) per task; warm start removes them.'),
     's7.fan.warm': (
-        'Cause: the engine, not the launch. This row runs with the cache in use (each task is looked up, '
-        'then recorded: an SQLite write and the single-flight lock file per task); the same x1000 loop with '
-        '`--no-cache` (row 2) reaches ~140 tasks/s. The runner\'s work is serial (one event loop, the GIL): '
-        'thread-pool hops, task folders and executor input/output files, the action record; the slot pool\'s '
-        'quadratic wake-ups are fixed (engine/slots.py) and environments are fingerprinted once per run; the '
-        'warm launch itself is ~0.3 ms per task.'),
+        'Cause: CPU. With the cache in use each trivial task costs ~13-15 ms of CPU on this machine, two '
+        'thirds of it in the kernel: ~9-10 ms is the task side (two forks, zygote -> reaper -> task, with '
+        'their copy-on-write faults and exits, and KFP\'s executor), ~3-4 ms the runner (a third of '
+        'round 1\'s: 4 thread hops per task instead of 8, no mkdir or JSON on the event loop, the '
+        'environment asked once per stage, a free single-flight lock taken without a hop). This row is '
+        'one sample on a noisy VM: spot checks of the same loop in-process gave 94-134 tasks/s; with '
+        '`--no-cache` (row 2, x1000) 158 tasks/s. Going further needs one fork per task (the zygote as '
+        'reaper of all its tasks), not built.'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.warm': (
         'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
@@ -767,15 +771,21 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: ~1.3 ms/task at 1,000 tasks and ~1.0 ms/task at 10,000 with a '
-    'no-op backend (round 1: ~1.9 ms/task; the slot pool no longer wakes every waiter on each release). '
-    'What is left is per task and mostly the file system of this machine (a profile of 2,000 tasks: 4 '
-    'mkdir at ~0.13 ms each and the executor input written at ~0.2 ms: the task\'s out/ and logs/ folders), '
-    'then thread-pool hops and the action key. Validation + planning is ~10–40 µs/task.',
-    '**Round 2 targets** (table above): none of the five is met yet; what each needs is in the row causes '
-    'above (start-up for the whole-process rows, per-task folders and cache writes for the rest).',
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.43 s as '
-    'a whole process (0.17 s in-run) against ~4.7 s for its first run with a warm environment (~11x). '
+    '**Scheduler alone (row 3)** is linear, ~1.0-1.3 ms/task in this run (spot checks of 2,000 tasks on '
+    'the same machine: 0.7-1.2 ms; round 1: ~1.9). A no-op task still takes 3 thread hops (launch with '
+    'its folders, wait, read + store), an asyncio task per level and ~25 events; its folders (task, '
+    'out/, logs/, executor input) are now made in the launch hop, off the event loop, so they overlap '
+    'with the loop\'s work but are still paid. <= 0.2 ms/task needs no thread hop at all for a backend '
+    'whose launch does not block, and batched folder creation: not built. Validation + planning is '
+    '~10-30 µs/task.',
+    '**Round 2 targets** (table above): not met in this run. Gains against the previous full run (at ad9ab32): '
+    'fully cached x1000 1.73 -> 0.54 ms/task (3.2x), cached single-task run 12.8x -> 5.6x the floor '
+    '(0.35 -> 0.15 s), 10-task chain 0.555 -> 0.44 s (spot checks on the quiet machine 0.33-0.37 s: around '
+    'the 0.4 s line), x1000 first run with `--no-cache` 139 -> 158 tasks/s; with the cache in use this '
+    'run\'s single sample fell to 82 tasks/s (spot checks 94-134, noisy VM; see its row). What each '
+    'needs is in the row causes above.',
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.54 s as '
+    'a whole process (0.31 s in-run) against ~4.4 s for its first run with a warm environment (~8x). '
     'kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline (its cache never hits a task '
     'with an `Output[Metrics]`, and every downstream task then misses), so its "cached" re-run is a full run.',
     '**kfp.local DockerRunner / use_venv=True rows**: kfp.local has no reusable environment (a fresh '
