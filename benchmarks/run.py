@@ -756,7 +756,7 @@ CAUSES: dict[str, str] = {
         'Cause: CPU. With the cache in use each trivial task costs ~13-15 ms of CPU on this machine, two '
         'thirds of it in the kernel: ~9-10 ms is the task side (two forks, zygote -> reaper -> task, with '
         'their copy-on-write faults and exits, and KFP\'s executor), ~3-4 ms the runner (a third of '
-        'round 1\'s: 4 thread hops per task instead of 8, no mkdir or JSON on the event loop, the '
+        'that at ad9ab32: 4 thread hops per task instead of 8, no mkdir or JSON on the event loop, the '
         'environment asked once per stage, a free single-flight lock taken without a hop). This row is '
         'one sample on a noisy VM: spot checks of the same loop in-process gave 94-134 tasks/s; with '
         '`--no-cache` (row 2, x1000) 158 tasks/s. Going further needs one fork per task (the zygote as '
