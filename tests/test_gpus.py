@@ -45,6 +45,8 @@ def test_parse_gpus(text, detected, expected):
     ('device=', (), 'no GPU id given'),
     ('GPU-1234', (), 'not a GPU id'),
     ('\u0661', (), 'not a GPU id'),         # a digit, but not one nvidia-smi prints
+    ('99999999999', (), 'more than a machine holds'),   # found by tests/test_fuzz.py: ids were made for it
+    ('1025', ('0',), 'more than a machine holds'),
 ])
 def test_parse_gpus_rejects(text, detected, message):
     with pytest.raises(GpuRequestError, match=message.replace('(', r'\(').replace(')', r'\)')):

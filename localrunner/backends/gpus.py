@@ -15,6 +15,9 @@ from typing import Iterable, Optional, Sequence
 from localrunner.errors import LaunchError
 
 
+MAX_DECLARED = 1024        # a declared count beyond any machine's (a DGX holds 16) is a mistake
+
+
 class GpuRequestError(LaunchError):
     """A request no waiting can satisfy (more GPUs than exist, a bad --gpus value)."""
 
@@ -75,6 +78,8 @@ def parse_gpus(text: Optional[str], detected: Sequence[str]) -> tuple[str, ...]:
         return ()
     if spoken.isdigit() and spoken.isascii():
         count = int(spoken)
+        if count > MAX_DECLARED:     # ids 0..N-1 are made for it: a typo must not fill memory
+            raise GpuRequestError(f'{spoken} GPUs is more than a machine holds (at most {MAX_DECLARED})')
         if not detected:
             return tuple(str(i) for i in range(count))
         if count > len(detected):
