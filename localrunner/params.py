@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from localrunner.errors import UsageError
 from localrunner.spec import load_yaml_documents
+
+if TYPE_CHECKING:
+    from localrunner.spec.views import ParameterDef
 
 _TRUE = {'true', '1', 'yes', 'y', 'on'}
 _FALSE = {'false', '0', 'no', 'n', 'off'}
@@ -114,29 +117,29 @@ def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
     return value
 
 
-def resolve_pipeline_params(input_defs: dict, cli: dict[str, str], from_file: dict) -> dict[str, Any]:
-    """Returns the root DAG's parameter values: given values converted, defaults filled.
+def resolve_pipeline_params(declared: Mapping[str, 'ParameterDef'], cli: dict[str, str],
+                            from_file: dict) -> dict[str, Any]:
+    """Returns the root DAG's parameter values (`declared`: its input parameters,
+    spec.views.Component.inputs.parameters): given values converted, defaults filled.
     Missing required, unknown and ill-typed values raise UsageError naming them."""
-    declared = input_defs.get('parameters', {}) or {}
     known = sorted(declared)
     unknown = sorted((set(cli) | set(from_file)) - set(declared))
     if unknown:
         listing = ', '.join(known) if known else '(none)'
         raise UsageError(f'unknown parameter {unknown[0]!r}; this pipeline takes: {listing}')
     values = {}
-    for name, spec in declared.items():
-        ptype = spec.get('parameterType', 'STRING')
+    for name, d in declared.items():
         if name in cli:
-            values[name] = convert(name, ptype, cli[name], from_text=True)
+            values[name] = convert(name, d.type, cli[name], from_text=True)
         elif name in from_file:
-            values[name] = convert(name, ptype, from_file[name], from_text=False)
-        elif 'defaultValue' in spec:
-            values[name] = convert(name, ptype, spec['defaultValue'], from_text=False)
-        elif spec.get('isOptional'):
+            values[name] = convert(name, d.type, from_file[name], from_text=False)
+        elif d.has_default:
+            values[name] = convert(name, d.type, d.default, from_text=False)
+        elif d.optional:
             continue
         else:
             hint = f' (-p {name}=...)'
-            raise UsageError(f'missing required parameter {name!r} of type {ptype}{hint}; '
+            raise UsageError(f'missing required parameter {name!r} of type {d.type}{hint}; '
                              f'this pipeline takes: {", ".join(known)}')
     return values
 

@@ -19,6 +19,7 @@ import control_flow_pipelines as cf  # noqa: E402
 from kfp import compiler  # noqa: E402
 
 from localrunner.engine.container_task import retry_delays  # noqa: E402
+from tests.ir_views import retry_view  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAN = ('SUCCEEDED', 'CACHED')
@@ -544,9 +545,9 @@ def test_retry_backoff_duration_and_factor(retry_run):
 
 def test_retry_delays_follow_kfp_backoff():
     policy = {'maxRetryCount': 4, 'backoffDuration': '1s', 'backoffFactor': 2.0, 'backoffMaxDuration': '5s'}
-    assert retry_delays(policy) == [1.0, 2.0, 4.0, 5.0]
-    assert retry_delays({'maxRetryCount': 2, 'backoffDuration': '0s', 'backoffFactor': 2.0}) == [0.0, 0.0]
-    assert retry_delays({}) == []
+    assert retry_delays(retry_view(policy)) == [1.0, 2.0, 4.0, 5.0]
+    assert retry_delays(retry_view({'maxRetryCount': 2, 'backoffDuration': '0s', 'backoffFactor': 2.0})) == [0.0, 0.0]
+    assert retry_delays(retry_view({})) == [] and retry_delays(retry_view(None)) == []
 
 
 # ---------------------------------------------------------------------------- 9. optional inputs and defaults

@@ -4,10 +4,16 @@ fails; `--backend auto` sends exactly those tasks to Docker and keeps the rest o
 import pytest
 from kfp import dsl
 
-from localrunner.engine.placement import image_need
+from localrunner.engine import placement
 from tests.helpers import compile_pipeline, run_pipeline_file, states, task
+from tests.ir_views import container_view
 from tests.support import require_base_image, require_docker
 from tests.support.docker_image import DEFAULT_TAG as IMAGE
+
+
+def image_need(container: dict):
+    """placement.image_need of a container as the IR writes it."""
+    return placement.image_need(container_view(container))
 
 
 def test_what_needs_an_image():

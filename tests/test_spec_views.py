@@ -98,13 +98,36 @@ def test_examples_executors_retry_caching_resources(tmp_path):
     view = load_pipeline(compile_pipeline(victim, tmp_path / 'v.yaml')).view
     produce, show = view.root.dag.tasks['produce'], view.root.dag.tasks['show']
     assert produce.retry.max_retries == 2 and produce.retry.max_backoff_s == 3600.0
-    assert dict(produce.caching) == {'enableCache': True}
+    assert dict(produce.caching) == {'enableCache': True} and produce.cache_enabled and produce.cache_key == ''
+    assert not gate.cache_enabled
     assert show.parameters['msg'].kind == 'task_output' and show.parameters['msg'].producer == 'produce'
     assert show.artifacts['data'].name == 'data' and show.upstreams == frozenset({'produce'})
     resources = view.executors['exec-show'].container.resources
     assert (resources.cpu_limit, resources.memory_limit) == ('500m', '1G')
     assert resources.accelerator.type == 'nvidia.com/gpu' and resources.accelerator.count == 1
     assert view.executors['exec-show'].container.args[0] == "{{$.inputs.parameters['msg']}}"
+
+
+def test_interfaces_as_written_are_the_ir_sections_themselves(compiled):
+    """What enters a cache key (a component's inputDefinitions / outputDefinitions) is handed
+    on as the IR writes it: the very dict, {} when the IR has none."""
+    for pipeline in compiled.values():
+        for name, component in pipeline.view.components.items():
+            raw = pipeline.component(name)
+            for key, interface in (('inputDefinitions', component.inputs), ('outputDefinitions', component.outputs)):
+                if key in raw:
+                    assert interface.as_written is raw[key]
+                else:
+                    assert interface.as_written == {} and type(interface.as_written) is dict
+            assert set(component.outputs.parameters) == set(component.outputs.as_written.get('parameters', {}))
+
+
+def test_display_names_as_written():
+    view = load_pipeline(os.path.join(HERE, '..', 'examples', 'hello_pipeline.yaml')).view
+    assert all(t.display_name for t in view.root.dag.tasks.values())
+    from tests.ir_views import task_view
+    assert task_view({'taskInfo': {'name': 'shown'}}).display_name == 'shown'
+    assert task_view({}).display_name == ''           # the record then shows the task's path (TaskRecord.of)
 
 
 def test_views_are_frozen_and_the_raw_api_is_unchanged():

@@ -131,7 +131,7 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
     input, before anything runs."""
     if isinstance(pipeline, str):
         pipeline = load_pipeline(pipeline)
-    values = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), cli_params or {}, params or {})
+    values = resolve_pipeline_params(pipeline.view.root.inputs.parameters, cli_params or {}, params or {})
     options.run_id = options.run_id or new_run_id(pipeline.name)
     try:
         check_name(options.run_id, 'run id')            # it names the run's folder (layout.py)

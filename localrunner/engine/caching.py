@@ -18,7 +18,7 @@ import math
 import os
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from localrunner.errors import UsageError
 from localrunner.layout import RootLayout
@@ -26,6 +26,9 @@ from localrunner_cache import (CAS, ActionCache, ActionResult, CacheError, Index
                                StatMemo, digest_bytes, is_live, load_or_create_key, secret_digest)
 from localrunner_cache.digest import DIGEST_RE
 from localrunner_cache.secret_key import read_key
+
+if TYPE_CHECKING:
+    from localrunner.spec.views import Component, Container
 
 KEY_SCHEMA_VERSION = 1
 
@@ -94,17 +97,6 @@ _KFP_TRUE = frozenset({'1', 'true', 't', 'yes', 'y', 'on'})
 def caching_disabled_by_env() -> bool:
     """KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT, read as the kfp SDK reads it."""
     return os.environ.get('KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT', '').strip().lower() in _KFP_TRUE
-
-
-def task_caching_enabled(caching_options: Optional[dict]) -> bool:
-    """Whether the IR turns caching on for a task. `cachingOptions.enableCache` is a proto3
-    bool: the compiler writes `cachingOptions: {}` for set_caching_options(False) (and for
-    every task compiled with KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT), and an absent field
-    reads as false; KFP's driver serves a cached result only when
-    `GetCachingOptions().GetEnableCache()` is true (kubeflow/pipelines
-    backend/src/v2/driver/container.go; the compiler side is
-    kfp/compiler/pipeline_spec_builder.py)."""
-    return isinstance(caching_options, dict) and caching_options.get('enableCache') is True
 
 
 @dataclasses.dataclass
@@ -328,16 +320,16 @@ class TaskCache:
         """What stands for a secret value in a key: 'hmac-sha256:...' under secret_key."""
         return secret_digest(self.secret_key, value.encode() if isinstance(value, str) else bytes(value))
 
-    def wants_cache(self, caching_options: Optional[dict]) -> bool:
-        """Whether a task with the IR's `cachingOptions` uses the cache at all: reads it,
-        records into it and shares a result with an identical task of the same run. Off
-        for the task (task_caching_enabled), for the run (--no-cache), or by
+    def wants_cache(self, task_enabled: bool) -> bool:
+        """Whether a task uses the cache at all: reads it, records into it and shares a result
+        with an identical task of the same run. Off for the task (`task_enabled`: the IR's
+        cachingOptions.enableCache, spec.views.Task.cache_enabled), for the run (--no-cache), or by
         KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT at run time (the SDK reads it when it
         compiles; a pipeline compiled without it still turns caching off when it is set
         for the run, as the user asked)."""
         if not self.settings.enabled or self.settings.disabled_by_default:
             return False
-        return task_caching_enabled(caching_options)
+        return task_enabled
 
     # ------------------------------------------------------------------ leases
     def _hold(self, digests) -> bool:
@@ -481,8 +473,8 @@ class TaskCache:
 
 
 # ---------------------------------------------------------------------------- the key
-def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: set, params: dict,
-              artifacts: dict, outputs: dict, accelerator: dict, volumes: list, environment: str,
+def key_parts(*, image: str, command: Sequence[str], args: Sequence[str], env: dict, secret_env: set, params: dict,
+              artifacts: dict, outputs: Mapping, accelerator: dict, volumes: list, environment: str,
               secret_digest: Callable[[bytes], str], volume_content: Optional[dict] = None) -> dict:
     """Everything that can change a task's result, as the action key's canonical document
     (docs/cache.md). Stored with the entry and shared through a remote cache, so a secret
@@ -510,15 +502,16 @@ def key_parts(*, image: str, command: list, args: list, env: dict, secret_env: s
     return parts
 
 
-def custom_key_parts(cache_key: str, component: dict, container: dict) -> dict:
+def custom_key_parts(cache_key: str, component: 'Component', container: 'Container') -> dict:
     """set_caching_options(cache_key=K): the user's key replaces the computed one (the user
     vouches that K names the result), scoped by the component as kfp.local scopes it
     (kfp/local/cache.py compute_key): two different components with the same K never share a
     result, while one component used twice (comp-x, comp-x-2 in the IR) does. A component is
-    its interface and what it runs: the lightweight function's name, or image and command."""
-    args = [str(a) for a in container.get('args', []) or []]
+    its interface (as written in the IR) and what it runs: the lightweight function's name, or
+    image and command."""
+    args = list(container.args)
     function = args[args.index('--function_to_execute') + 1] if '--function_to_execute' in args[:-1] else None
-    identity = {'inputs': component.get('inputDefinitions', {}), 'outputs': component.get('outputDefinitions', {})}
+    identity = {'inputs': component.inputs.as_written, 'outputs': component.outputs.as_written}
     identity.update({'function': function} if function else
-                    {'image': container.get('image', ''), 'command': container.get('command', [])})
+                    {'image': container.image, 'command': list(container.command)})
     return {'schema': KEY_SCHEMA_VERSION, 'custom_cache_key': cache_key, 'component': identity}

@@ -32,7 +32,7 @@ from localrunner.engine.slots import GpuShortage
 from localrunner.environments.python_env import lift_prologue
 from localrunner.errors import LaunchError
 from localrunner.layout import PathEscape
-from localrunner.units import parse_duration
+from localrunner.spec.views import Component, Container, Executor, Retry, Task
 from localrunner_cache import LockTimeout
 
 if TYPE_CHECKING:
@@ -48,19 +48,17 @@ _MAX_BACKOFF_S = 3600.0          # KFP caps backoffMaxDuration at one hour
 _LOCK_SLICE_S = 0.5              # waiting for another process's identical task: re-check cancel this often
 
 
-def retry_delays(policy: dict) -> list[float]:
+def retry_delays(retry: Optional[Retry]) -> list[float]:
     """Seconds to wait before each retry, as KFP defines set_retry's backoff
     (kfp/dsl/pipeline_task.py set_retry; the backend applies backoffDuration * factor^n,
     capped at backoffMaxDuration and at one hour)."""
-    retries = int(policy.get('maxRetryCount', 0) or 0)
-    base = parse_duration(policy['backoffDuration']) if policy.get('backoffDuration') else 0.0
-    factor = float(policy['backoffFactor']) if 'backoffFactor' in policy else 2.0
-    cap = parse_duration(str(policy['backoffMaxDuration'])) if policy.get('backoffMaxDuration') else _MAX_BACKOFF_S
-    cap = min(cap, _MAX_BACKOFF_S)
-    return [min(base * (factor ** n), cap) for n in range(retries)]
+    if retry is None:
+        return []
+    cap = min(retry.max_backoff_s if retry.max_backoff_s is not None else _MAX_BACKOFF_S, _MAX_BACKOFF_S)
+    return [min(retry.backoff_s * (retry.factor ** n), cap) for n in range(retry.max_retries)]
 
 
-def launch_spec(name: str, container: dict, executor_input: dict, ctx: RunContext, *, arts: dict, workdir: str,
+def launch_spec(name: str, container: Container, executor_input: dict, ctx: RunContext, *, arts: dict, workdir: str,
                 run_id: str, image_map: dict, resources: Resources, k8s: k8s_local.K8sEffect, platform: dict,
                 extra_mounts: tuple = (), needs_image: Optional[str] = None, log_path: str = '') -> LaunchSpec:
     """What a backend is handed for one attempt of a task (pure: no I/O). The one place a
@@ -68,14 +66,13 @@ def launch_spec(name: str, container: dict, executor_input: dict, ctx: RunContex
     call it. The command with KFP's pip prologue lifted off (environments/python_env.py) and
     its placeholders resolved; the env with the kfp-kubernetes env on top; inputs mounted
     read-only, the task's writable folder read-write."""
-    env = {item['name']: substitute(str(item.get('value', '')), executor_input, ctx)
-           for item in container.get('env', []) or []}
+    env = {name: substitute(value, executor_input, ctx) for name, value in container.env.items()}
     env.update(k8s.env)
-    python_env, argv_template = lift_prologue(container.get('command', []) or [], container.get('args', []) or [])
+    python_env, argv_template = lift_prologue(list(container.command), list(container.args))
     mounts = [Mount(a.path, read_only=True) for lst in arts.values() for a in lst if a.path]
     mounts += [Mount(p, read_only=True) for p in extra_mounts]
     mounts.append(Mount(workdir, read_only=False))
-    image = container.get('image', '')
+    image = container.image
     return LaunchSpec(task=name, image=image_map.get(image, image), argv=resolve_argv(argv_template, executor_input, ctx),
                       env=env, workdir=workdir, log_path=log_path, python_env=python_env, mounts=mounts,
                       resources=resources, labels={'localrunner.run': run_id, 'localrunner.task': name, **k8s.labels},
@@ -84,23 +81,20 @@ def launch_spec(name: str, container: dict, executor_input: dict, ctx: RunContex
 
 
 class ContainerTask:
-    def __init__(self, run: 'Run', name: str, display: str, task: dict, component_name: str,
-                 component: dict, executor_label: str, params: dict, arts: dict[str, list[Artifact]],
-                 scope: Optional[task_inputs.Scope] = None):
+    def __init__(self, run: 'Run', name: str, task: Task, component: Component, executor: Executor, params: dict,
+                 arts: dict[str, list[Artifact]], scope: Optional[task_inputs.Scope] = None):
         self.run = run
         self.name = name
-        self.display = display
+        self.display = task.display_name or task.key
         self.task = task
-        self.component_name = component_name
         self.component = component
-        self.label = executor_label
-        self.container = run.pipeline.executors[executor_label]['container']
-        self.params = executor_io.coerce_inputs(
-            params, component.get('inputDefinitions', {}).get('parameters', {}))
+        self.label = executor.label
+        self.container = executor.container
+        self.params = executor_io.coerce_inputs(params, component.inputs.parameters)
         self.arts = arts
         # kfp-kubernetes settings name their parameters in the enclosing DAG (its inputs, its tasks' outputs)
         self.scope = scope or task_inputs.Scope({}, {}, {}, '')
-        self.record = TaskRecord.of(name, task, 'container', display_name=display)
+        self.record = TaskRecord.of(name, task, 'container', display_name=self.display)
         self.task_id = run.task_uuid()
         self.timeout_s: Optional[float] = None
 
@@ -126,7 +120,7 @@ class ContainerTask:
         except PathEscape as e:
             return self._end(State.FAILED, f'refused: {e}')
         self.record.task_dir = self.layout.dir
-        image = self.container.get('image', '')
+        image = self.container.image
         if image.startswith(k8s_local.CREATE_PVC_IMAGE) or image.startswith(k8s_local.DELETE_PVC_IMAGE):
             return self._pvc_operation(image)
         try:
@@ -146,11 +140,10 @@ class ContainerTask:
             return self.run.end(self.record, Outcome(State.SUCCEEDED, pending=self.name))
         parts['environment'] = fingerprint
         parts = canonical(parts)          # once: the key, the remembered parts and the entry share it
-        options = self.task.get('cachingOptions') or {}
-        custom = options.get('cacheKey') if isinstance(options, dict) else None
+        custom = self.task.cache_key
         key = action_key(custom_key_parts(custom, self.component, self.container)) if custom else canonical_key(parts)
         self.record.cache_key = key
-        use_cache = run.cache.wants_cache(options)
+        use_cache = run.cache.wants_cache(self.task.cache_enabled)
         if not run.options.dry_run:
             run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
 
@@ -258,18 +251,17 @@ class ContainerTask:
                            run_id=run.run_id, image_map=run.options.image_map, resources=resources, k8s=k8s,
                            platform=k8s_local.resolve_names(platform_config, lookup),
                            extra_mounts=run.options.extra_mounts, needs_image=run.image_needs.get(self.label))
-        image, env = self.container.get('image', ''), spec.env
+        image, env = self.container.image, spec.env
         self.caps = run.backend.capabilities_for(spec)
         if k8s.volumes and not self.caps.volumes:
             run.warn_once(f'{self.name}: mounts at {", ".join(sorted(k8s.volumes.values()))} need a container '
                           f'(--backend docker or auto); on this backend the task does not see them')
         self.collect = self._collect_from(spec)
         self.reads_secret = k8s.reads_secret
-        parts = key_parts(image=image, command=self.container.get('command', []),
-                          args=self.container.get('args', []), env=env, secret_env=k8s.secret_env,
-                          params=self.params,
+        parts = key_parts(image=image, command=self.container.command, args=self.container.args, env=env,
+                          secret_env=k8s.secret_env, params=self.params,
                           artifacts={n: [a.key_form() for a in lst] for n, lst in sorted(self.arts.items())},
-                          outputs=self.component.get('outputDefinitions', {}),
+                          outputs=self.component.outputs.as_written,     # as written: the key hashes it
                           accelerator={'type': resources.accelerator_type, 'count': resources.accelerator_count},
                           volumes=list(k8s.volumes.values()), environment='',
                           # keyed under the cache's own key, read (or made) only for a task with a secret
@@ -318,7 +310,7 @@ class ContainerTask:
         or None for a miss. Raises when an object can't be restored (verified: never a
         wrong byte)."""
         run = self.run
-        hit = run.cache.lookup(key, self.component.get('outputDefinitions', {}))
+        hit = run.cache.lookup(key, self.component.outputs.as_written)
         if hit is None:
             return None
         arts: dict[str, list[Artifact]] = {}
@@ -351,7 +343,7 @@ class ContainerTask:
     # ------------------------------------------------------------------ running
     async def _attempts(self, spec: LaunchSpec, parts: dict, key: str, record: bool) -> Outcome:
         run = self.run
-        delays = retry_delays(self.task.get('retryPolicy', {}) or {})
+        delays = retry_delays(self.task.retry)
         try:
             await self._environment(spec, prepare=True)
         except LaunchError as e:

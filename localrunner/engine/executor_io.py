@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import stat
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 from localrunner.engine.model import Artifact, local_path
 from localrunner.layout import (PathEscape, check_links, fd_path, is_inside, open_beneath, printable,
@@ -23,25 +23,22 @@ from localrunner.layout import (PathEscape, check_links, fd_path, is_inside, ope
 
 if TYPE_CHECKING:
     from localrunner.layout import TaskLayout
+    from localrunner.spec.views import Component, ParameterDef
 
 
 class OutputError(Exception):
     pass
 
 
-def output_artifacts(component: dict, layout: 'TaskLayout') -> dict[str, list[Artifact]]:
+def output_artifacts(component: 'Component', layout: 'TaskLayout') -> dict[str, list[Artifact]]:
     """Where each declared output artifact goes: <out>/artifacts/<name> (uri == path)."""
-    out = {}
-    for name, d in component.get('outputDefinitions', {}).get('artifacts', {}).items():
-        schema = d.get('artifactType', {})
-        out[name] = [Artifact(name=name, schema_title=schema.get('schemaTitle', 'system.Artifact'),
-                              schema_version=schema.get('schemaVersion', '0.0.1'),
-                              uri=layout.artifact(name), metadata={})]
-    return out
+    return {name: [Artifact(name=name, schema_title=d.schema_title, schema_version=d.schema_version,
+                            uri=layout.artifact(name), metadata={})]
+            for name, d in component.outputs.artifacts.items()}
 
 
-def output_parameter_files(component: dict, layout: 'TaskLayout') -> dict[str, str]:
-    return {name: layout.parameter(name) for name in component.get('outputDefinitions', {}).get('parameters', {})}
+def output_parameter_files(component: 'Component', layout: 'TaskLayout') -> dict[str, str]:
+    return {name: layout.parameter(name) for name in component.outputs.parameters}
 
 
 def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, list[Artifact]],
@@ -59,15 +56,14 @@ def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, lis
     }
 
 
-def coerce_inputs(params: dict, definitions: dict) -> dict:
+def coerce_inputs(params: dict, definitions: Mapping[str, 'ParameterDef']) -> dict:
     """KFP carries numbers as doubles (YAML defaults say 5.0 for an int): give each input the
     type its component declares, as the KFP driver does."""
     for name, d in definitions.items():
         value = params.get(name)
-        ptype = d.get('parameterType')
-        if ptype == 'NUMBER_INTEGER' and isinstance(value, float) and value.is_integer():
+        if d.type == 'NUMBER_INTEGER' and isinstance(value, float) and value.is_integer():
             params[name] = int(value)
-        elif ptype == 'NUMBER_DOUBLE' and isinstance(value, int) and not isinstance(value, bool):
+        elif d.type == 'NUMBER_DOUBLE' and isinstance(value, int) and not isinstance(value, bool):
             params[name] = float(value)
     return params
 
@@ -255,13 +251,13 @@ def _checked_uri(name: str, uri: str, collect: Collect) -> str:
                       f'out folder {collect.out}; its outputs come only from what it wrote there')
 
 
-def read_outputs(component: dict, out_arts: dict[str, list[Artifact]], out_param_files: dict[str, str],
+def read_outputs(component: 'Component', out_arts: dict[str, list[Artifact]], out_param_files: dict[str, str],
                  output_file: str, collect: Optional[Collect] = None) -> dict[str, Any]:
     """Reads executor output (if any) and output parameter files; updates out_arts in place
     (custom URIs, metadata). Returns the output parameters. `collect` says where outputs may
     come from (default: the folder of `output_file`, not isolated)."""
     collect = collect or Collect(out=os.path.dirname(output_file))
-    declared = component.get('outputDefinitions', {}).get('parameters', {})
+    declared = component.outputs.parameters
     executor_output: Any = {}
     text = _read_text(collect.out, output_file, 'executor output')
     if text is not None:
@@ -279,12 +275,12 @@ def read_outputs(component: dict, out_arts: dict[str, list[Artifact]], out_param
             continue
         text = _read_text(collect.out, path, f'output parameter {name!r}')
         if text is not None:
-            ptype = declared.get(name, {}).get('parameterType', 'STRING')
+            ptype = declared[name].type if name in declared else 'STRING'
             try:
                 params[name] = _convert_text(text, ptype)
             except ValueError:
                 raise OutputError(f'output parameter {name!r}: {text[:60]!r} is not a valid {ptype}') from None
-    missing = [n for n, d in declared.items() if n not in params and not d.get('isOptional')]
+    missing = [n for n, d in declared.items() if n not in params and not d.optional]
     if missing:
         raise OutputError(f'output parameter {missing[0]!r} was not written '
                           f'(expected in {out_param_files.get(missing[0])} or the executor output)')

@@ -9,20 +9,21 @@ import os
 import re
 import shutil
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from localrunner.engine.model import Artifact, Outcome, State, TaskRecord, local_path
 from localrunner.layout import PathEscape, split_task_path, within
 
 if TYPE_CHECKING:
     from localrunner.engine.runtime import Run
+    from localrunner.spec.views import Importer, Task
 
 _WHOLE_PARAM = re.compile(r"^\{\{\$\.inputs\.parameters\[['\"]{1,2}(.+?)['\"]{1,2}\]\}\}$")
 _ANY_PARAM = re.compile(r"\{\{\$\.inputs\.parameters\[['\"]{1,2}(.+?)['\"]{1,2}\]\}\}")
 
 
 def _resolve_metadata(value: Any, params: dict) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {_resolve_metadata(k, params): _resolve_metadata(v, params) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_metadata(v, params) for v in value]
@@ -34,19 +35,14 @@ def _resolve_metadata(value: Any, params: dict) -> Any:
     return value
 
 
-async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_name: str, spec: dict,
-                       params: dict) -> Outcome:
-    record = TaskRecord.of(name, task, 'importer', display_name=display, started=time.time())
+async def run_importer(run: 'Run', name: str, task: 'Task', importer: 'Importer', params: dict) -> Outcome:
+    record = TaskRecord.of(name, task, 'importer', display_name=task.display_name or task.key, started=time.time())
     run.register(record)
-    source = spec.get('artifactUri', {})
-    uri = source.get('constant') if 'constant' in source else params.get(source.get('runtimeParameter', 'uri'))
-    if isinstance(uri, dict):           # {stringValue: ...} in older IR
-        uri = uri.get('stringValue')
+    uri = importer.uri if importer.uri is not None else params.get(importer.uri_parameter or 'uri')
     if not uri:
         return run.end(record, Outcome(State.FAILED, error='importer: artifact URI is empty'))
     uri = str(uri)
-    schema = spec.get('typeSchema', {})
-    metadata = _resolve_metadata(spec.get('metadata', {}) or {}, params)
+    metadata = _resolve_metadata(importer.metadata, params)
     path = local_path(uri)
     if path is not None:
         uri = path            # KFP's executor reads a local artifact at its uri: give it the plain path
@@ -57,7 +53,7 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
     if path is not None:
         if not os.path.exists(path):
             return run.end(record, Outcome(State.FAILED, error=f'importer: {path} does not exist'))
-        if spec.get('downloadToWorkspace'):
+        if importer.download_to_workspace:
             try:
                 target = within(os.path.join(run.workspace, 'imports'), *split_task_path(name),
                                 os.path.basename(path.rstrip('/')) or 'artifact', what='importer')
@@ -74,9 +70,8 @@ async def run_importer(run: 'Run', name: str, display: str, task: dict, comp_nam
                       f'gs://, s3:// or minio:// URI (parity warning)')
     else:
         run.warn(f'{name}: importer URI {uri} is not local; it is passed on as a URI only', task=name)
-    artifact = Artifact(name='artifact', schema_title=schema.get('schemaTitle', 'system.Artifact'),
-                        schema_version=schema.get('schemaVersion', '0.0.1'), uri=uri, metadata=metadata,
-                        digest=digest, kind=kind)
+    artifact = Artifact(name='artifact', schema_title=importer.schema_title, schema_version=importer.schema_version,
+                        uri=uri, metadata=metadata, digest=digest, kind=kind)
     if run.options.dry_run:
         # an importer runs in every run; its output is known now (the content digest), so
         # what reads it is predicted by its own key

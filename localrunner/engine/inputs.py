@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from localrunner.engine.expressions import ExpressionError, select
 from localrunner.engine.model import Artifact, Outcome, State
 from localrunner.engine.placeholders import RunContext, substitute_run_metadata
+from localrunner.spec.views import ArtifactInput, Component, ParameterInput, Task
 
 
 class InputError(Exception):
@@ -36,83 +37,87 @@ def final_status(outcome: Optional[Outcome], producer: str, job_name: str) -> di
             'pipelineTaskName': producer, 'error': error}
 
 
-def parameter_value(spec: dict, scope: Scope, ctx: RunContext) -> tuple[bool, Any]:
-    if 'componentInputParameter' in spec:
-        name = spec['componentInputParameter']
-        return name in scope.parameters, scope.parameters.get(name)
-    if 'taskOutputParameter' in spec:
-        ref = spec['taskOutputParameter']
-        outcome = scope.outcomes.get(ref['producerTask'])
-        if outcome is None or ref['outputParameterKey'] not in outcome.parameters:
+def input_value(ref: ParameterInput, scope: Scope, ctx: RunContext) -> tuple[bool, Any]:
+    """(present, value) of a parameter reference in its DAG's scope (before its selector)."""
+    if ref.kind == 'component_input':
+        return ref.name in scope.parameters, scope.parameters.get(ref.name)
+    if ref.kind == 'task_output':
+        outcome = scope.outcomes.get(ref.producer)
+        if outcome is None or ref.name not in outcome.parameters:
             return False, None
-        return True, outcome.parameters[ref['outputParameterKey']]
-    if 'runtimeValue' in spec:
-        return True, substitute_run_metadata(spec['runtimeValue'].get('constant'), ctx)
-    if 'taskFinalStatus' in spec:
-        producer = spec['taskFinalStatus']['producerTask']
-        return True, final_status(scope.outcomes.get(producer), producer, ctx.job_name)
+        return True, outcome.parameters[ref.name]
+    if ref.kind == 'constant':
+        return True, substitute_run_metadata(ref.constant, ctx)
+    if ref.kind == 'final_status':
+        return True, final_status(scope.outcomes.get(ref.producer), ref.producer, ctx.job_name)
     return False, None
 
 
-def _artifacts(spec: dict, scope: Scope) -> Optional[list[Artifact]]:
-    if 'componentInputArtifact' in spec:
-        return scope.artifacts.get(spec['componentInputArtifact'])
-    if 'taskOutputArtifact' in spec:
-        ref = spec['taskOutputArtifact']
-        outcome = scope.outcomes.get(ref['producerTask'])
-        if outcome is None:
-            return None
-        return outcome.artifacts.get(ref['outputArtifactKey'])
-    return None
+def parameter_value(spec: dict, scope: Scope, ctx: RunContext) -> tuple[bool, Any]:
+    """input_value of a reference in a kfp-kubernetes setting (a *NameParameter: the platform
+    config stays the dict the IR holds), read as the IR's task input parameters are
+    (spec/reader.py); a reference naming no value is not present."""
+    ref = None
+    if 'componentInputParameter' in spec:
+        ref = ParameterInput('component_input', name=spec['componentInputParameter'])
+    elif 'taskOutputParameter' in spec:
+        out = spec['taskOutputParameter']
+        ref = ParameterInput('task_output', name=out['outputParameterKey'], producer=out['producerTask'])
+    elif 'runtimeValue' in spec:
+        ref = ParameterInput('constant', constant=spec['runtimeValue'].get('constant'))
+    elif 'taskFinalStatus' in spec:
+        ref = ParameterInput('final_status', producer=spec['taskFinalStatus']['producerTask'])
+    return (False, None) if ref is None else input_value(ref, scope, ctx)
 
 
-def resolve(task: dict, component: dict, scope: Scope, ctx: RunContext,
+def _artifacts(ref: ArtifactInput, scope: Scope) -> Optional[list[Artifact]]:
+    if ref.kind == 'component_input':
+        return scope.artifacts.get(ref.name)
+    outcome = scope.outcomes.get(ref.producer)
+    return None if outcome is None else outcome.artifacts.get(ref.name)
+
+
+def resolve(task: Task, component: Component, scope: Scope, ctx: RunContext,
             check_required: bool, exempt: frozenset = frozenset()) -> tuple[dict, dict]:
     """Returns (parameters, artifacts) for the task; defaults from the component fill gaps.
     InputError when a required input has no value (e.g. its producer failed or was skipped)."""
-    inputs = task.get('inputs', {})
     params: dict[str, Any] = {}
-    for name, spec in inputs.get('parameters', {}).items():
-        present, value = parameter_value(spec, scope, ctx)
+    for name, ref in task.parameters.items():
+        present, value = input_value(ref, scope, ctx)
         if not present:
             continue
-        selector = spec.get('parameterExpressionSelector')
-        if selector:
+        if ref.selector:
             try:
-                value = select(selector, value)
+                value = select(ref.selector, value)
             except ExpressionError as e:
                 raise InputError(f'input {name!r}: {e}') from None
         params[name] = value
     arts: dict[str, list[Artifact]] = {}
-    for name, spec in inputs.get('artifacts', {}).items():
-        value = _artifacts(spec, scope)
+    for name, aref in task.artifacts.items():
+        value = _artifacts(aref, scope)
         if value:
             arts[name] = value
 
-    defs = component.get('inputDefinitions', {})
-    for name, d in defs.get('parameters', {}).items():
+    for name, d in component.inputs.parameters.items():
         if params.get(name) is not None:
             continue
-        if 'defaultValue' in d:
-            params[name] = d['defaultValue']
-        elif check_required and not d.get('isOptional') and name not in exempt \
-                and d.get('parameterType') != 'TASK_FINAL_STATUS':
+        if d.has_default:
+            params[name] = d.default
+        elif check_required and not d.optional and name not in exempt and d.type != 'TASK_FINAL_STATUS':
             raise InputError(f'required input parameter {name!r} has no value'
-                             + _why(inputs.get('parameters', {}).get(name), scope))
+                             + _why(task.parameters.get(name), scope))
     if check_required:
-        for name, d in defs.get('artifacts', {}).items():
-            if name not in arts and not d.get('isOptional') and name not in exempt:
+        for name, a in component.inputs.artifacts.items():
+            if name not in arts and not a.optional and name not in exempt:
                 raise InputError(f'required input artifact {name!r} has no value'
-                                 + _why(inputs.get('artifacts', {}).get(name), scope))
+                                 + _why(task.artifacts.get(name), scope))
     return params, arts
 
 
-def _why(spec: Optional[dict], scope: Scope) -> str:
-    if not spec:
+def _why(ref: Union[ParameterInput, ArtifactInput, None], scope: Scope) -> str:
+    """Why an input has no value: its producer task did not give one."""
+    if ref is None or ref.kind != 'task_output':
         return ''
-    ref = spec.get('taskOutputParameter') or spec.get('taskOutputArtifact')
-    if ref:
-        outcome = scope.outcomes.get(ref['producerTask'])
-        state = outcome.state.value if outcome else 'not run'
-        return f' (its producer {scope.prefix}{ref["producerTask"]} is {state})'
-    return ''
+    outcome = scope.outcomes.get(ref.producer)
+    state = outcome.state.value if outcome else 'not run'
+    return f' (its producer {scope.prefix}{ref.producer} is {state})'

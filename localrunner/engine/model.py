@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from localrunner.spec.views import Task
 
 LEAF_KINDS = frozenset({'container', 'importer'})
 
@@ -97,13 +100,12 @@ class TaskRecord:
     upstream: list[str] = dataclasses.field(default_factory=list)   # sibling tasks it waits for (IR keys)
 
     @classmethod
-    def of(cls, name: str, task: dict, kind: str, **fields: Any) -> 'TaskRecord':
-        """The record of the IR task `task` run as `name` (its display name, component and
-        upstream tasks come from the IR)."""
-        from localrunner.spec import task_upstreams
-        display = fields.pop('display_name', None) or (task.get('taskInfo') or {}).get('name', name)
-        return cls(name=name, display_name=display, kind=kind, component=task['componentRef']['name'],
-                   upstream=sorted(task_upstreams(task)), **fields)
+    def of(cls, name: str, task: 'Task', kind: str, **fields: Any) -> 'TaskRecord':
+        """The record of the IR task `task` (its view) run as `name` (its display name,
+        component and upstream tasks come from the IR; without a taskInfo.name, `name`)."""
+        display = fields.pop('display_name', None) or task.display_name or name
+        return cls(name=name, display_name=display, kind=kind, component=task.component,
+                   upstream=sorted(task.upstreams), **fields)
 
     @property
     def leaf(self) -> bool:

@@ -19,20 +19,20 @@ from localrunner.environments.python_env import lift_prologue
 
 if TYPE_CHECKING:
     from localrunner.spec import Pipeline
+    from localrunner.spec.views import Container
 
 # images that are "a Python base": the official python images (KFP's default for components);
 # what they hold (python, a POSIX shell, coreutils) any machine that runs localrunner has
 _PYTHON_BASE = re.compile(r'^(docker\.io/)?(library/)?python(:[\w.-]+)?(@sha256:[0-9a-f]+)?$')
 
 
-def image_need(container: dict) -> Optional[str]:
+def image_need(container: 'Container') -> Optional[str]:
     """None when the task runs faithfully on this machine, else why it needs its image."""
-    command = [str(c) for c in container.get('command', []) or []]
-    args = [str(a) for a in container.get('args', []) or []]
+    command, args = list(container.command), list(container.args)
     python_env, argv = lift_prologue(command, args)
     if python_env is not None:
         return None
-    image = str(container.get('image', ''))
+    image = container.image
     joined = ' '.join(command + args)
     if 'kfp.dsl.executor_main' in joined and '--component_module_path' not in joined:
         return f'a containerized Python component: its code lives in image {image}'
@@ -45,12 +45,11 @@ def image_need(container: dict) -> Optional[str]:
 def tasks_needing_images(pipeline: 'Pipeline') -> dict[str, str]:
     """{executor label: why} for every executor of the pipeline that needs its image."""
     out = {}
-    for label, executor in pipeline.executors.items():
-        container = executor.get('container')
-        if not isinstance(container, dict):
+    for label, executor in pipeline.view.executors.items():
+        container = executor.container
+        if container is None:
             continue
-        image = str(container.get('image', ''))
-        if image.startswith('argostub/'):      # kfp-kubernetes PVC operations: no image runs
+        if container.image.startswith('argostub/'):      # kfp-kubernetes PVC operations: no image runs
             continue
         why = image_need(container)
         if why:

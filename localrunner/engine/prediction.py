@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Optional
 
 from localrunner.engine.caching import diff_parts
 from localrunner.engine.model import Outcome, State, TaskRecord
+from localrunner.spec.views import Task
 
 if TYPE_CHECKING:
     from localrunner.engine.inputs import Scope
@@ -53,17 +54,10 @@ def describe_change(old_parts: dict, new_parts: dict) -> str:
     return 'changed: ' + (', '.join(said[:6]) if said else 'the key')
 
 
-def pending_upstreams(task: dict, scope: 'Scope') -> list[str]:
+def pending_upstreams(task: Task, scope: 'Scope') -> list[str]:
     """Tasks of this DAG whose (unknown) outputs this task reads."""
-    inputs = task.get('inputs', {}) or {}
-    producers = []
-    for spec in (inputs.get('parameters', {}) or {}).values():
-        for key in ('taskOutputParameter', 'taskFinalStatus'):
-            if key in spec:
-                producers.append(spec[key]['producerTask'])
-    for spec in (inputs.get('artifacts', {}) or {}).values():
-        if 'taskOutputArtifact' in spec:
-            producers.append(spec['taskOutputArtifact']['producerTask'])
+    producers = [p.producer for p in task.parameters.values() if p.producer]     # outputs, final status
+    producers += [a.producer for a in task.artifacts.values() if a.producer]
     pending = []
     for name in dict.fromkeys(producers):
         outcome = scope.outcomes.get(name)
@@ -72,22 +66,17 @@ def pending_upstreams(task: dict, scope: 'Scope') -> list[str]:
     return pending
 
 
-def may_run(run: 'Run', name: str, task: dict, why: str) -> Outcome:
+def may_run(run: 'Run', name: str, task: Task, why: str) -> Outcome:
     """`task` (a leaf, a sub-DAG or a loop) and everything under it: MAY_RUN, because `why`."""
-    comp_name = task['componentRef']['name']
-    kind = run.task_kind(comp_name)
+    kind = run.task_kind(task.component)
     if kind == 'dag':
-        loop = 'parameterIterator' in task or 'artifactIterator' in task
-        _list_static(run, run.pipeline.component(comp_name), f'{name}.{UNKNOWN_INDEX}/' if loop else name + '/', why)
+        prefix = f'{name}.{UNKNOWN_INDEX}/' if task.loop is not None else name + '/'
+        for key, inner in run.view.components[task.component].dag.tasks.items():
+            may_run(run, prefix + key, inner, why)
     else:
         record = TaskRecord.of(name, task, kind, prediction=MAY_RUN, reason=why)
         run.end(record, Outcome(State.SUCCEEDED, pending=name))
     return Outcome(State.SUCCEEDED, pending=name)
-
-
-def _list_static(run: 'Run', component: dict, prefix: str, why: str) -> None:
-    for key, task in ((component.get('dag') or {}).get('tasks') or {}).items():
-        may_run(run, prefix + key, task, why)
 
 
 def predicted_state(prediction: Optional[str], state: State) -> State:

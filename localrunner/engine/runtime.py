@@ -437,15 +437,9 @@ class Run:
             n += self.count_leaves(sub) if sub.dag is not None else 1
         return n
 
-    def _raw(self, component: Component) -> dict:
-        """The IR dict of a component, for the modules that read its fragments (input
-        resolution, executor input, kfp-kubernetes): the views decide, the dict is passed on."""
-        return self.pipeline.root if component.name == 'root' else self.pipeline.component(component.name)
-
     # ------------------------------------------------------------------ DAGs
     async def run_dag(self, component: Component, params: dict, arts: dict, prefix: str) -> Outcome:
         tasks = component.dag.tasks
-        raw_tasks = self._raw(component)['dag']['tasks']
         scope = task_inputs.Scope(params, arts, {}, prefix)
         done = {name: asyncio.Event() for name in tasks}
 
@@ -454,11 +448,11 @@ class Run:
             for up in task.upstreams:
                 await done[up].wait()
             try:
-                outcome = await self.run_task(task, raw_tasks[name], scope)
+                outcome = await self.run_task(task, scope)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as e:    # an engine bug must fail this task, not hang the DAG
-                outcome = self._end_new(prefix + name, raw_tasks[name], State.FAILED,
+                outcome = self._end_new(prefix + name, task, State.FAILED,
                                         error=f'internal error: {type(e).__name__}: {e}')
             scope.outcomes[name] = outcome
             if outcome.state == State.FAILED and self.options.fail_fast and not self.cancelled:
@@ -503,55 +497,50 @@ class Run:
         return params, arts
 
     # ------------------------------------------------------------------ one task of a DAG
-    async def run_task(self, task: Task, raw: dict, scope: task_inputs.Scope) -> Outcome:
-        """One task of a DAG: waits are done; now skipped, expanded (sub-DAG, loop) or run.
-        `task` is its typed view, `raw` its IR dict (handed to the modules that read fragments)."""
+    async def run_task(self, task: Task, scope: task_inputs.Scope) -> Outcome:
+        """One task of a DAG: waits are done; now skipped, expanded (sub-DAG, loop) or run."""
         name = scope.prefix + task.key
         component = self.view.components[task.component]
-        raw_component = self._raw(component)
         if self.cancelled:
-            return self._end_new(name, raw, State.CANCELED)
+            return self._end_new(name, task, State.CANCELED)
         if self.options.dry_run:
-            unknown = prediction.pending_upstreams(raw, scope)
+            unknown = prediction.pending_upstreams(task, scope)
             if unknown:
-                return prediction.may_run(self, name, raw, f'reads outputs of {", ".join(unknown)}, which would run')
+                return prediction.may_run(self, name, task, f'reads outputs of {", ".join(unknown)}, which would run')
         if task.strategy != COMPLETED_STRATEGY:
             blocked = [o for o in (scope.outcomes[u] for u in task.upstreams) if not o.state.ok]
             if blocked:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
-                return self._end_new(name, raw, state, reason='an upstream task did not succeed')
+                return self._end_new(name, task, state, reason='an upstream task did not succeed')
         exempt = frozenset([task.loop.item_input]) if task.loop else frozenset()
         try:
-            params, arts = task_inputs.resolve(raw, raw_component, scope, self.context(name, ''),
+            params, arts = task_inputs.resolve(task, component, scope, self.context(name, ''),
                                                check_required=component.dag is None, exempt=exempt)
         except task_inputs.InputError as e:
-            return self._end_new(name, raw, State.FAILED, error=str(e))
+            return self._end_new(name, task, State.FAILED, error=str(e))
         if task.condition:
             try:
                 passed = evaluate_condition(task.condition, params)
             except ExpressionError as e:
-                return self._end_new(name, raw, State.FAILED, error=f'condition: {e}')
+                return self._end_new(name, task, State.FAILED, error=f'condition: {e}')
             if not passed:
-                return self._end_new(name, raw, State.SKIPPED, kind='condition', reason='its condition was false')
+                return self._end_new(name, task, State.SKIPPED, kind='condition', reason='its condition was false')
         if task.loop:
-            return await self._run_loop(name, task, raw, component, params, arts)
+            return await self._run_loop(name, task, component, params, arts)
         if component.dag is not None:
-            record = TaskRecord.of(name, raw, 'dag', started=time.time())
+            record = TaskRecord.of(name, task, 'dag', started=time.time())
             return self.end(record, await self.run_dag(component, params, arts, name + '/'))
         executor = self.view.executor_of(component)
         if executor is not None and executor.importer is not None:
             from localrunner.engine.importer import run_importer
-            return await run_importer(self, name, task.display_name, raw, task.component,
-                                      self.pipeline.executors[executor.label]['importer'], params)
+            return await run_importer(self, name, task, executor.importer, params)
         if executor is None or executor.container is None:
-            return self._end_new(name, raw, State.FAILED, error=f'executor {component.executor_label}: only '
-                                                                f'container and importer executors exist in KFP v2 IR')
-        return await ContainerTask(self, name, task.display_name, raw, task.component, raw_component,
-                                   executor.label, params, arts, scope=scope).execute()
+            return self._end_new(name, task, State.FAILED, error=f'executor {component.executor_label}: only '
+                                                                 f'container and importer executors exist in KFP v2 IR')
+        return await ContainerTask(self, name, task, component, executor, params, arts, scope=scope).execute()
 
-    async def _run_loop(self, name: str, task: Task, raw: dict, component: Component, params: dict,
-                        arts: dict) -> Outcome:
-        record = TaskRecord.of(name, raw, 'loop', started=time.time())
+    async def _run_loop(self, name: str, task: Task, component: Component, params: dict, arts: dict) -> Outcome:
+        record = TaskRecord.of(name, task, 'loop', started=time.time())
         loop = task.loop
         if not loop.over_artifacts:
             items = loop.raw_items if loop.raw_items is not None else params.get(loop.items_input)
@@ -594,12 +583,11 @@ class Run:
         pending = next((r.pending for r in results if r.pending), None)
         return self.end(record, Outcome(state, collected_params, collected_arts, error=error, pending=pending))
 
-    def _end_new(self, name: str, task: dict, state: State, kind: Optional[str] = None,
+    def _end_new(self, name: str, task: Task, state: State, kind: Optional[str] = None,
                  error: Optional[str] = None, reason: Optional[str] = None) -> Outcome:
         """A task that ends before it starts (skipped, canceled, failed on its inputs)."""
-        comp_name = task['componentRef']['name']
         if kind is None:
-            kind = self.task_kind(comp_name)
+            kind = self.task_kind(task.component)
         record = TaskRecord.of(name, task, kind, started=time.time(), reason=reason)
         return self.end(record, Outcome(state, error=error))
 

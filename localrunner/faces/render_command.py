@@ -140,7 +140,7 @@ class Renderer:
             params, arts = self._inputs(task, component, dag, ctx)
         except _RenderError as exc:
             out.append(Rendered(name, comp_name, error=str(exc)))
-            return self._leaf_outputs(name, component)
+            return self._leaf_outputs(name, comp_name)
         if policy.get('condition'):
             marks += (('condition', self._condition(name, policy['condition'], params)),)
         if 'parameterIterator' in task or 'artifactIterator' in task:
@@ -154,21 +154,21 @@ class Renderer:
         container = executor.get('container')
         if container is None:
             out.append(Rendered(name, comp_name, error=f'executor {label}: not a container or importer'))
-            return self._leaf_outputs(name, component)
+            return self._leaf_outputs(name, comp_name)
         from localrunner.engine import k8s_local
         image = container.get('image', '')
         if image.startswith((k8s_local.CREATE_PVC_IMAGE, k8s_local.DELETE_PVC_IMAGE)):
             out.append(Rendered(name, comp_name, no_pod='a kfp-kubernetes CreatePVC/DeletePVC step: the '
                                 'engine handles it itself (no pod; see docs/kubernetes.md)'))
-            return self._leaf_outputs(name, component)
-        out.append(self._pod(name, task, comp_name, component, label, container, params, arts, dag, ctx, marks))
-        return self._leaf_outputs(name, component)
+            return self._leaf_outputs(name, comp_name)
+        out.append(self._pod(name, task, comp_name, label, params, arts, dag, ctx, marks))
+        return self._leaf_outputs(name, comp_name)
 
-    def _leaf_outputs(self, name: str, component: dict) -> _Outputs:
+    def _leaf_outputs(self, name: str, comp_name: str) -> _Outputs:
         """A leaf task's outputs downstream: its parameters are run-time values; its artifacts
         lie where the run puts them, <run>/tasks/<task>/artifacts/<name>."""
         from localrunner.engine import executor_io
-        arts = executor_io.output_artifacts(component, self.layout.task(name))
+        arts = executor_io.output_artifacts(self.pipeline.view.components[comp_name], self.layout.task(name))
         for key, lst in arts.items():     # what the producer writes into its metadata
             for artifact in lst:
                 artifact.metadata = {'localrunner.render': pending(f"metadata of output '{key}' of {name}")}
@@ -319,7 +319,7 @@ class Renderer:
         return _Outputs(lambda key: pending(f"output '{key}' of {name}"), {'artifact': [artifact]})
 
     # ------------------------------------------------------------------ one pod
-    def _pod(self, name, task, comp_name, component, label, container, params, arts, dag, ctx, marks) -> Rendered:
+    def _pod(self, name, task, comp_name, label, params, arts, dag, ctx, marks) -> Rendered:
         from localrunner.backends.kubernetes import pod_spec
         from localrunner.engine import executor_io, k8s_local
         from localrunner.engine.resources import resources_of
@@ -328,7 +328,9 @@ class Renderer:
         rendered = Rendered(name, comp_name, notes=list(marks))
         task_layout = self.layout.task(name)
         task_dir = task_layout.out             # the task's workdir, the only folder it writes
-        params = executor_io.coerce_inputs(dict(params), component.get('inputDefinitions', {}).get('parameters', {}))
+        # the engine's own readers, on the typed views (spec/views.py) of the component and its container
+        component, container = self.pipeline.view.components[comp_name], self.pipeline.view.executors[label].container
+        params = executor_io.coerce_inputs(dict(params), component.inputs.parameters)
         executor_input = executor_io.build(
             params, arts, executor_io.output_artifacts(component, task_layout),
             executor_io.output_parameter_files(component, task_layout), task_layout.executor_output)
@@ -470,7 +472,7 @@ def render_command(args) -> int:
     else:
         pipeline = load_pipeline(args.pipeline)
     from_file = read_params_file(args.params_file) if args.params_file else {}
-    params = resolve_pipeline_params(pipeline.root.get('inputDefinitions', {}), parse_cli_params(args.param),
+    params = resolve_pipeline_params(pipeline.view.root.inputs.parameters, parse_cli_params(args.param),
                                      from_file)
     from localrunner.faces.run_command import _image_map
     image_map = _image_map(args.image_map)

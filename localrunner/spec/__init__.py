@@ -12,9 +12,9 @@ Loading checks, in order, before anything runs (each failure is one UsageError l
    loop inputs, DAG output selectors; no dependency cycle;
 5. every placeholder in an executor is one KFP defines and names a declared input/output.
 
-The engine still reads the plain dict (`Pipeline.spec`, `.root`, `.component(name)`,
-`.executors`); `Pipeline.view` is the same document as frozen, typed views with every
-section present (empty when absent), for consumers that want no `.get('x', {})` chains.
+`Pipeline.view` is the document as frozen, typed views with every section present (empty
+when absent): what the engine reads. The plain dict (`Pipeline.spec`, `.root`,
+`.component(name)`, `.executors`) stays for the faces that show the IR as written.
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def _interface(read: Reader, node: dict, key: str, where: str, names_are_paths: 
                                   read.string(schema, 'schemaVersion', f'{awhere}.artifactType', default='0.0.1'),
                                   is_list=read.boolean(a, 'isArtifactList', awhere),
                                   optional=read.boolean(a, 'isOptional', awhere))
-    return Interface(frozen(params), frozen(arts))
+    return Interface(frozen(params), frozen(arts), as_written=section)
 
 
 def _component(read: Reader, name: str, where: str, node: dict) -> Component:
@@ -217,17 +217,23 @@ def _task(read: Reader, key: str, where: str, node: dict) -> Task:
     info = read.mapping(node, 'taskInfo', where)
     policy = read.mapping(node, 'triggerPolicy', where)
     caching = read.mapping(node, 'cachingOptions', where)
-    read.boolean(caching, 'enableCache', f'{where}.cachingOptions')
-    read.string(caching, 'cacheKey', f'{where}.cachingOptions')
+    # enableCache is a proto3 bool: the compiler writes `cachingOptions: {}` for
+    # set_caching_options(False) (and for every task compiled with
+    # KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT), and an absent field reads as false; KFP's driver
+    # serves a cached result only when GetCachingOptions().GetEnableCache() is true
+    # (kubeflow/pipelines backend/src/v2/driver/container.go; kfp/compiler/pipeline_spec_builder.py)
+    cache_enabled = read.boolean(caching, 'enableCache', f'{where}.cachingOptions')
+    cache_key = read.string(caching, 'cacheKey', f'{where}.cachingOptions')
     return Task(
         key=key, path=where, component=read.string(ref, 'name', f'{where}.componentRef', required=True),
-        display_name=read.string(info, 'name', f'{where}.taskInfo', default=key),
+        display_name=read.string(info, 'name', f'{where}.taskInfo'),
         parameters=frozen({n: _parameter_input(read, w, p) for n, w, p in read.items(inputs, 'parameters', iwhere)}),
         artifacts=frozen({n: _artifact_input(read, w, a) for n, w, a in read.items(inputs, 'artifacts', iwhere)}),
         dependent_tasks=read.strings(node, 'dependentTasks', where),
         condition=read.string(policy, 'condition', f'{where}.triggerPolicy'),
         strategy=read.string(policy, 'strategy', f'{where}.triggerPolicy'),
         caching=frozen(caching) if 'cachingOptions' in node else None,
+        cache_enabled=cache_enabled, cache_key=cache_key,
         retry=_retry(read, read.mapping(node, 'retryPolicy', where), f'{where}.retryPolicy')
         if 'retryPolicy' in node else None,
         loop=_loop(read, node, where))

@@ -39,6 +39,10 @@ class Interface(Record):
     """inputDefinitions or outputDefinitions."""
     parameters: Mapping[str, ParameterDef] = dataclasses.field(default_factory=lambda: frozen({}))
     artifacts: Mapping[str, ArtifactDef] = dataclasses.field(default_factory=lambda: frozen({}))
+    # the section exactly as the IR writes it ({} when absent), a plain dict, never modified:
+    # cache keys hash it byte for byte (caching.key_parts, custom_key_parts), so it is handed
+    # on as written rather than rebuilt from the typed fields
+    as_written: Mapping = dataclasses.field(default_factory=dict)
 
 
 @record
@@ -84,13 +88,15 @@ class Task(Record):
     key: str
     path: str                       # where it is in the IR, e.g. 'root.dag.tasks.train'
     component: str                  # componentRef.name
-    display_name: str
+    display_name: str               # taskInfo.name ('' when not written)
     parameters: Mapping[str, ParameterInput]
     artifacts: Mapping[str, ArtifactInput]
     dependent_tasks: tuple[str, ...] = ()
     condition: str = ''             # triggerPolicy.condition (CEL)
     strategy: str = ''              # triggerPolicy.strategy
     caching: Optional[Mapping] = None   # cachingOptions as written (None when absent)
+    cache_enabled: bool = False     # cachingOptions.enableCache is true (reader.py says why only then)
+    cache_key: str = ''             # cachingOptions.cacheKey: set_caching_options(cache_key=...)
     retry: Optional[Retry] = None
     loop: Optional[Loop] = None
 

@@ -162,7 +162,8 @@ def test_executor_output_names_a_uri_outside_for_an_isolated_task(tmp_path, sent
     """The rule itself (executor_io.read_outputs with an isolated Collect), on real files."""
     from localrunner.engine.executor_io import Collect, OutputError, output_artifacts, read_outputs
     from localrunner.layout import RootLayout
-    component = {'outputDefinitions': {'artifacts': {'art': {'artifactType': {'schemaTitle': 'system.Artifact'}}}}}
+    from tests.ir_views import component_view
+    component = component_view({'outputDefinitions': {'artifacts': {'art': {'artifactType': {'schemaTitle': 'system.Artifact'}}}}})
     layout = RootLayout(str(tmp_path / 'root')).run('r').task('t')
     os.makedirs(layout.out)
     arts = output_artifacts(component, layout)
@@ -180,7 +181,8 @@ def test_a_custom_path_folder_in_a_mounted_folder_is_copied_and_its_links_checke
     engine mounted at /tmp, links inside kept when they stay there, refused when they leave."""
     from localrunner.engine.executor_io import Collect, OutputError, output_artifacts, read_outputs
     from localrunner.layout import RootLayout
-    component = {'outputDefinitions': {'artifacts': {'art': {'artifactType': {'schemaTitle': 'system.Model'}}}}}
+    from tests.ir_views import component_view
+    component = component_view({'outputDefinitions': {'artifacts': {'art': {'artifactType': {'schemaTitle': 'system.Model'}}}}})
     layout = RootLayout(str(tmp_path / 'root')).run('r').task('t')
     os.makedirs(os.path.join(layout.out, 'artifacts'))
     model = os.path.join(layout.tmp(), 'model')

@@ -3,9 +3,12 @@ import copy
 
 import pytest
 
+from localrunner.engine import caching
 from localrunner.engine.caching import (action_key, caching_disabled_by_env, canonical, canonical_json,
-                                        custom_key_parts, diff_parts, key_parts, task_caching_enabled)
+                                        diff_parts, key_parts)
 from localrunner.engine.model import Artifact
+from localrunner.errors import UsageError
+from tests.ir_views import component_view, container_view, task_view
 
 SECRET = 'hunter2-very-secret'
 
@@ -122,6 +125,11 @@ IFACE = {'inputDefinitions': {'parameters': {'n': {'parameterType': 'NUMBER_INTE
          'outputDefinitions': {'parameters': {'Output': {'parameterType': 'STRING'}}}}
 
 
+def custom_key_parts(cache_key: str, component: dict, container: dict) -> dict:
+    """caching.custom_key_parts of a component and its container as the IR writes them."""
+    return caching.custom_key_parts(cache_key, component_view(component), container_view(container))
+
+
 def test_one_component_used_twice_shares_a_custom_key():
     # the IR holds comp-train and comp-train-2, exec-train and exec-train-2: equal copies
     first = custom_key_parts('v1', copy.deepcopy(IFACE), copy.deepcopy(LIGHTWEIGHT))
@@ -185,10 +193,14 @@ def test_an_unset_env_does_not(monkeypatch):
     ({'enableCache': False}, False),
     ({}, False),                       # set_caching_options(False) compiles to {} (proto3 default)
     (None, False),                     # no cachingOptions at all
-    ({'enableCache': 'true'}, False),  # not a bool
-    ({'enableCache': 1}, False),
-    ('enableCache', False),
-    ([{'enableCache': True}], False),
 ])
-def test_task_caching_enabled(options, enabled):
-    assert task_caching_enabled(options) is enabled
+def test_a_tasks_caching_is_on_only_when_enable_cache_is_true(options, enabled):
+    task = task_view({} if options is None else {'cachingOptions': options})
+    assert task.cache_enabled is enabled
+
+
+@pytest.mark.parametrize('options', [{'enableCache': 'true'}, {'enableCache': 1}, 'enableCache',
+                                     [{'enableCache': True}]])
+def test_caching_options_of_another_shape_are_refused_when_the_pipeline_is_read(options):
+    with pytest.raises(UsageError, match='root.dag.tasks.task.cachingOptions'):
+        task_view({'cachingOptions': options})

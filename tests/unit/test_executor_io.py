@@ -9,13 +9,14 @@ from localrunner.engine.executor_io import (OutputError, build, coerce_inputs, o
                                             output_parameter_files, read_outputs)
 from localrunner.engine.model import Artifact
 from localrunner.layout import RootLayout
+from tests.ir_views import component_view
 
 TYPES = {'s': 'STRING', 'i': 'NUMBER_INTEGER', 'f': 'NUMBER_DOUBLE', 'b': 'BOOLEAN', 'l': 'LIST', 'st': 'STRUCT'}
-COMPONENT = {'outputDefinitions': {
+COMPONENT = component_view({'outputDefinitions': {
     'parameters': {**{n: {'parameterType': t} for n, t in TYPES.items()},
                    'opt': {'parameterType': 'STRING', 'isOptional': True}},
     'artifacts': {'model': {'artifactType': {'schemaTitle': 'system.Model', 'schemaVersion': '0.0.1'}},
-                  'metrics': {'artifactType': {'schemaTitle': 'system.Metrics', 'schemaVersion': '0.0.1'}}}}}
+                  'metrics': {'artifactType': {'schemaTitle': 'system.Metrics', 'schemaVersion': '0.0.1'}}}}})
 GOOD = {'s': 'hello\n', 'i': ' 42\n', 'f': '2.5', 'b': 'True\n', 'l': '[1, "a"]', 'st': '{"k": {"n": 1}}'}
 
 
@@ -43,6 +44,7 @@ def test_coerce_inputs_gives_each_number_its_declared_type():
     defs = {'i': {'parameterType': 'NUMBER_INTEGER'}, 'f': {'parameterType': 'NUMBER_DOUBLE'},
             'frac': {'parameterType': 'NUMBER_INTEGER'}, 'flag': {'parameterType': 'NUMBER_DOUBLE'},
             's': {'parameterType': 'STRING'}, 'absent': {'parameterType': 'NUMBER_INTEGER'}}
+    defs = component_view({'inputDefinitions': {'parameters': defs}}).inputs.parameters
     out = coerce_inputs({'i': 5.0, 'f': 5, 'frac': 5.5, 'flag': True, 's': '5', 'extra': 1.0}, defs)
     assert out == {'i': 5, 'f': 5.0, 'frac': 5.5, 'flag': True, 's': '5', 'extra': 1.0}
     assert type(out['i']) is int and type(out['f']) is float and out['flag'] is True

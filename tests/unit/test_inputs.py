@@ -1,9 +1,11 @@
 """inputs.py: a task's inputs resolved in its DAG's scope, as KFP's driver resolves them."""
 import pytest
 
-from localrunner.engine.inputs import InputError, Scope, final_status, resolve
+from localrunner.engine.inputs import InputError, Scope, final_status, input_value, parameter_value, resolve
 from localrunner.engine.model import Artifact, Outcome, State
 from localrunner.engine.placeholders import RunContext
+from localrunner.spec import Component, Task
+from tests.ir_views import component_view, task_view
 
 CTX = RunContext(job_name='pipe-run-1', job_id='uuid-1', task_name='consumer', task_id='t-1',
                  create_time='2024-01-01T00:00:00Z', pipeline_root='/root', workspace='/ws')
@@ -26,12 +28,13 @@ def art(producer: str, key: str) -> dict:
     return {'taskOutputArtifact': {'producerTask': producer, 'outputArtifactKey': key}}
 
 
-def task(parameters=None, artifacts=None) -> dict:
-    return {'inputs': {'parameters': parameters or {}, 'artifacts': artifacts or {}}}
+def task(parameters=None, artifacts=None) -> Task:
+    """The view of a task with these inputs, as the IR writes them."""
+    return task_view({'inputs': {'parameters': parameters or {}, 'artifacts': artifacts or {}}})
 
 
-def component(parameters=None, artifacts=None) -> dict:
-    return {'inputDefinitions': {'parameters': parameters or {}, 'artifacts': artifacts or {}}}
+def component(parameters=None, artifacts=None) -> Component:
+    return component_view({'inputDefinitions': {'parameters': parameters or {}, 'artifacts': artifacts or {}}})
 
 
 STRING, INT = {'parameterType': 'STRING'}, {'parameterType': 'NUMBER_INTEGER'}
@@ -177,3 +180,18 @@ def test_an_empty_artifact_list_is_no_value():
     sc = scope(train=Outcome(State.SUCCEEDED, artifacts={'model': []}))
     _, arts = resolve(task(artifacts={'model': art('train', 'model')}), component(), sc, CTX, check_required=True)
     assert arts == {}
+
+
+def test_a_kfp_kubernetes_reference_resolves_as_the_same_task_input_does():
+    """k8s_local's *NameParameter references are IR parameter references kept in the platform
+    config (a dict): parameter_value reads them to what the reader makes of a task input."""
+    sc = scope(train=Outcome(State.SUCCEEDED, parameters={'Output': 'claim-7'}), body=Outcome(State.FAILED))
+    refs = {'in': {'componentInputParameter': 'pipelinechannel--word'}, 'out': out('train'),
+            'missing': out('nowhere'), 'const': {'runtimeValue': {'constant': 'job {{$.pipeline_job_name}}'}},
+            'status': {'taskFinalStatus': {'producerTask': 'body'}}}
+    view = task(refs)
+    for name, ref in refs.items():
+        assert parameter_value(ref, sc, CTX) == input_value(view.parameters[name], sc, CTX), name
+    assert parameter_value(refs['in'], sc, CTX) == (True, 'hi')
+    assert parameter_value(refs['missing'], sc, CTX) == (False, None)
+    assert parameter_value({'somethingElse': 1}, sc, CTX) == (False, None)

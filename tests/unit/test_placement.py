@@ -1,7 +1,14 @@
 """placement.py: whether a task runs faithfully on this machine or only in its image."""
 import pytest
 
-from localrunner.engine.placement import image_need
+from localrunner.engine import placement
+from tests.ir_views import container_view
+
+
+def image_need(container: dict):
+    """placement.image_need of a container as the IR writes it."""
+    return placement.image_need(container_view(container))
+
 
 # what kfp 2.17 compiles @dsl.component into (a pip prologue, then the function's source)
 KFP_PROLOGUE = ('\nif ! [ -x "$(command -v pip)" ]; then\n    python3 -m ensurepip || python3 -m ensurepip --user'

@@ -5,6 +5,7 @@ from localrunner.engine.caching import custom_key_parts, key_parts
 from localrunner.engine.inputs import Scope
 from localrunner.engine.model import Outcome, State
 from localrunner.engine.prediction import describe_change, pending_upstreams
+from tests.ir_views import component_view, container_view, task_view
 
 
 def parts(**change):
@@ -53,8 +54,8 @@ def test_at_most_six_things_are_named():
 
 
 def test_a_custom_key_change_and_a_schema_change():
-    iface = {'inputDefinitions': {}}
-    container = {'args': ['--function_to_execute', 'f']}
+    iface = component_view({'inputDefinitions': {}})
+    container = container_view({'args': ['--function_to_execute', 'f']})
     assert describe_change(custom_key_parts('v1', iface, container),
                            custom_key_parts('v2', iface, container)) == 'changed: cache key'
     assert describe_change(parts(), {**parts(), 'schema': 999}) == 'changed: key schema'
@@ -73,24 +74,24 @@ def test_pending_upstreams_are_those_whose_outputs_the_task_reads():
         'split': Outcome(State.SUCCEEDED, pending='split'),
         'unrelated': Outcome(State.SUCCEEDED, pending='unrelated'),
     }, prefix='loop.0/')
-    task = {'inputs': {
+    task = task_view({'inputs': {
         'parameters': {'acc': {'taskOutputParameter': {'producerTask': 'train', 'outputParameterKey': 'acc'}},
                        'loss': {'taskOutputParameter': {'producerTask': 'train', 'outputParameterKey': 'loss'}},
                        'rows': {'taskOutputParameter': {'producerTask': 'load', 'outputParameterKey': 'rows'}},
                        'status': {'taskFinalStatus': {'producerTask': 'body'}},
                        'n': {'componentInputParameter': 'pipelinechannel--n'}},
         'artifacts': {'part': {'taskOutputArtifact': {'producerTask': 'split', 'outputArtifactKey': 'part'}}}},
-        'dependentTasks': ['unrelated']}                       # .after() alone reads nothing
+        'dependentTasks': ['unrelated']})                      # .after() alone reads nothing
     assert pending_upstreams(task, scope) == ['loop.0/train', 'loop.0/body', 'loop.0/split']
 
 
-@pytest.mark.parametrize('task', [{}, {'inputs': None}, {'inputs': {'parameters': None, 'artifacts': None}}])
+@pytest.mark.parametrize('task', [{}, {'inputs': {}}, {'inputs': {'parameters': {}, 'artifacts': {}}}])
 def test_a_task_without_inputs_waits_on_nothing(task):
     scope = Scope({}, {}, {'train': Outcome(State.SUCCEEDED, pending='train')}, prefix='')
-    assert pending_upstreams(task, scope) == []
+    assert pending_upstreams(task_view(task), scope) == []
 
 
 def test_a_producer_not_in_scope_is_not_pending():
-    task = {'inputs': {'parameters': {'x': {'taskOutputParameter': {'producerTask': 'gone',
-                                                                    'outputParameterKey': 'Output'}}}}}
+    task = task_view({'inputs': {'parameters': {'x': {'taskOutputParameter': {'producerTask': 'gone',
+                                                                              'outputParameterKey': 'Output'}}}}})
     assert pending_upstreams(task, Scope({}, {}, {}, prefix='')) == []

@@ -4,22 +4,26 @@ import pytest
 
 from localrunner.engine.placeholders import RunContext
 from localrunner.engine.resources import resources_of
+from localrunner.errors import UsageError
+from tests.ir_views import container_view
 
 CTX = RunContext('job', 'job-id', 'task', 'task-id', 'T', '/root', '/ws')
 EXECUTOR_INPUT = {'inputs': {'parameterValues': {'pipelinechannel--cpu': '2', 'pipelinechannel--mem': '1Gi',
+                                                 'pipelinechannel--word': 'lots',
                                                  'pipelinechannel--gpu': 'nvidia.com/gpu', 'pipelinechannel--n': 2}},
                   'outputs': {}}
 
 
 def of(resources: dict):
-    return resources_of({'image': 'python:3.11', 'resources': resources}, EXECUTOR_INPUT, CTX)
+    """resources_of the container with these resources, as the IR writes them."""
+    return resources_of(container_view({'image': 'python:3.11', 'resources': resources}), EXECUTOR_INPUT, CTX)
 
 
 def test_nothing_asked():
     r = of({})
     assert (r.cpu_limit, r.memory_limit, r.cpu_request, r.memory_request) == (None, None, None, None)
     assert r.accelerator_type is None and r.accelerator_count == 0
-    assert resources_of({'image': 'x'}, EXECUTOR_INPUT, CTX) == r
+    assert resources_of(container_view({'image': 'x'}), EXECUTOR_INPUT, CTX) == r
 
 
 def test_string_forms_win_over_the_legacy_numbers():
@@ -70,7 +74,15 @@ def test_accelerators(accelerator, kind, count):
 
 @pytest.mark.parametrize('resources,what', [({'resourceCpuLimit': 'lots'}, 'cpu'),
                                             ({'resourceMemoryLimit': '1X'}, 'memory')])
-def test_a_bad_quantity_is_a_value_error_naming_it(resources, what):
+def test_a_bad_constant_quantity_is_refused_when_the_pipeline_is_read(resources, what):
+    with pytest.raises(UsageError, match=f'resources.{next(iter(resources))}: not a {what}'):
+        of(resources)
+
+
+@pytest.mark.parametrize('resources,what', [
+    ({'resourceCpuLimit': "{{$.inputs.parameters['pipelinechannel--word']}}"}, 'cpu'),
+    ({'resourceMemoryLimit': "{{$.inputs.parameters['pipelinechannel--word']}}"}, 'memory')])
+def test_a_bad_quantity_from_a_parameter_is_a_value_error_naming_it(resources, what):
     with pytest.raises(ValueError, match=what):
         of(resources)
 
