@@ -29,7 +29,7 @@ import time
 from .action_cache import safe_name
 from .digest import DIGEST_RE
 from .errors import CacheError, LockTimeout
-from .locks import same_file, try_lock
+from .locks import flock_until, same_file, try_lock
 
 LEASE_SUFFIX = ".lease"
 _GC_LOCK = "gc.lock"
@@ -80,20 +80,8 @@ def _remove_if_unheld(path: str) -> bool:
 
 
 def _lock_with_timeout(fd: int, how: int, timeout: float | None, what: str) -> None:
-    if timeout is None:
-        fcntl.flock(fd, how)
-        return
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, how | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"timed out after {timeout:g}s waiting for {what}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    if not flock_until(fd, how, None if timeout is None else time.monotonic() + timeout):
+        raise LockTimeout(f"timed out after {timeout:g}s waiting for {what}")
 
 
 class Lease:

@@ -27,23 +27,30 @@ def same_file(fd: int, path: str) -> bool:
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 
 
-def _acquire(path: str, deadline: Optional[float], what: str) -> int:
+def flock_until(fd: int, how: int, deadline: Optional[float]) -> bool:
+    """flock(fd, how), waiting until ``deadline`` (time.monotonic(); None: as long as it
+    takes) with a backoff from 1 to 50 ms. False when the deadline passed first."""
+    if deadline is None:
+        fcntl.flock(fd, how)
+        return True
     delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _acquire(path: str, deadline: Optional[float], what: str) -> int:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            if deadline is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            else:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise LockTimeout(f"timed out waiting for the lock on {what}") from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.05)
+            if not flock_until(fd, fcntl.LOCK_EX, deadline):
+                raise LockTimeout(f"timed out waiting for the lock on {what}")
             if same_file(fd, path):
                 return fd
         except BaseException:
