@@ -60,7 +60,7 @@ def _json(document: Any) -> str:
 
 
 def action_key(parts: dict) -> str:
-    return canonical_key(canonical(parts))
+    return digest_bytes(canonical_json(parts).encode())
 
 
 def canonical_key(document: dict) -> str:
