@@ -172,6 +172,36 @@ def test_explain_cache_names_what_changed(setup, tmp_path):
     assert _count(folder, 'load') == 1, 'explain runs nothing'
 
 
+def _remembered(root):
+    """The 'last' index as the engine keeps it: task -> (key, run that first had that key)."""
+    from localrunner.engine.caching import CacheSettings, TaskCache
+    cache = TaskCache(str(root), CacheSettings())
+    try:
+        found = {t: cache.previous('cache-chain', t) for t in ('load', 'scale', 'other')}
+        return {t: (v['key'], v['run']) for t, v in found.items() if v}
+    finally:
+        cache.close()
+
+
+def test_a_key_already_remembered_is_not_written_again(setup, tmp_path):
+    """A cached rerun rewrites none of its tasks' remembered keys (each row names the run that
+    first had that key); a task whose key changed is written, and explained from there."""
+    run, folder, data, _ = setup
+    first = run()
+    kept = _remembered(tmp_path / 'root')
+    assert set(kept) == {'load', 'scale', 'other'} and {r for _, r in kept.values()} == {first['run_id']}
+    assert kept['scale'][0] == [t for t in first['tasks'] if t['name'] == 'scale'][0]['cache_key']
+    run()
+    assert _remembered(tmp_path / 'root') == kept
+    third = run('-p', 'factor=3')
+    now = _remembered(tmp_path / 'root')
+    assert now['load'] == kept['load'] and now['other'] == kept['other']
+    assert now['scale'][1] == third['run_id'] and now['scale'][0] != kept['scale'][0]
+    proc = run_cli('explain-cache', os.path.join(str(tmp_path), 'chain.yaml'), '-p', f'uri={data}',
+                   '-p', f'folder={folder}', '-p', 'factor=4', '--root', str(tmp_path / 'root'))
+    assert 'would run scale: changed: input parameter factor' in proc.stdout, proc.stdout
+
+
 def test_corrupt_object_is_a_miss_not_a_wrong_result(setup, tmp_path):
     run, folder, *_ = setup
     first = run()

@@ -444,16 +444,26 @@ class TaskCache:
         items, self._remembered = self._remembered, {}
         if not items:
             return
-        rows = ((k, json.dumps({'key': key, 'parts': parts, 'run': run_id}, sort_keys=True))
-                for k, (key, parts, run_id) in items.items())
         try:
+            # a task whose key and parts are what is remembered already is not written again
+            # (a cached rerun of 1,000 tasks reads 1,000 rows instead of rewriting them); the
+            # run kept is then the one that first had that key
+            rows = [(k, json.dumps({'key': key, 'parts': parts, 'run': run_id}, sort_keys=True))
+                    for k, (key, parts, run_id) in items.items() if not self._remembered_already(k, key, parts)]
             self.last.set_many(rows)
         except CacheError as e:         # only explains a later miss: never fails a run
             self.warnings.append(f'cannot remember the tasks\' keys: {e}')
 
+    def _remembered_already(self, name: str, key: str, parts: dict) -> bool:
+        known = self._previous(name)
+        return known is not None and known['key'] == key and known.get('parts') == parts
+
     def previous(self, pipeline: str, task: str) -> Optional[dict]:
+        return self._previous(f'{pipeline}\0{task}')
+
+    def _previous(self, name: str) -> Optional[dict]:
         try:
-            value = self.last.get(f'{pipeline}\0{task}')
+            value = self.last.get(name)
             if isinstance(value, str):
                 value = json.loads(value)
         except (CacheError, ValueError):
