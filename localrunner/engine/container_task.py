@@ -31,7 +31,7 @@ from localrunner.engine.resources import resources_of
 from localrunner.engine.slots import GpuShortage
 from localrunner.environments.python_env import lift_prologue
 from localrunner.errors import LaunchError
-from localrunner.layout import PathEscape
+from localrunner.layout import PathEscape, ensure_dirs
 from localrunner.spec.views import Component, Container, Executor, Retry, Task
 from localrunner_cache import LockTimeout
 
@@ -97,6 +97,7 @@ class ContainerTask:
         self.record = TaskRecord.of(name, task, 'container', display_name=self.display)
         self.task_id = run.task_uuid()
         self.timeout_s: Optional[float] = None
+        self.execution = None             # the attempt running (_run_attempt sets it, in its thread)
 
     def _ctx(self) -> RunContext:
         return self.run.context(self.name, self.task_id)
@@ -290,7 +291,7 @@ class ContainerTask:
         in one hop to a worker thread."""
         run = self.run
         try:
-            found = await run.in_thread(self._restore, key)
+            found = await run.in_batch(self._restore, key)
         except Exception as e:           # a corrupt object is a miss, never a wrong result
             run.warn(f'cache entry for {self.name} unusable ({e}); running the task', task=self.name)
             run.cache.actions.delete(key)
@@ -361,16 +362,11 @@ class ContainerTask:
             if run.cancelled:
                 return self._end(State.CANCELED)
             run.bus.emit(ev.TaskStarted(task=self.name, attempt=attempt, display_name=self.display))
-            error, retryable = await self._one_attempt(spec, attempt)
+            error, retryable, params = await self._one_attempt(spec, attempt, key, parts, record)
+            if params is not None:
+                return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
             if run.cancelled:
                 return self._end(State.CANCELED)
-            if error is None:
-                try:
-                    return await self._collect(key, parts, record)
-                except (executor_io.OutputError, OSError) as e:
-                    error, retryable = str(e), True
-                except Exception as e:         # e.g. a full disk while storing
-                    error, retryable = f'storing outputs failed: {e}', False
             again = retryable and attempt <= len(delays)
             run.bus.emit(ev.AttemptFailed(task=self.name, attempt=attempt, error=error, retrying=again))
             if not again:
@@ -424,18 +420,31 @@ class ContainerTask:
             run.bus.emit(ev.EnvReady(task=self.name, seconds=time.time() - began, built=True))
         return result
 
-    async def _one_attempt(self, spec: LaunchSpec, attempt: int) -> tuple[Optional[str], bool]:
+    async def _one_attempt(self, spec: LaunchSpec, attempt: int, key: str, parts: dict,
+                           record: bool) -> tuple[Optional[str], bool, Optional[dict]]:
+        """One attempt: (error, retryable, output parameters once stored). Without a timeout it
+        is one hop to a worker thread (_run_attempt: launched, waited for, its outputs stored);
+        with one, the wait is a hop of its own, abandoned at the deadline."""
         run = self.run
+        if self.timeout_s is None:
+            self.execution = None
+            try:
+                return await run.in_thread(self._run_attempt, spec, attempt, key, parts, record)
+            except asyncio.CancelledError:      # Ctrl-C: the process must not outlive the run
+                run.cancelled = True            # one still being launched is stopped by track()
+                if self.execution is not None:
+                    run.stop(self.execution)
+                raise
         try:
             execution = await run.in_thread(self._launch, spec, attempt)
         except LaunchError as e:
-            return str(e), e.retryable
+            return str(e), e.retryable, None
         run.track(execution)
         try:
             code = await asyncio.wait_for(run.in_thread(execution.wait), self.timeout_s)
         except asyncio.TimeoutError:
             run.stop(execution)
-            return f'timed out after {self.timeout_s:g}s (kubernetes.set_timeout)', True
+            return f'timed out after {self.timeout_s:g}s (kubernetes.set_timeout)', True, None
         except asyncio.CancelledError:          # Ctrl-C: the process must not outlive the run
             run.cancelled = True
             run.stop(execution)
@@ -443,8 +452,42 @@ class ContainerTask:
         finally:
             run.executions.discard(execution)
         if code != 0:
-            return f'exited with code {code}', True
-        return None, False
+            return f'exited with code {code}', True, None
+        if run.cancelled:
+            return None, False, None
+        return await run.in_batch(self._stored, key, parts, record)
+
+    def _run_attempt(self, spec: LaunchSpec, attempt: int, key: str, parts: dict,
+                     record: bool) -> tuple[Optional[str], bool, Optional[dict]]:
+        """In a worker thread, the whole attempt in one hop (the thread would block on the
+        wait anyway): launched, tracked (a run canceled meanwhile stops it), waited for and,
+        on exit 0 in a run not canceled, its outputs stored."""
+        run = self.run
+        try:
+            execution = self._launch(spec, attempt)
+        except LaunchError as e:
+            return str(e), e.retryable, None
+        self.execution = execution
+        run.track(execution)
+        try:
+            code = execution.wait()
+        finally:
+            run.executions.discard(execution)
+        if code != 0:
+            return f'exited with code {code}', True, None
+        if run.cancelled:
+            return None, False, None
+        return self._stored(key, parts, record)
+
+    def _stored(self, key: str, parts: dict, record: bool) -> tuple[Optional[str], bool, Optional[dict]]:
+        """_store's outcome as an attempt's: a missing or unreadable output is retryable,
+        anything else (a full disk while storing) is not."""
+        try:
+            return None, False, self._store(key, parts, record)
+        except (executor_io.OutputError, OSError) as e:
+            return str(e), True, None
+        except Exception as e:
+            return f'storing outputs failed: {e}', False, None
 
     def _launch(self, spec: LaunchSpec, attempt: int):
         """In a worker thread: the attempt's folders laid out, then the backend's launch (one
@@ -465,10 +508,14 @@ class ContainerTask:
         a link in place of the folder is unlinked). The output folders exist before the task
         starts (KFP's launcher makes them too)."""
         if attempt == 1:
-            os.makedirs(self.layout.out, exist_ok=True)
-            os.makedirs(self.layout.logs_dir, exist_ok=True)
-            with open(self.layout.executor_input, 'x') as f:
-                f.write(json.dumps(self.executor_input))
+            ensure_dirs((self.layout.dir, self.layout.out, self.layout.logs_dir))
+            fd = os.open(self.layout.executor_input, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                data = json.dumps(self.executor_input).encode()
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
         else:
             for folder in (self.layout.out, self.layout.tmp()):
                 if os.path.islink(folder):
@@ -480,12 +527,7 @@ class ContainerTask:
             os.makedirs(self.layout.out, exist_ok=True)
         folders = {os.path.dirname(a.path) for lst in self.out_arts.values() for a in lst}
         folders |= {os.path.dirname(p) for p in self.out_param_files.values()}
-        for folder in folders:
-            os.makedirs(folder, exist_ok=True)
-
-    async def _collect(self, key: str, parts: dict, record: bool) -> Outcome:
-        params = await self.run.in_thread(self._store, key, parts, record)
-        return self._end(State.SUCCEEDED, parameters=params, artifacts=self.out_arts)
+        ensure_dirs(sorted(folders))
 
     def _store(self, key: str, parts: dict, record: bool) -> dict:
         """In a worker thread, one hop: the task's outputs read (never through a link: a host

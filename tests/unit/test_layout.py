@@ -62,3 +62,20 @@ def test_run_ids_are_listed_oldest_first_and_skip_links(tmp_path):
         os.utime(os.path.join(root.runs_dir, name), (1000 + i, 1000 + i))
     os.symlink('/tmp', os.path.join(root.runs_dir, 'zz-link'))
     assert root.run_ids() == ['b', 'a', 'c']
+
+
+def test_ensure_dirs_makes_each_folder_parents_included(tmp_path):
+    from localrunner.layout import ensure_dirs
+    task = tmp_path / 'runs' / 'r1' / 'tasks' / 'loop.3' / 'train'     # no parent exists yet
+    ensure_dirs([str(task), str(task / 'out'), str(task / 'logs')])
+    assert (task / 'out').is_dir() and (task / 'logs').is_dir()
+    ensure_dirs([str(task), str(task / 'out')])                          # already there: fine, as makedirs
+    assert sorted(p.name for p in task.iterdir()) == ['logs', 'out']
+
+
+def test_ensure_dirs_refuses_a_file_where_a_folder_goes(tmp_path):
+    from localrunner.layout import ensure_dirs
+    (tmp_path / 'out').write_text('not a folder')
+    with pytest.raises(FileExistsError):
+        ensure_dirs([str(tmp_path / 'out')])
+    assert (tmp_path / 'out').read_text() == 'not a folder'
