@@ -60,24 +60,34 @@ def retry_delays(retry: Optional[Retry]) -> list[float]:
 
 def launch_spec(name: str, container: Container, executor_input: dict, ctx: RunContext, *, arts: dict, workdir: str,
                 run_id: str, image_map: dict, resources: Resources, k8s: k8s_local.K8sEffect, platform: dict,
-                extra_mounts: tuple = (), needs_image: Optional[str] = None, log_path: str = '') -> LaunchSpec:
+                extra_mounts: tuple = (), needs_image: Optional[str] = None, log_path: str = '',
+                with_command: bool = True) -> LaunchSpec:
     """What a backend is handed for one attempt of a task (pure: no I/O). The one place a
     LaunchSpec is put together: a run (ContainerTask._prepare) and `localrunner render` both
-    call it. The command with KFP's pip prologue lifted off (environments/python_env.py) and
-    its placeholders resolved; the env with the kfp-kubernetes env on top; inputs mounted
-    read-only, the task's writable folder read-write."""
+    call it. The command (command_of); the env with the kfp-kubernetes env on top; inputs
+    mounted read-only, the task's writable folder read-write. with_command=False leaves argv
+    empty, for command_of to fill once the task is known to run: a cache hit never needs it
+    (and {{$}} is the whole executor input, serialized)."""
     env = {name: substitute(value, executor_input, ctx) for name, value in container.env.items()}
     env.update(k8s.env)
-    python_env, argv_template = lift_prologue(list(container.command), list(container.args))
+    python_env, _ = lift_prologue(list(container.command), list(container.args))
     mounts = [Mount(a.path, read_only=True) for lst in arts.values() for a in lst if a.path]
     mounts += [Mount(p, read_only=True) for p in extra_mounts]
     mounts.append(Mount(workdir, read_only=False))
     image = container.image
-    return LaunchSpec(task=name, image=image_map.get(image, image), argv=resolve_argv(argv_template, executor_input, ctx),
+    return LaunchSpec(task=name, image=image_map.get(image, image),
+                      argv=command_of(container, executor_input, ctx) if with_command else [],
                       env=env, workdir=workdir, log_path=log_path, python_env=python_env, mounts=mounts,
                       resources=resources, labels={'localrunner.run': run_id, 'localrunner.task': name, **k8s.labels},
                       volumes=dict(k8s.volumes), read_only_volumes=set(k8s.read_only), platform=platform,
                       needs_image=needs_image)
+
+
+def command_of(container: Container, executor_input: dict, ctx: RunContext) -> list[str]:
+    """The command a task runs: KFP's pip prologue lifted off (environments/python_env.py, it
+    becomes the task's environment), the placeholders resolved."""
+    _, argv_template = lift_prologue(list(container.command), list(container.args))
+    return resolve_argv(argv_template, executor_input, ctx)
 
 
 class ContainerTask:
@@ -251,7 +261,8 @@ class ContainerTask:
         spec = launch_spec(self.name, self.container, self.executor_input, ctx, arts=self.arts, workdir=layout.out,
                            run_id=run.run_id, image_map=run.options.image_map, resources=resources, k8s=k8s,
                            platform=k8s_local.resolve_names(platform_config, lookup),
-                           extra_mounts=run.options.extra_mounts, needs_image=run.image_needs.get(self.label))
+                           extra_mounts=run.options.extra_mounts, needs_image=run.image_needs.get(self.label),
+                           with_command=False)
         image, env = self.container.image, spec.env
         self.caps = run.backend.capabilities_for(spec)
         if k8s.volumes and not self.caps.volumes:
@@ -345,6 +356,10 @@ class ContainerTask:
     async def _attempts(self, spec: LaunchSpec, parts: dict, key: str, record: bool) -> Outcome:
         run = self.run
         delays = retry_delays(self.task.retry)
+        try:
+            spec.argv = command_of(self.container, self.executor_input, self._ctx())
+        except (PlaceholderError, ValueError) as e:
+            return self._end(State.FAILED, str(e))
         try:
             await self._environment(spec, prepare=True)
         except LaunchError as e:
