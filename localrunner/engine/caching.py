@@ -33,9 +33,24 @@ if TYPE_CHECKING:
 KEY_SCHEMA_VERSION = 1
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def canonical(value: Any) -> Any:
     """One form per value: floats that are whole become ints (KFP's proto numbers are doubles:
     5 and 5.0 are the same parameter value), dict keys sorted by json.dumps."""
+    # the exact JSON types first (what a key's parts are made of, thousands of times a run)
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): canonical(v) for k, v in value.items()}
+    if kind is list:
+        return [canonical(v) for v in value]
+    return _canonical_other(value)
+
+
+def _canonical_other(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, float):
