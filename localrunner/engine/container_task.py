@@ -168,7 +168,10 @@ class ContainerTask:
             # caching off: no single flight with an identical task either (KFP runs both)
             return await self._admitted(spec, parts, key, use_cache=False)
         lock = run.key_lock(key)                          # identical tasks in this run: one at a time
-        await run.unless_canceled(lock.acquire())
+        if lock.locked() or run.cancelled:
+            await run.unless_canceled(lock.acquire())
+        else:
+            await lock.acquire()                          # free: taken at once, nothing to cancel
         try:
             return await self._admitted(spec, parts, key, use_cache=True)
         finally:
@@ -191,9 +194,12 @@ class ContainerTask:
         except GpuShortage as e:
             return self._end(State.FAILED, f'{e}')
         run.bus.emit(ev.TaskQueued(task=self.name))
-        grant = await run.unless_canceled(run.pool.acquire(
-            (spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
-            (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus))
+        need = ((spec.resources.cpu_request or spec.resources.cpu_limit or 0.0) if local else 0.0,
+                (spec.resources.memory_request or spec.resources.memory_limit or 0) if local else 0, gpus)
+        # free now (the usual case below max_parallel): taken without a wait to make cancelable
+        grant = None if run.cancelled else run.pool.try_acquire(*need)
+        if grant is None:
+            grant = await run.unless_canceled(run.pool.acquire(*need))
         if local:
             spec.resources.gpu_ids = grant.gpu_ids
         try:

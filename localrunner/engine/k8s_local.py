@@ -138,6 +138,8 @@ def apply(config: dict, lookup: Lookup, sources: LocalSources, pod_name: str, ta
     and removed with the run: where a secret or config map given as one file becomes the
     folder of one file per key a cluster would mount (a secret's bytes never enter the root)."""
     effect = K8sEffect()
+    if not config:                  # most executors: no kfp-kubernetes settings at all
+        return effect
     if config.get('activeDeadlineSeconds'):
         # kubernetes.set_timeout: the pod is killed after that long; so is the local attempt
         effect.timeout_s = float(config['activeDeadlineSeconds'])
@@ -277,7 +279,9 @@ def resolve_names(config: dict, lookup: Union[Lookup, dict]) -> dict:
             if 'componentInputParameter' in ref:
                 return inputs.get(ref['componentInputParameter'])
             return (ref.get('runtimeValue') or {}).get('constant')
-    out = json.loads(json.dumps(config or {}))
+    if not config:
+        return {}
+    out = json.loads(json.dumps(config))
     for key, kind in (('secretAsEnv', 'secret'), ('secretAsVolume', 'secret'),
                       ('configMapAsEnv', 'configMap'), ('configMapAsVolume', 'configMap'),
                       ('imagePullSecret', 'secret')):

@@ -140,7 +140,8 @@ class Run:
         self.started = time.time()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._main_task: Optional[asyncio.Task] = None
-        self._canceled: Optional[asyncio.Event] = None
+        self._waiting: set[asyncio.Future] = set()     # unless_canceled waits, canceled with the run
+        self._stopped: set[asyncio.Future] = set()     # those the run's cancel canceled
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
@@ -329,32 +330,31 @@ class Run:
             pass
 
     def _wake_waiters(self) -> None:
-        if self._canceled is not None:
-            self._canceled.set()
+        for waiting in list(self._waiting):
+            if not waiting.done():
+                self._stopped.add(waiting)
+                waiting.cancel()
 
     async def unless_canceled(self, awaitable) -> Any:
         """`await awaitable`, unless the run is canceled first: then it is abandoned and
         RunCanceled raised. A result ready at the same moment wins (a lock or slot acquired
-        is returned, never lost)."""
+        is returned, never lost: a cancel that comes after the grant gives it back)."""
         inner = asyncio.ensure_future(awaitable)
         if self.cancelled and not inner.done():
             inner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 return await inner
             raise RunCanceled()
-        stop = asyncio.ensure_future(self._canceled.wait())
+        self._waiting.add(inner)           # the run's cancel cancels it (_wake_waiters)
         try:
-            await asyncio.wait({inner, stop}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            inner.cancel()
-            raise
-        finally:
-            stop.cancel()
-        if not inner.done():
-            inner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
             return await inner
-        raise RunCanceled()
+        except asyncio.CancelledError:
+            if inner not in self._stopped or _being_canceled():
+                raise                       # this task itself is canceled (kill): nothing waits
+            raise RunCanceled() from None
+        finally:
+            self._waiting.discard(inner)
+            self._stopped.discard(inner)
 
     def _on_signal(self, signum: int) -> None:
         self.signal = signum
@@ -445,9 +445,6 @@ class Run:
     async def _main(self) -> Outcome:
         self._loop = asyncio.get_running_loop()
         self._main_task = asyncio.current_task()
-        self._canceled = asyncio.Event()
-        if self.cancelled:
-            self._canceled.set()
         if self.killed:
             return Outcome(State.CANCELED)
         try:
@@ -643,6 +640,12 @@ class Run:
             return 'dag'
         executor = self.view.executor_of(component)
         return 'importer' if executor is not None and executor.importer is not None else 'container'
+
+
+def _being_canceled() -> bool:
+    """Whether the running task has been asked to cancel (Python 3.11+ tells; before, no)."""
+    cancelling = getattr(asyncio.current_task(), 'cancelling', None)
+    return bool(cancelling and cancelling())
 
 
 def log_tail(path: Optional[str], lines: int = 20) -> list[str]:

@@ -70,6 +70,11 @@ class ResourcePool:
         self._mem_used += memory
         return Grant(cpu, memory, ids)
 
+    def try_acquire(self, cpu: float = 0.0, memory: int = 0, gpus: int = 0) -> Optional[Grant]:
+        """The grant when it fits now (as acquire() would give it at once), else None."""
+        self.check(gpus)
+        return self._take(cpu, memory, gpus) if self._fits(cpu, memory, gpus) else None
+
     async def acquire(self, cpu: float = 0.0, memory: int = 0, gpus: int = 0) -> Grant:
         self.check(gpus)
         if self._fits(cpu, memory, gpus):

@@ -82,3 +82,74 @@ def test_a_canceled_caller_does_not_break_the_others():
     bare._threads.shutdown()
 
 
+
+
+# ---------------------------------------------------------------- Run.unless_canceled
+class _Waits:
+    """The parts of a Run that unless_canceled uses."""
+    unless_canceled = Run.unless_canceled
+    _wake_waiters = Run._wake_waiters
+
+    def __init__(self):
+        self.cancelled = False
+        self._waiting = set()
+        self._stopped = set()
+
+    def cancel(self):
+        self.cancelled = True
+        self._wake_waiters()
+
+
+def test_a_wait_ends_with_run_canceled_when_the_run_is_canceled():
+    from localrunner.engine.container_task import RunCanceled
+    run = _Waits()
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        waiter = asyncio.ensure_future(run.unless_canceled(lock.acquire()))
+        await asyncio.sleep(0)
+        run.cancel()
+        with pytest.raises(RunCanceled):
+            await waiter
+        lock.release()
+        assert not lock.locked()                   # the abandoned wait did not take it
+        with pytest.raises(RunCanceled):           # a run already canceled: no wait at all
+            await run.unless_canceled(asyncio.sleep(10))
+        assert not run._waiting and not run._stopped
+    asyncio.run(main())
+
+
+def test_a_lock_granted_as_the_run_is_canceled_is_not_lost():
+    from localrunner.engine.container_task import RunCanceled
+    run = _Waits()
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        waiter = asyncio.ensure_future(run.unless_canceled(lock.acquire()))
+        await asyncio.sleep(0)
+        lock.release()                             # granted to the waiter ...
+        run.cancel()                               # ... and canceled before it ran
+        try:
+            await waiter
+            lock.release()                         # it won: it holds the lock
+        except RunCanceled:
+            pass                                   # it lost: it gave the lock back
+        assert not lock.locked()
+        await asyncio.wait_for(lock.acquire(), 1)
+    asyncio.run(main())
+
+
+def test_a_result_ready_first_wins_and_a_task_canceled_itself_is_canceled():
+    run = _Waits()
+
+    async def main():
+        assert await run.unless_canceled(asyncio.sleep(0, 'done')) == 'done'
+        outer = asyncio.ensure_future(run.unless_canceled(asyncio.sleep(10)))
+        await asyncio.sleep(0)
+        outer.cancel()                             # the task itself (a kill): CancelledError, not RunCanceled
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert not run._waiting
+    asyncio.run(main())
