@@ -189,7 +189,7 @@ class Run:
         for fn, args, future in items:
             try:
                 answers.append((future, fn(*args), None))
-            except Exception as e:
+            except BaseException as e:      # every caller gets an answer, whatever happened
                 answers.append((future, None, e))
         try:
             loop.call_soon_threadsafe(self._answer_batch, answers)
