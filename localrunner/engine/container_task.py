@@ -413,6 +413,8 @@ class ContainerTask:
             # the first task asks; the others of its stage (asking at the same moment) await it
             answer = run.environments[memo_key] = asyncio.ensure_future(self._ask_environment(spec, prepare))
             answer.add_done_callback(lambda done: self._keep_answer(memo_key, done, prepare))
+        if answer.done():                 # asked before (every task of a stage but the first)
+            return answer.result()
         # shielded: one waiter's cancel (its own Ctrl-C, a timeout) must not cancel the others' answer
         return await asyncio.shield(answer)
 
