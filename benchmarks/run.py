@@ -421,6 +421,8 @@ def s3_scheduler(fig: Figures, ctx: dict, quick: bool) -> None:
         if t['rc'] == 0 and res:
             fig.add(f's3.sched{n}', 'lr', res['schedule_s'] / n * 1e6, validate_us=res['validate_s'] / n * 1e6,
                     plan_us=res['plan_s'] / n * 1e6, wall=t['wall'], rss=t['maxrss_kib'] / 1024)
+            if res.get('folders_floor_s'):      # the same tasks' folders, made by a bare loop
+                fig.add(f's3.sched{n}', 'floor', res['folders_floor_s'] / n * 1e6)
     shutil.rmtree(os.path.join(WORK, 'roots', 's3'), ignore_errors=True)
 
 
@@ -728,15 +730,27 @@ CAUSES: dict[str, str] = {
         '`PYTHONDONTWRITEBYTECODE=1`; fixed (uv `--compile-bytecode`), this row is now ahead.'),
     's1.sub.repeat': (
         'Cause: the task here is exec\'d (the driver runs with warm start off): `sh`, an interpreter and '
-        'KFP\'s imports, ~60 ms; the engine\'s own share is now ~2-4 ms of CPU per task (one hop each for '
-        'the cache lookup, the launch with its folders, the wait, and reading + storing + recording the '
-        'outputs).'),
+        'KFP\'s imports, ~60 ms; the engine\'s own share is ~2-3 ms of CPU per task: two thread hops (the '
+        'cache lookup, shared by the tasks of one loop turn, and the whole attempt: folders, launch, wait, '
+        'reading + storing + recording the outputs).'),
     's8.single_cached': (
-        'Cause: start-up, not work (in-run the cached task takes ~10 ms): importing the CLI and the '
-        'engine (~0.13 s here, after round 2\'s cuts: see the first row). <= 1.3x `python3 -c pass` '
-        '(~35 ms) is below what an interpreter importing asyncio, YAML and SQLite can reach; it needs a '
-        'resident server the CLI hands the run to, a process left running between commands, which round '
-        '2\'s lifecycle rule (no process outlives the command) rules out. Not built.'),
+        'Cause: start-up, not work (in-run the cached task takes ~7 ms): the interpreter and importing the '
+        'CLI and the engine (~0.1 s: asyncio ~17 ms, PyYAML ~12 ms, diskcache + sqlite3 ~10 ms, the engine '
+        'and the backend contract; 260 modules, none over 5 ms). <= 1.3x `python3 -c pass` (~25-35 ms) is '
+        'below what an interpreter importing asyncio, YAML and SQLite can reach; it needs a resident server '
+        'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
+        'rule (no process outlives the command) rules out. Not built.'),
+    's3.sched1000': 'Cause: as for 10,000 tasks.',
+    's3.sched10000': (
+        'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
+        'executor input file) made by a bare loop on the same root, ~4 metadata operations per task at '
+        '35-200 µs each on this VM\'s disk, varying 4x between runs. Beyond it, per task: one thread hop '
+        '(folders, launch, wait and reading the outputs in one worker call), ~680 Python calls on the '
+        'event loop (inputs, the executor input, key parts and their digest, the slot, three events, the '
+        'record) and the GIL hand-offs between the loop and the worker (futex ~17% of the CPU in perf). '
+        'Flame graph: benchmarks/profiles/scheduler-10k.svg (py-spy; the worker\'s mkdirs are the widest '
+        'frame). <= 0.2 ms/task is at or under the folders\' own cost on this disk; it needs no folder '
+        'until a task writes one, a change to what a task finds at its start. Not built.'),
     's1.sub.first': (
         'Cause: the first run in a process creates the run folder, opens the cache (CAS, diskcache action '
         'index, sqlite StatMemo), starts the asyncio loop and a thread pool. Fix: open the stores lazily.'),
@@ -753,14 +767,15 @@ CAUSES: dict[str, str] = {
         'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
         '(~60-70 ms of CPU) per task; warm start removes them.'),
     's7.fan.warm': (
-        'Cause: CPU. With the cache in use each trivial task costs ~13-15 ms of CPU on this machine, two '
-        'thirds of it in the kernel: ~9-10 ms is the task side (two forks, zygote -> reaper -> task, with '
-        'their copy-on-write faults and exits, and KFP\'s executor), ~3-4 ms the runner (a third of '
-        'that at ad9ab32: 4 thread hops per task instead of 8, no mkdir or JSON on the event loop, the '
-        'environment asked once per stage, a free single-flight lock taken without a hop). This row is '
-        'one sample on a noisy VM: spot checks of the same loop in-process gave 94-134 tasks/s; with '
-        '`--no-cache` (row 2, x1000) 158 tasks/s. Going further needs one fork per task (the zygote as '
-        'reaper of all its tasks), not built.'),
+        'Cause: CPU. Each trivial task costs ~13-15 ms of CPU on this machine, two thirds of it in the '
+        'kernel. perf over a x200 run: the task processes take ~70% of all CPU (the task ~42%, its reaper '
+        '~21%, the zygote ~6%), the runner ~19%, idle ~9%. The reaper (zygote -> reaper -> task) is the '
+        'fork and exit of a 16 MB interpreter, ~2 ms a task (one fork + exit 1.9-2.5 ms, two 3.9-4.4 ms, '
+        'measured in the zygote\'s environment). One fork per task, the zygote reaping its tasks itself, '
+        'would give back ~15-20% (~140 tasks/s) but a zygote killed mid-run would then take its running '
+        'tasks with it: today a running task does not need its zygote (tests/test_warm_start.py), as a '
+        'container outlives a restarted container runtime through its shim. Kept; not built. The runner\'s '
+        'share fell this round (one hop per attempt, batched cache hops, no shielded waits).'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.warm': (
         'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
@@ -771,21 +786,21 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear, ~1.0-1.3 ms/task in this run (spot checks of 2,000 tasks on '
-    'the same machine: 0.7-1.2 ms; round 1: ~1.9). A no-op task still takes 3 thread hops (launch with '
-    'its folders, wait, read + store), an asyncio task per level and ~25 events; its folders (task, '
-    'out/, logs/, executor input) are now made in the launch hop, off the event loop, so they overlap '
-    'with the loop\'s work but are still paid. <= 0.2 ms/task needs no thread hop at all for a backend '
-    'whose launch does not block, and batched folder creation: not built. Validation + planning is '
-    '~10-30 µs/task.',
-    '**Round 2 targets** (table above): not met in this run. Gains against the previous full run (at ad9ab32): '
-    'fully cached x1000 1.73 -> 0.54 ms/task (3.2x), cached single-task run 12.8x -> 5.6x the floor '
-    '(0.35 -> 0.15 s), 10-task chain 0.555 -> 0.44 s (spot checks on the quiet machine 0.33-0.37 s: around '
-    'the 0.4 s line), x1000 first run with `--no-cache` 139 -> 158 tasks/s; with the cache in use this '
-    'run\'s single sample fell to 82 tasks/s (spot checks 94-134, noisy VM; see its row). What each '
-    'needs is in the row causes above.',
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.54 s as '
-    'a whole process (0.31 s in-run) against ~4.4 s for its first run with a warm environment (~8x). '
+    '**Scheduler alone (row 3)** is linear, ~0.65-0.8 ms/task in this run against ~1.0-1.3 at the previous '
+    'full run (round 1: ~1.9); on a RAM disk (/dev/shm) the same 2,000 tasks take ~0.45-0.5 ms, the '
+    'same for 2 to 32 parallel slots: CPU-bound, and within 1.5-3x of the folders\' own cost on this '
+    'disk (row 3\'s floor). Per task, the loop now makes ~680 Python calls (1,140 at the start of the '
+    'round\'s last stop) and one thread hop (was 3). Validation + planning is ~20-40 µs/task.',
+    '**Round 2 targets** (table above): the 10-task chain is met (0.311 s); the other four are not. '
+    'Against the previous committed full run (e90f3d1): fully cached x1000 0.54 -> 0.43 '
+    'ms/task (1.73 at ad9ab32), scheduler 1.03 -> 0.65 ms/task, chain 0.44 -> 0.31 s, x1000 first run '
+    'with the cache 82 -> 119 tasks/s (`--no-cache`, row 2: 136); the cached single-task run took 0.142 s '
+    'against 0.15 s, but its floor was faster in this run (23 vs 27 ms): 6.1x. What each needs is in the '
+    'row causes above. Single samples on this VM vary by +-25% (a run the same hour gave chain 0.50 s and '
+    'cached x1000 0.61 ms/task); in-process call counts are the steady measure: a cached x1000 task went '
+    'from ~875 to ~490 Python calls this stop.',
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.4 s as '
+    'a whole process (0.24 s in-run) against ~3.6 s for its first run with a warm environment (~9x). '
     'kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline (its cache never hits a task '
     'with an `Output[Metrics]`, and every downstream task then misses), so its "cached" re-run is a full run.',
     '**kfp.local DockerRunner / use_venv=True rows**: kfp.local has no reusable environment (a fresh '

@@ -13,6 +13,9 @@ Measured, in µs per task:
   plan      - Pipeline(...) + Run(...) construction;
   schedule  - Run.execute(): the DAG walk, input resolution, per-task folders, launch/wait
               through the thread pool, records and events.
+  floor     - what the file system alone costs for the same tasks: a bare loop making each
+              task's folders as the engine lays them out (task/, out/, logs/ and the executor
+              input file), under the same root, after the run.
 """
 import argparse
 import json
@@ -70,6 +73,24 @@ def synthetic_spec(n: int, width: int = 100, seed: int = 7) -> dict:
     }
 
 
+def folders_floor(base: str, n: int) -> float:
+    """Seconds for a bare loop to make n tasks' folders and executor-input files, as a run
+    lays them out (engine/container_task.py: _lay_out), then removed (not timed)."""
+    os.makedirs(base)
+    t = time.perf_counter()
+    for i in range(n):
+        task = os.path.join(base, f't{i}')
+        os.mkdir(task)
+        os.mkdir(os.path.join(task, 'out'))
+        os.mkdir(os.path.join(task, 'logs'))
+        fd = os.open(os.path.join(task, 'executor_input.json'), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.write(fd, b'{}')
+        os.close(fd)
+    elapsed = time.perf_counter() - t
+    shutil.rmtree(base, ignore_errors=True)
+    return elapsed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument('--tasks', type=int, default=10000)
@@ -98,11 +119,12 @@ def main() -> int:
     t = time.perf_counter()
     result = run.execute()
     schedule_s = time.perf_counter() - t
+    floor_s = folders_floor(os.path.join(a.root, 'floor'), a.tasks)
     states: dict = {}
     for r in result.records:
         states[r.state.value] = states.get(r.state.value, 0) + 1
     out = {'tasks': a.tasks, 'width': a.width, 'max_parallel': a.max_parallel,
-           'validate_s': validate_s, 'plan_s': plan_s, 'schedule_s': schedule_s,
+           'validate_s': validate_s, 'plan_s': plan_s, 'schedule_s': schedule_s, 'folders_floor_s': floor_s,
            'state': result.state.value, 'states': states,
            'peak_rss_self_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     with open(a.out, 'w') as f:
