@@ -777,6 +777,11 @@ CAUSES: dict[str, str] = {
         'container outlives a restarted container runtime through its shim. Kept; not built. The runner\'s '
         'share fell this round (one hop per attempt, batched cache hops, no shielded waits).'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
+    's6.cold': (
+        'Cause: the disk, not the digest. The three samples were 1.69, 0.67 and 0.86 GB/s against `cat` '
+        'at 1.68-1.90 in the same run: the first ran at the floor (xxh3 hashes faster than the disk '
+        'reads, see the warm row), the next two met this VM\'s disk slowing down (this run was slow '
+        'throughout, see the notes); the previous full runs measured 1.0-1.1x.'),
     's6.warm': (
         'Cause: xxh3-128 is compute-bound at ~7.5 GB/s on one core of this CPU while `cat` only copies '
         'pages (~12 GB/s); with a cold page cache (the usual case for a new artifact) the digest runs at '
@@ -786,23 +791,27 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear, ~0.65-0.8 ms/task in this run against ~1.0-1.3 at the previous '
-    'full run (round 1: ~1.9); on a RAM disk (/dev/shm) the same 2,000 tasks take ~0.45-0.5 ms, the '
-    'same for 2 to 32 parallel slots: CPU-bound, and within 1.5-3x of the folders\' own cost on this '
-    'disk (row 3\'s floor). Per task, the loop now makes ~680 Python calls (1,140 at the start of the '
-    'round\'s last stop) and one thread hop (was 3). Validation + planning is ~20-40 µs/task.',
-    '**Round 2 targets** (table above): the 10-task chain is met (0.311 s); the other four are not. '
-    'Against the previous committed full run (e90f3d1): fully cached x1000 0.54 -> 0.43 '
-    'ms/task (1.73 at ad9ab32), scheduler 1.03 -> 0.65 ms/task, chain 0.44 -> 0.31 s, x1000 first run '
-    'with the cache 82 -> 119 tasks/s (`--no-cache`, row 2: 136); the cached single-task run took 0.142 s '
-    'against 0.15 s, but its floor was faster in this run (23 vs 27 ms): 6.1x. What each needs is in the '
-    'row causes above. Single samples on this VM vary by +-25% (a run the same hour gave chain 0.50 s and '
-    'cached x1000 0.61 ms/task); in-process call counts are the steady measure: a cached x1000 task went '
-    'from ~875 to ~490 Python calls this stop.',
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is ~0.4 s as '
-    'a whole process (0.24 s in-run) against ~3.6 s for its first run with a warm environment (~9x). '
-    'kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline (its cache never hits a task '
-    'with an `Output[Metrics]`, and every downstream task then misses), so its "cached" re-run is a full run.',
+    '**Scheduler alone (row 3)** is linear: 1.1-1.45 ms/task in this run, a slow one (0.65-0.8 in a full '
+    'run of the same engine code 20 minutes earlier; 1.0-1.3 at the previous committed run; round 1: '
+    '~1.9). Its floor, the same folders made by a bare loop, varied 5x within this run (132-646 '
+    'µs/task): this VM\'s disk. On a RAM disk (/dev/shm) 2,000 tasks take ~0.45-0.5 ms each, the same '
+    'for 2 to 32 parallel slots: CPU-bound. Per task the loop now makes ~680 Python calls (~1,140 at the '
+    'start of this stop) and one thread hop (was 3). Validation + planning is ~20-60 µs/task.',
+    '**Round 2 targets** (table above): not met in this run, which was slow throughout: every row is '
+    '~1.3-1.5x its figure in a full run of the same engine code 20 minutes earlier (0c425d1, load 0.4 at '
+    'start), and kfp.local\'s rows slowed alike (its chain 9.0 -> 13.1 s). That run met the chain '
+    'target, 0.311 s (0.296-0.332, n=3); its other figures: fully cached x1000 0.43 ms/task, scheduler '
+    '0.65 ms/task, cached single task 0.142 s = 6.1x its floor (23 ms), x1000 first run 119 tasks/s '
+    '(`--no-cache`, row 2: 136). Against the previous committed full run (e90f3d1), over both runs: '
+    'fully cached x1000 0.54 -> 0.43-0.59 ms/task, scheduler 1.03 -> 0.65-1.12 ms/task, chain 0.44 -> '
+    '0.31-0.51 s, x1000 first run with the cache 82 -> 119-126 tasks/s. Steadier than wall clock on '
+    'this VM: in-process Python call counts, a cached x1000 task ~875 -> ~490 calls, a scheduler task '
+    '~1,140 -> ~680. What each target needs is in the row causes above.',
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.4-0.7 s '
+    'as a whole process (0.24-0.42 s in-run, the two runs above) against 3.6-5.4 s for its first run with '
+    'a warm environment (~8-9x). kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline '
+    '(its cache never hits a task with an `Output[Metrics]`, and every downstream task then misses), so '
+    'its "cached" re-run is a full run.',
     '**kfp.local DockerRunner / use_venv=True rows**: kfp.local has no reusable environment (a fresh '
     'container or venv, and pip installs, on every task), so "warm" and "cached" equal "cold" there; '
     'use_venv=True took ~9–10 s per trivial task here (pip reads a local mirror on this machine).',
