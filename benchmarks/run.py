@@ -710,7 +710,7 @@ BORROWED = {
 CAUSES: dict[str, str] = {
     's1.sub.whole': (
         'Cause: start-up of the `localrunner` CLI, not the task (the in-run figure is at the exec floor): '
-        'about 0.13 s of imports before the first task (asyncio, PyYAML, diskcache/sqlite3, the engine). '
+        'about 0.1 s of imports before the first task (asyncio, PyYAML, diskcache/sqlite3, the engine). '
         'Round 2 took out ~0.12 s: KFP\'s protobuf schema check is remembered by the IR text\'s digest '
         '(spec/schema_memo.py), rich is imported only at a first printed line (never with -q), built-in '
         'backends skip the entry-point scan, events and IR views are records (no per-class exec at '
