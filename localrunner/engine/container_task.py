@@ -474,11 +474,8 @@ class ContainerTask:
             raise
         finally:
             run.executions.discard(execution)
-        if code != 0:
-            return f'exited with code {code}', True, None
-        if run.cancelled:
-            return None, False, None
-        return await run.in_batch(self._stored, key, parts, record)
+        ended = self._ended_by(code)
+        return ended if ended is not None else await run.in_batch(self._stored, key, parts, record)
 
     def _run_attempt(self, spec: LaunchSpec, attempt: int, key: str, parts: dict,
                      record: bool) -> tuple[Optional[str], bool, Optional[dict]]:
@@ -496,11 +493,17 @@ class ContainerTask:
             code = execution.wait()
         finally:
             run.executions.discard(execution)
+        ended = self._ended_by(code)
+        return ended if ended is not None else self._stored(key, parts, record)
+
+    def _ended_by(self, code: int) -> Optional[tuple[Optional[str], bool, None]]:
+        """The attempt's outcome when its exit status decides it (a failure, or a run canceled
+        meanwhile: nothing is stored); None when its outputs are to be read."""
         if code != 0:
             return f'exited with code {code}', True, None
-        if run.cancelled:
+        if self.run.cancelled:
             return None, False, None
-        return self._stored(key, parts, record)
+        return None
 
     def _stored(self, key: str, parts: dict, record: bool) -> tuple[Optional[str], bool, Optional[dict]]:
         """_store's outcome as an attempt's: a missing or unreadable output is retryable,

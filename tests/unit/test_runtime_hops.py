@@ -100,15 +100,21 @@ class _Waits:
         self._wake_waiters()
 
 
+async def _waiting_for_a_held_lock(run):
+    """A lock held, and a task waiting for it through run.unless_canceled."""
+    lock = asyncio.Lock()
+    await lock.acquire()
+    waiter = asyncio.ensure_future(run.unless_canceled(lock.acquire()))
+    await asyncio.sleep(0)
+    return lock, waiter
+
+
 def test_a_wait_ends_with_run_canceled_when_the_run_is_canceled():
     from localrunner.engine.container_task import RunCanceled
     run = _Waits()
 
     async def main():
-        lock = asyncio.Lock()
-        await lock.acquire()
-        waiter = asyncio.ensure_future(run.unless_canceled(lock.acquire()))
-        await asyncio.sleep(0)
+        lock, waiter = await _waiting_for_a_held_lock(run)
         run.cancel()
         with pytest.raises(RunCanceled):
             await waiter
@@ -125,10 +131,7 @@ def test_a_lock_granted_as_the_run_is_canceled_is_not_lost():
     run = _Waits()
 
     async def main():
-        lock = asyncio.Lock()
-        await lock.acquire()
-        waiter = asyncio.ensure_future(run.unless_canceled(lock.acquire()))
-        await asyncio.sleep(0)
+        lock, waiter = await _waiting_for_a_held_lock(run)
         lock.release()                             # granted to the waiter ...
         run.cancel()                               # ... and canceled before it ran
         try:
