@@ -535,13 +535,8 @@ class ContainerTask:
         starts (KFP's launcher makes them too)."""
         if attempt == 1:
             ensure_dirs((self.layout.dir, self.layout.out, self.layout.logs_dir))
-            fd = os.open(self.layout.executor_input, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            try:
-                data = json.dumps(self.executor_input).encode()
-                while data:
-                    data = data[os.write(fd, data):]
-            finally:
-                os.close(fd)
+            with open(self.layout.executor_input, 'x') as f:
+                f.write(json.dumps(self.executor_input))
         else:
             for folder in (self.layout.out, self.layout.tmp()):
                 if os.path.islink(folder):
