@@ -76,9 +76,9 @@ class ResourcePool:
         return self._take(cpu, memory, gpus) if self._fits(cpu, memory, gpus) else None
 
     async def acquire(self, cpu: float = 0.0, memory: int = 0, gpus: int = 0) -> Grant:
-        self.check(gpus)
-        if self._fits(cpu, memory, gpus):
-            return self._take(cpu, memory, gpus)
+        grant = self.try_acquire(cpu, memory, gpus)
+        if grant is not None:
+            return grant
         future = asyncio.get_running_loop().create_future()
         entry = (future, cpu, memory, gpus)
         self._waiters.append(entry)
