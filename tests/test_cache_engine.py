@@ -202,6 +202,28 @@ def test_a_key_already_remembered_is_not_written_again(setup, tmp_path):
     assert 'would run scale: changed: input parameter factor' in proc.stdout, proc.stdout
 
 
+def test_a_garbage_remembered_row_is_written_again(setup, tmp_path):
+    """A row of the 'last' index that is not what the engine writes (tampered, truncated) is
+    not taken for the task's key: the next run writes it afresh, and says nothing of it."""
+    from localrunner.engine.caching import CacheSettings, TaskCache
+    run, *_ = setup
+    first = run()
+    kept = _remembered(tmp_path / 'root')
+    cache = TaskCache(str(tmp_path / 'root'), CacheSettings())
+    try:
+        cache.last.set('cache-chain\0scale', '{"key": [1, 2], not json')
+        cache.last.set('cache-chain\0load', '["a list"]')
+    finally:
+        cache.close()
+    second = run()
+    assert not any('cannot remember' in w for w in second['warnings'])
+    now = _remembered(tmp_path / 'root')
+    assert now['other'] == kept['other']                               # untouched: already right
+    assert now['scale'] == (kept['scale'][0], second['run_id'])        # garbage: written again
+    assert now['load'] == (kept['load'][0], second['run_id'])
+    assert first['run_id'] != second['run_id']
+
+
 def test_corrupt_object_is_a_miss_not_a_wrong_result(setup, tmp_path):
     run, folder, *_ = setup
     first = run()
