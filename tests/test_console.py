@@ -108,3 +108,46 @@ def test_environment_build_is_shown_and_timed_apart(tmp_path):
     again = _cli(['run', path, '--root', str(tmp_path / 'root2')],
                  env={'CI': 'true', 'LOCALRUNNER_ENV_DIR': str(tmp_path / 'envs')})
     assert 'environment builds' not in again.stdout               # built once, reused
+
+
+def test_summary_folds_a_loops_iterations_but_never_a_failure(tmp_path):
+    path = compile_pipeline(loop_pipeline, tmp_path / 'loop.yaml')
+    proc = _cli(['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=30'], env={'CI': 'true', 'COLUMNS': '200'})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    table = proc.stdout[proc.stdout.index('console-loop: FAILED in'):]
+    rows = [line for line in table.splitlines() if '/work' in line and '│' in line]
+    # the 29 that succeeded are one row; the one that failed has its own
+    assert len(rows) == 2, table
+    assert re.search(r'for-loop-1\.\*/work\s.*SUCCEEDED x29', rows[0]), table
+    assert 'for-loop-1.7/work' in rows[1] and 'FAILED' in rows[1] and ' x' not in rows[1].split('FAILED')[1][:3]
+    assert 'for-loop-1.7/work failed: exited with code 1' in table
+
+
+@dsl.component
+def score(x: int, metrics: dsl.Output[dsl.Metrics]):
+    metrics.log_metric('accuracy', x / 10)
+
+
+@dsl.pipeline(name='console-sweep')
+def sweep_pipeline(n: int = 12):
+    with dsl.ParallelFor(numbers(n=n).output) as x:
+        score(x=x)
+
+
+def test_folded_rows_give_each_metrics_range_and_small_loops_stay_row_by_row(tmp_path):
+    path = compile_pipeline(sweep_pipeline, tmp_path / 'sweep.yaml')
+    big = _cli(['run', path, '--root', str(tmp_path / 'root')], env={'CI': 'true', 'COLUMNS': '200'})
+    assert big.returncode == 0, big.stdout + big.stderr
+    rows = [line for line in big.stdout.splitlines() if 'for-loop-1' in line and '│' in line]
+    assert len(rows) == 1 and 'SUCCEEDED x12' in rows[0] and 'accuracy=0..1.1' in rows[0], big.stdout
+    again = _cli(['run', path, '--root', str(tmp_path / 'root')], env={'CI': 'true', 'COLUMNS': '200'})
+    rows = [line for line in again.stdout.splitlines() if 'for-loop-1' in line and '│' in line]
+    assert len(rows) == 1 and 'CACHED x12' in rows[0], again.stdout
+    run_id = re.search(r'^run (\S+)', big.stdout, re.M).group(1)
+    assert run_id in rows[0]                                 # every iteration came from that run
+    small = _cli(['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=3', '--no-cache'],
+                 env={'CI': 'true', 'COLUMNS': '200'})
+    rows = [line for line in small.stdout.splitlines() if 'for-loop-1' in line and '│' in line]
+    assert [re.search(r'for-loop-1\.\d', r).group(0) for r in rows] == ['for-loop-1.0', 'for-loop-1.1',
+                                                                        'for-loop-1.2'], small.stdout
+    assert 'accuracy=0.2' in rows[2]

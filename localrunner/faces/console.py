@@ -25,6 +25,7 @@ _STYLE = {'SUCCEEDED': 'green', 'CACHED': 'cyan', 'FAILED': 'bold red', 'SKIPPED
 _METRIC_TYPES = ('system.Metrics',)
 _ITERATION = re.compile(r'^(.*)\.(\d+|\*)$')
 _SHOWN_RUNNING = 8
+_FOLD_OVER = 10          # a loop's task in more iterations than this: one summary row
 
 
 class _Loop:
@@ -284,19 +285,14 @@ class ConsoleView:
         split = f' (environment builds {env:.1f}s, tasks {max(0.0, wall - env):.1f}s)' if env else ''
         table = Table(title=f'{result.pipeline}: {result.state.value} in {wall:.1f}s{split}',
                       title_style=_STYLE.get(result.state.value, ''))
-        for col in ('task', 'state', 'time', 'cached from', 'metrics'):
+        rows = self._summary_rows(result.records)
+        # a task's name is what a person looks for: the other columns give way first
+        table.add_column('task', min_width=min(48, max((len(row[0]) for row in rows), default=4)))
+        for col in ('state', 'time', 'cached from', 'metrics'):
             table.add_column(col)
-        for r in result.records:
-            if r.kind in ('dag', 'loop', 'condition') and r.state.value != 'FAILED':
-                continue
-            took = ''
-            if r.started and r.finished:
-                own = r.finished - r.started - self.env_s_of.get(r.name, 0.0)
-                took = f'{max(0.0, own):.1f}s' + (f' +{self.env_s_of[r.name]:.0f}s env' if r.name in self.env_s_of
-                                                  else '')
-            cached = (r.cached_from or {}).get('run', '') if r.cached_from else ''
-            table.add_row(r.name, Text(r.state.value, style=_STYLE.get(r.state.value, '')), took, cached,
-                          _metrics(r))
+        for name, state, count, took, cached, metrics in rows:
+            table.add_row(name, Text(state + (f' x{count}' if count > 1 else ''), style=_STYLE.get(state, '')),
+                          took, cached, metrics)
         self.console.print(table)
         params = result.outputs.parameters
         if params:
@@ -307,15 +303,84 @@ class ConsoleView:
             self.console.print(Text(f'{r.name} failed: {r.error}' + (f' (log: {where})' if where else ''),
                                     style='red'))
 
+    def _summary_rows(self, records) -> list[tuple[str, str, int, str, str, str]]:
+        """(task, state, count, time, cached from, metrics) per row. The same task in more
+        than _FOLD_OVER iterations of a ParallelFor, ending in the same state, is one row
+        ('for-loop-2.*/train', 'CACHED', 1000, ...) where its first iteration would be: a 1,000-way loop
+        is a few lines, not a thousand (the result JSON and the run's records keep every
+        one). A failure is never folded: each has its own row."""
+        loops = {r.name for r in records if r.kind == 'loop'}
+        groups: dict[tuple, list] = {}
+        for r in records:
+            if r.kind in ('dag', 'loop', 'condition') and r.state.value != 'FAILED':
+                continue
+            pattern = _iterations_of(r.name, loops) if r.state.value != 'FAILED' else None
+            groups.setdefault((pattern, r.state.value) if pattern else (r.name, id(r)), []).append(r)
+        rows = []
+        for (pattern, _), members in groups.items():
+            if len(members) <= _FOLD_OVER:
+                rows.extend(self._row(r) for r in members)
+                continue
+            times = [t for t in (self._own_time(r) for r in members) if t is not None]
+            took = _span(times)
+            runs = {(r.cached_from or {}).get('run', '') for r in members if r.cached_from}
+            cached = next(iter(runs)) if len(runs) == 1 else (f'{len(runs)} runs' if runs else '')
+            rows.append((pattern, members[0].state.value, len(members), took, cached, _metric_ranges(members)))
+        return rows
 
-def _metrics(record) -> str:
-    if not record.outputs:
-        return ''
-    shown = []
-    for lst in record.outputs.artifacts.values():
+    def _own_time(self, r) -> Optional[float]:
+        """A task's own seconds: without the time its environment took to build."""
+        if not (r.started and r.finished):
+            return None
+        return max(0.0, r.finished - r.started - self.env_s_of.get(r.name, 0.0))
+
+    def _row(self, r) -> tuple[str, str, int, str, str, str]:
+        own = self._own_time(r)
+        took = '' if own is None else (f'{own:.1f}s' + (f' +{self.env_s_of[r.name]:.0f}s env'
+                                                          if r.name in self.env_s_of else ''))
+        cached = (r.cached_from or {}).get('run', '') if r.cached_from else ''
+        return r.name, r.state.value, 1, took, cached, _metrics(r)
+
+
+def _iterations_of(name: str, loops: set[str]) -> Optional[str]:
+    """The task's name with each ParallelFor iteration number made '*'
+    ('a/for-loop-2.3/x' -> 'a/for-loop-2.*/x'), or None when it is in no loop."""
+    parts = name.split('/')
+    folded = False
+    for i, part in enumerate(parts[:-1]):
+        m = _ITERATION.match(part)
+        if m and '/'.join(parts[:i] + [m.group(1)]) in loops:
+            parts[i] = m.group(1) + '.*'
+            folded = True
+    return '/'.join(parts) if folded else None
+
+
+def _span(seconds: list[float]) -> str:
+    low, high = (f'{min(seconds):.1f}', f'{max(seconds):.1f}') if seconds else ('', '')
+    return '' if not seconds else f'{low}s' if low == high else f'{low}-{high}s'
+
+
+def _metric_values(record) -> dict[str, float]:
+    """The task's numeric metrics (its system.Metrics artifacts), by name, in order."""
+    values: dict[str, float] = {}
+    for lst in (record.outputs.artifacts.values() if record.outputs else ()):
         for a in lst:
             if a.schema_title in _METRIC_TYPES:
                 for k, v in a.metadata.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        shown.append(f'{k}={v:.4g}')
-    return ' '.join(shown[:4])
+                        values.setdefault(k, v)
+    return values
+
+
+def _metrics(record) -> str:
+    return ' '.join(f'{k}={v:.4g}' for k, v in list(_metric_values(record).items())[:4])
+
+
+def _metric_ranges(records) -> str:
+    """Each metric's lowest and highest value over the folded iterations."""
+    seen: dict[str, list[float]] = {}
+    for r in records:
+        for k, v in _metric_values(r).items():
+            seen.setdefault(k, []).append(v)
+    return ' '.join(f'{k}={min(v):.4g}' + (f'..{max(v):.4g}' if max(v) != min(v) else '')
+                    for k, v in list(seen.items())[:4])
