@@ -145,9 +145,14 @@ def test_folded_rows_give_each_metrics_range_and_small_loops_stay_row_by_row(tmp
     assert len(rows) == 1 and 'CACHED x12' in rows[0], again.stdout
     run_id = re.search(r'^run (\S+)', big.stdout, re.M).group(1)
     assert run_id in rows[0]                                 # every iteration came from that run
+    # where to see each iteration, and that command does list them all
+    hint = f'12 loop iterations summed up above; each one: localrunner runs show {run_id} --root {tmp_path / "root"}'
+    assert hint in big.stdout.replace('\n', ' '), big.stdout
+    shown = _cli(['runs', 'show', run_id, '--root', str(tmp_path / 'root')])
+    assert all(f'for-loop-1.{i}/score' in shown.stdout for i in range(12)), shown.stdout
     small = _cli(['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=3', '--no-cache'],
                  env={'CI': 'true', 'COLUMNS': '200'})
     rows = [line for line in small.stdout.splitlines() if 'for-loop-1' in line and '│' in line]
     assert [re.search(r'for-loop-1\.\d', r).group(0) for r in rows] == ['for-loop-1.0', 'for-loop-1.1',
                                                                         'for-loop-1.2'], small.stdout
-    assert 'accuracy=0.2' in rows[2]
+    assert 'accuracy=0.2' in rows[2] and 'summed up' not in small.stdout

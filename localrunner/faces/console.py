@@ -48,11 +48,12 @@ def plain_wanted(stream: TextIO) -> bool:
 
 class ConsoleView:
     def __init__(self, stream: Optional[TextIO] = None, quiet: bool = False, live: Optional[bool] = None,
-                 explain: bool = False, verbose: bool = False):
+                 explain: bool = False, verbose: bool = False, root: Optional[str] = None):
         stream = stream if stream is not None else sys.stdout       # at call time: pytest swaps it
         self.explain = explain
         self.verbose = verbose
         self.quiet = quiet
+        self.root = root                     # as the user gave it: the summary names it back
         self.live_mode = (not plain_wanted(stream)) if live is None else live
         self._stream = stream
         self._console = None
@@ -294,6 +295,11 @@ class ConsoleView:
             table.add_row(name, Text(state + (f' x{count}' if count > 1 else ''), style=_STYLE.get(state, '')),
                           took, cached, metrics)
         self.console.print(table)
+        folded = sum(row[2] for row in rows if row[2] > 1)
+        if folded:
+            where = f' --root {self.root}' if self.root and self.root != '.localrunner' else ''
+            self.console.print(Text(f'{folded} loop iterations summed up above; each one: '
+                                    f'localrunner runs show {result.run_id}{where}', style='dim'))
         params = result.outputs.parameters
         if params:
             self.console.print('outputs: ' + ', '.join(f'{k}={v!r}' for k, v in params.items()))

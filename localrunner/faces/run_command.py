@@ -90,7 +90,7 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     from_file = read_params_file(args.params_file) if args.params_file else {}
     root_artifacts = resolve_root_artifacts(pipeline.root.get('inputDefinitions', {}), args.artifact)
     options = build_options(args, explain)
-    view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose)
+    view = ConsoleView(quiet=args.quiet, explain=options.dry_run, verbose=args.verbose, root=args.root)
     run = assemble(pipeline, options, params=from_file, cli_params=parse_cli_params(args.param),
                    root_artifacts=root_artifacts, subscribers=(view,))
     result = run.execute()
