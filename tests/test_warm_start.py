@@ -503,6 +503,7 @@ def test_zygote_killed_mid_run_is_restarted_and_the_run_completes(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, out
+    _wait_until(lambda: not _alive(first['reaper']), 10, 'its reaper to leave after its task')
     result = json.loads((tmp_path / 'root.json').read_text())
     assert task(result, 'hold')['state'] == 'SUCCEEDED'
     after = _who(result, 'whoami')
@@ -521,6 +522,7 @@ def test_runner_stopped_leaves_no_process(tmp_path, sig):
     proc = _start_cli(path, tmp_path / 'root', tmp_path, '-p', f'folder={folder}')
     try:
         infos = [_wait_for_json(folder / f'{tag}.json', proc) for tag in ('a', 'b')]
+        assert infos[0]['reaper'] != infos[1]['reaper']        # two at once: the pool has two reapers
         pids = [p for info in infos for p in (info['pid'], info['child'], info['reaper'], info['zygote'])]
         assert all(_alive(p) for p in pids)
         proc.send_signal(sig)
@@ -684,3 +686,38 @@ def test_zygotes_start_lazily_per_environment_and_stop_with_the_backend(tmp_path
     # a closed backend execs
     result = run_pipeline(path, {}, root=str(tmp_path / 'root2'), backend=backend, use_cache=False)
     assert not _forked(_who(result.to_json(), 'whoami'))
+
+
+@dsl.pipeline(name='who')
+def who_pipeline():
+    whoami(tag='only')
+
+
+def test_reapers_are_reused_and_a_killed_idle_one_is_replaced(tmp_path, monkeypatch):
+    """A task goes to an idle reaper of the zygote's pool (one fork a task, not two); a reaper
+    killed while idle is replaced, never handed a task; every reaper leaves with the zygote."""
+    monkeypatch.chdir(tmp_path)
+    path = compile_pipeline(who_pipeline, tmp_path / 'who.yaml')
+    backend = _subprocess_backend(True)
+
+    def who(n: int) -> dict:
+        result = run_pipeline(path, {}, root=str(tmp_path / f'root{n}'), backend=backend, use_cache=False)
+        assert result.state.value == 'SUCCEEDED', result.to_json()
+        info = _who(result.to_json(), 'whoami')
+        assert _forked(info)
+        return info
+
+    try:
+        first, second = who(1), who(2)
+        zygote = first['grandparent']
+        assert second['parent'] == first['parent'] and second['pid'] != first['pid']   # idle again, reused
+        assert second['grandparent'] == zygote and _alive(first['parent'])
+        os.kill(first['parent'], signal.SIGKILL)
+        _wait_until(lambda: not _alive(first['parent']), 10, 'the reaper to die')
+        third = who(3)
+        assert third['grandparent'] == zygote and _alive(zygote)       # the same zygote, unharmed
+        assert third['parent'] != first['parent'] and _alive(third['parent'])
+    finally:
+        backend.close()
+    assert not _alive(zygote) and not _alive(third['parent'])
+    assert not _processes_in(str(tmp_path))

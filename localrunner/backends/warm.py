@@ -440,7 +440,7 @@ class WarmStarter:
 
     @staticmethod
     def _send(zygote: _Zygote) -> tuple[socket.socket, int]:
-        """Hands the zygote the task's socket and log pipe; it forks the task's reaper."""
+        """Hands the zygote the task's socket and log pipe; it passes them to a reaper."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:

@@ -9,12 +9,16 @@ library only and never imports localrunner. Started as
 in the backend's working directory, in its own session, with the environment's interpreter
 start-up variables. It stays single-threaded (fork is only safe without threads).
 
-Per task, three processes:
-  zygote -> R (the task's reaper) -> T (the task).
+Three kinds of process:
+  zygote -> R (a reaper) -> T (a task).
 R is T's parent: it reports T's exit status to the runner over the task's own socket and
 keeps T unreaped (a zombie keeps its pid and process group id) until the runner has read it,
-so the runner's killpg(T) can never reach a recycled pid. R needs nothing of the zygote after
-the fork: a zygote that dies leaves running tasks alone. T becomes exactly what
+so the runner's killpg(T) can never reach a recycled pid. R needs nothing of the zygote once
+it has its task: a zygote that dies leaves running tasks alone. The reapers are a pool: the
+zygote hands each task to an idle one (forking a new one when none is idle), and a reaper
+serves its tasks one after the other. A reaper per task would cost a fork and an exit of the
+interpreter and its copy-on-write page faults, ~2 ms of CPU a task (benchmarks/reaper_bench.py).
+An idle reaper leaves when the zygote does. T becomes exactly what
 `sh -ec 'program_path=$(mktemp -d) ... python3 -m kfp.dsl.executor_main ...'` would have run
 (the command KFP compiles, kfp/dsl/component_factory.py:_get_command_and_args_for_lightweight_component).
 """
@@ -113,44 +117,171 @@ def main() -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # the kernel reaps the reapers
     gc.collect()
     gc.freeze()             # children share these pages: keep the collector off them
-    while True:
-        msg, fds, _, _ = socket.recv_fds(control, 16, 2)
-        if not msg:         # the runner closed its end, or died: nothing to flush or finalize
-            os._exit(0)
-        if len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            continue
+    _Pool(control, handlers, mask).serve()
+
+
+class _Pool:
+    """The zygote's loop: a task from the runner (its socket and log pipe) goes to an idle
+    reaper, or to a new one. A reaper says b'I' on its channel when it is idle again; its
+    channel's EOF means it is gone."""
+
+    def __init__(self, control: socket.socket, handlers: dict, mask):
+        self.control, self.handlers, self.mask = control, handlers, mask
+        self.reapers: dict[int, tuple[socket.socket, int]] = {}   # channel fd -> (channel, pidfd)
+        self.idle: list[int] = []                                 # channel fds, last idle last
+        self.poller = select.poll()
+        self.poller.register(control, select.POLLIN)
+
+    def serve(self) -> None:
+        while True:
+            events = self.poller.poll()
+            # reapers first: one idle since the last poll takes this poll's task
+            for fd, _ in sorted(events, key=lambda e: e[0] == self.control.fileno()):
+                if fd != self.control.fileno():
+                    self._heard(fd)
+                    continue
+                msg, fds, _, _ = socket.recv_fds(self.control, 16, 2)
+                if not msg:     # the runner closed its end, or died: nothing to flush or finalize
+                    self._leave()
+                if len(fds) == 2:
+                    self._dispatch(fds)
+                for fd in fds:
+                    os.close(fd)
+
+    def _heard(self, fd: int) -> None:
+        channel, _ = self.reapers[fd]
+        try:
+            said = channel.recv(16)
+        except OSError:
+            said = b''
+        if said:
+            self.idle.append(fd)
+        else:
+            self._drop(fd)
+
+    def _dispatch(self, fds: list[int]) -> None:
+        """Hands the task to a reaper; when none can take it, the runner sees its task socket
+        close (not started) and runs it exec'd."""
+        while True:
+            fd = self.idle.pop() if self.idle else self._spawn()
+            if fd is None:
+                return
+            try:
+                socket.send_fds(self.reapers[fd][0], [b'J'], fds)
+                return
+            except OSError:     # it died since it said it was idle
+                self._drop(fd)
+
+    def _spawn(self):
+        """A new reaper's channel fd, or None when it cannot be forked."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
         except OSError:
-            pid = -1        # the runner sees its task socket close: not started
+            ours.close()
+            theirs.close()
+            return None
         if pid == 0:
-            _reaper(control, fds[0], fds[1], handlers, mask)
-        for fd in fds:
-            os.close(fd)
+            _reaper(theirs, [self.control, ours] + [c for c, _ in self.reapers.values()], self.handlers, self.mask)
+        theirs.close()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = -1
+        self.reapers[ours.fileno()] = (ours, pidfd)
+        self.poller.register(ours, select.POLLIN)
+        return ours.fileno()
+
+    def _drop(self, fd: int) -> None:
+        channel, pidfd = self.reapers.pop(fd)
+        self.poller.unregister(fd)
+        if fd in self.idle:
+            self.idle.remove(fd)
+        channel.close()
+        if pidfd >= 0:
+            os.close(pidfd)
+
+    def _leave(self) -> None:
+        """Exits once its reapers are gone (each leaves at its channel's EOF: at once when
+        idle, after its task when busy), or after a second: stopping the zygote stops the
+        idle ones with it, and never waits long on a running task."""
+        waiting = select.poll()
+        left = 0
+        for channel, pidfd in self.reapers.values():
+            channel.close()
+            if pidfd >= 0:
+                waiting.register(pidfd, select.POLLIN)
+                left += 1
+        deadline = time.monotonic() + 1.0
+        while left > 0 and time.monotonic() < deadline:
+            for fd, _ in waiting.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                waiting.unregister(fd)
+                left -= 1
+        os._exit(0)
 
 
 # ---------------------------------------------------------------------------- R: the reaper
 
-def _reaper(control: socket.socket, sock_fd: int, log_fd: int, handlers: dict, mask) -> None:
-    """Starts T, tells the runner its pid, reports its exit status; never returns."""
+def _reaper(channel: socket.socket, zygote_socks: list, handlers: dict, mask) -> None:
+    """Serves the tasks the zygote hands it, one at a time, until the zygote is gone; never
+    returns."""
     try:
-        os.close(control.detach())       # only the zygote may hold it: its death must show
+        # Only the zygote may hold what it had open (its death must show; a task's log pipe
+        # must reach EOF when the task ends): all of it is closed here. Its sockets are
+        # detached first, so that no socket object here ever closes a reused fd number.
+        for sock in zygote_socks:
+            sock.detach()
+        _close_fds(keep=(channel.fileno(),))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        sock = socket.socket(fileno=sock_fd)
-        request = _read_request(sock)
-        sync_r, sync_w = os.pipe()
-        me = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            _task(request, me, sock, log_fd, sync_w, handlers, mask)
-        os.close(sync_w)
-        os.read(sync_r, 1)      # T is in its own session now (or already dead)
-        os.close(sync_r)
-        _watch(sock, pid, log_fd)
+        while True:
+            msg, fds, _, _ = socket.recv_fds(channel, 16, 2)
+            if not msg:
+                return
+            if len(fds) == 2:
+                _serve(fds[0], fds[1], handlers, mask)
+            else:
+                for fd in fds:
+                    os.close(fd)
+            channel.send(b'I')
     finally:
         os._exit(0)
+
+
+def _serve(sock_fd: int, log_fd: int, handlers: dict, mask) -> None:
+    """Starts T, tells the runner its pid, reports its exit status, reaps T. Closes both fds."""
+    sock = socket.socket(fileno=sock_fd)
+    log = [log_fd]          # closed once: by the report (before the status goes), or here
+    try:
+        request = _read_request(sock)
+    except (OSError, EOFError, ValueError):
+        request = None      # the runner went away before T started: nothing to do
+    try:
+        if request is not None:
+            _start_and_watch(sock, request, log, handlers, mask)
+    finally:
+        sock.close()
+        for fd in log:
+            os.close(fd)
+
+
+def _start_and_watch(sock: socket.socket, request: dict, log: list, handlers: dict, mask) -> None:
+    sync_r, sync_w = os.pipe()
+    me = os.getpid()        # T dies with this process; asked after the fork, a dead one's pid is wrong
+    try:
+        pid = os.fork()
+    except OSError:         # the runner sees its task socket close: not started
+        os.close(sync_r)
+        os.close(sync_w)
+        return
+    if pid == 0:
+        _task(request, me, sock, log[0], sync_w, handlers, mask)
+    os.close(sync_w)
+    try:
+        os.read(sync_r, 1)      # T is in its own session now (or already dead)
+    except OSError:
+        pass
+    os.close(sync_r)
+    _watch(sock, pid, log)
 
 
 def _read_request(sock: socket.socket) -> dict:
@@ -168,11 +299,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _watch(sock: socket.socket, pid: int, log_fd: int) -> None:
+def _watch(sock: socket.socket, pid: int, log: list) -> None:
     """Plays the exec path's `sh`: holds the log pipe until T ends, says how T died, reports
     T's exit status, then reaps it once the runner has read that. The runner's end closing
     before then means the runner died: T's process group is killed (no task outlives it)."""
     group_signalled = False     # the runner is signalling T's group: sh would die of it too
+    pidfd = -1
     try:
         pidfd = os.pidfd_open(pid)
         sock.sendall(b'S' + _STATUS.pack(pid))
@@ -188,15 +320,17 @@ def _watch(sock: socket.socket, pid: int, log_fd: int) -> None:
                     return
                 group_signalled = group_signalled or b'G' in data
             if pidfd in events:
-                _report(sock, pid, log_fd, group_signalled)
+                _report(sock, pid, log, group_signalled)
                 return
     except OSError:
         _kill_group(pid)
     finally:
+        if pidfd >= 0:
+            os.close(pidfd)
         os.waitpid(pid, 0)
 
 
-def _report(sock: socket.socket, pid: int, log_fd: int, group_signalled: bool) -> None:
+def _report(sock: socket.socket, pid: int, log: list, group_signalled: bool) -> None:
     """T has ended: its status goes to the runner as subprocess reports one (the exit code,
     or -N for death by signal N); T stays a zombie until the runner has read it."""
     info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
@@ -207,10 +341,10 @@ def _report(sock: socket.socket, pid: int, log_fd: int, group_signalled: bool) -
         if info.si_code == os.CLD_DUMPED:
             text += ' (core dumped)'
         try:
-            os.write(log_fd, text.encode() + b'\n')
+            os.write(log[0], text.encode() + b'\n')
         except OSError:
             pass
-    os.close(log_fd)
+    os.close(log.pop())         # the runner's log pump reaches EOF: then it reads the status
     try:
         sock.sendall(b'X' + _STATUS.pack(code))
         while sock.recv(64):
@@ -254,11 +388,11 @@ def _task(request: dict, reaper: int, sock: socket.socket, log_fd: int, sync_w: 
         os._exit(code & 0xFF)
 
 
-def _close_fds() -> None:
-    """Only stdin/stdout/stderr stay open, as subprocess's close_fds gives the exec path."""
+def _close_fds(keep=()) -> None:
+    """Only stdin/stdout/stderr (and KEEP) stay open, as subprocess's close_fds gives the exec path."""
     for name in os.listdir('/proc/self/fd'):
         fd = int(name)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
