@@ -6,7 +6,6 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-import yaml
 
 from localrunner.errors import UsageError
 from localrunner.spec import load_yaml_documents
@@ -26,6 +25,7 @@ def read_params_file(path: str) -> dict:
         raise UsageError(f'{path}: cannot read params file: {e.strerror or e}') from None
     except UnicodeDecodeError:
         raise UsageError(f'{path}: cannot read params file: not UTF-8 text') from None
+    import yaml                         # here, not at import: a run without a params file never needs it
     try:
         docs = [json.loads(text)] if text.lstrip().startswith('{') else load_yaml_documents(text)
     except (ValueError, yaml.YAMLError) as e:

@@ -143,3 +143,64 @@ def test_old_markers_make_room(tmp_path, cache_home):
     assert len(left) == schema_memo.MAX_MARKERS + 1 - (schema_memo.MAX_MARKERS + 1) // 2
     assert f'{0:064x}' not in left and f'{schema_memo.MAX_MARKERS - 1:064x}' in left
     assert load_in_process(path) == 'memo'
+
+
+# ---------------------------------------------------------------------------- the parse memo
+
+# Loads a pipeline in a fresh process; says whether PyYAML was imported (the text was parsed)
+# and a digest of everything loaded (the spec and the platform document).
+_PARSE = ('import hashlib, json, sys\nfrom localrunner.spec import load_pipeline\n'
+          'p = load_pipeline(sys.argv[1])\n'
+          'doc = json.dumps([p.spec, p.platform], sort_keys=True).encode()\n'
+          'print("parsed" if "yaml" in sys.modules else "memo", hashlib.sha256(doc).hexdigest())\n')
+
+
+def parse_in_process(path: str) -> tuple[str, str]:
+    proc = subprocess.run([sys.executable, '-c', _PARSE, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    how, digest = proc.stdout.split()
+    return how, digest
+
+
+def parse_memos(cache_home) -> list:
+    folder = cache_home / 'localrunner' / 'parsed'
+    return sorted(p for p in folder.iterdir() if not p.name.startswith('.')) if folder.exists() else []
+
+
+def test_an_unchanged_yaml_file_is_parsed_once_into_the_same_pipeline(tmp_path, cache_home):
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    first = parse_in_process(path)
+    again = parse_in_process(path)
+    assert first[0] == 'parsed' and again == ('memo', first[1])        # PyYAML not even imported
+    assert len(parse_memos(cache_home)) == 1
+    with open(path, 'a') as f:
+        f.write('\n# an edit\n')                                       # other bytes: parsed again
+    assert parse_in_process(path) == ('parsed', first[1])
+    assert len(parse_memos(cache_home)) == 2
+
+
+@pytest.mark.parametrize('damage', ['garbage', 'empty', 'other key', 'not a list'])
+def test_a_damaged_or_foreign_parse_memo_is_not_used(tmp_path, cache_home, damage):
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    how, digest = parse_in_process(path)
+    [memo] = parse_memos(cache_home)
+    planted = {'garbage': '{"key": ', 'empty': '',
+               'other key': json.dumps({'key': '0' * 64, 'docs': [{'pipelineInfo': {'name': 'planted'}}]}),
+               'not a list': json.dumps({'key': memo.name, 'docs': {'pipelineInfo': {'name': 'planted'}}})}[damage]
+    memo.write_text(planted)
+    assert parse_in_process(path) == ('parsed', digest)                # parsed again, the same pipeline
+    assert parse_in_process(path) == ('memo', digest)                  # and memoized afresh
+
+
+def test_what_json_cannot_hold_exactly_is_never_memoized(tmp_path, cache_home):
+    import datetime
+
+    from localrunner.spec.schema_memo import ParseMemo
+    for i, docs in enumerate(([{'when': datetime.date(2026, 12, 4)}], [{1: 'a number key'}], [{'x': float('nan')}],
+                              [{'b': b'bytes'}])):
+        memo = ParseMemo.for_text(f'text {i}')
+        memo.record(docs)
+        assert not os.path.exists(memo.path) and memo.load() is None, docs
+    memo = ParseMemo.for_text('plain')
+    memo.record([{'a': [1, 2.5, True, None, 'x']}])
+    assert memo.load() == [{'a': [1, 2.5, True, None, 'x']}]

@@ -18,7 +18,6 @@ import re
 import socket
 from typing import Any, Callable, Optional, Union
 
-import yaml
 
 from localrunner.layout import PathEscape
 
@@ -80,6 +79,7 @@ def read_key_values(path: str) -> dict[str, str]:
     if _ENV_LINE.match(lines[0]):             # a .env file: its KEY=VALUE lines (others ignored)
         pairs = (ln.split('=', 1) for ln in lines if _ENV_LINE.match(ln))
         return {re.sub(r'^export\s+', '', k.strip()): v.strip() for k, v in pairs}
+    import yaml                         # here, not at import: most runs read no such file
     try:
         data = json.loads(text) if text.lstrip().startswith('{') else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:

@@ -19,12 +19,11 @@ when absent): what the engine reads. The plain dict (`Pipeline.spec`, `.root`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
 from typing import Optional
-
-import yaml
 
 from localrunner.errors import UsageError
 from localrunner.spec.checks import check_references
@@ -123,22 +122,29 @@ def load_pipeline(path: str) -> Pipeline:
     return Pipeline(path=path, spec=spec, platform=platform, view=view)
 
 
-class _NoAliasLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+@functools.lru_cache(maxsize=1)
+def _no_alias_loader():
     """libyaml's safe loader (it parses a compiled pipeline ~10x faster than the pure-Python
     one), refusing YAML aliases: the compiler writes none, and a few nested aliases make a
     small file expand into billions of nodes ("billion laughs") that every later walk would
-    visit. A node constructed twice is one that an alias repeats."""
+    visit. A node constructed twice is one that an alias repeats. Made at first use: PyYAML
+    is imported only when a text is parsed (an unchanged pipeline's is memoized)."""
+    import yaml
 
-    def construct_object(self, node, deep=False):
-        if node in self.constructed_objects:
-            raise yaml.constructor.ConstructorError(
-                None, None, 'a YAML alias (*name) repeats an anchored node; aliases are not accepted', node.start_mark)
-        return super().construct_object(node, deep)
+    class NoAliasLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+        def construct_object(self, node, deep=False):
+            if node in self.constructed_objects:
+                raise yaml.constructor.ConstructorError(
+                    None, None, 'a YAML alias (*name) repeats an anchored node; aliases are not accepted',
+                    node.start_mark)
+            return super().construct_object(node, deep)
+    return NoAliasLoader
 
 
 def load_yaml_documents(text: str) -> list:
     """The non-empty YAML documents of TEXT, aliases refused (yaml.YAMLError)."""
-    return [d for d in yaml.load_all(text, Loader=_NoAliasLoader) if d is not None]
+    import yaml
+    return [d for d in yaml.load_all(text, Loader=_no_alias_loader()) if d is not None]
 
 
 def _parse_documents(path: str, text: str) -> list:
@@ -150,8 +156,14 @@ def _parse_documents(path: str, text: str) -> list:
             raise UsageError(f'{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}') from None
         except RecursionError:
             raise UsageError(f'{path}: malformed JSON: nested too deeply') from None
+    from localrunner.spec.schema_memo import ParseMemo
+    memo = ParseMemo.for_text(text)
+    docs = memo.load() if memo is not None else None
+    if docs is not None:
+        return docs
+    import yaml
     try:
-        return load_yaml_documents(text)
+        docs = load_yaml_documents(text)
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f' at line {mark.line + 1} column {mark.column + 1}' if mark else ''
@@ -159,6 +171,9 @@ def _parse_documents(path: str, text: str) -> list:
         raise UsageError(f'{path}: malformed YAML{where}: {_one_line(problem)}') from None
     except RecursionError:
         raise UsageError(f'{path}: malformed YAML: nested too deeply') from None
+    if memo is not None:
+        memo.record(docs)
+    return docs
 
 
 def _platform_document(path: str, extras: list) -> dict:

@@ -1,7 +1,12 @@
-"""A memo of pipeline files that passed KFP's own schema check (spec/__init__.py, check 3), so
-a re-run of an unchanged file skips importing protobuf and KFP's PipelineSpec (~30 ms of each
-start) and the check itself. Only that check: the shape, name, reference and placeholder
-checks run on every load.
+"""Memos of pipeline files, so that a re-run of an unchanged file skips work that depends on
+its text alone:
+- SchemaMemo: the file passed KFP's own schema check (spec/__init__.py, check 3): no importing
+  protobuf and KFP's PipelineSpec (~30 ms of each start), no check. Only that check: the
+  shape, name, reference and placeholder checks run on every load.
+- ParseMemo: what PyYAML parsed the file into, as JSON: no importing PyYAML (~15-25 ms of each
+  start) and no parse. Kept only when JSON holds it exactly (no dates, binaries, NaN or
+  non-string keys: those texts are parsed every time). Its key adds PyYAML's installed files
+  (found without importing it), localrunner's version and PARSE_FORMAT to the text.
 
 A marker is a small JSON file under the user's cache dir (`validated/<key>`), written
 tmp -> fsync -> rename once the check passed. Its key is a digest of everything the check's
@@ -20,15 +25,17 @@ from typing import Optional
 
 # Bump when what spec/__init__.py's schema check accepts changes (old markers then miss).
 MEMO_FORMAT = 1
+# Bump when what spec/__init__.py's YAML loader makes of a text changes.
+PARSE_FORMAT = 1
 # Markers kept: past this many, a new one makes room by removing the oldest half (each
 # edit of a pipeline leaves a marker of its previous text behind).
 MAX_MARKERS = 512
 _SCHEMA_FILE = os.path.join('kfp', 'pipeline_spec', 'pipeline_spec_pb2.py')
 
 
-def memo_dir() -> str:
+def memo_dir(kind: str = 'validated') -> str:
     import platformdirs
-    return os.path.join(platformdirs.user_cache_dir('localrunner'), 'validated')
+    return os.path.join(platformdirs.user_cache_dir('localrunner'), kind)
 
 
 def schema_file() -> Optional[str]:
@@ -109,3 +116,64 @@ def _trim(directory: str, keep: str) -> None:
                 os.unlink(entry.path)
             except OSError:
                 pass
+
+
+def yaml_identity() -> Optional[str]:
+    """PyYAML as an import would find it, without importing it: its folder, its __init__.py's
+    size and time, and its C extension's (libyaml's loader, when built). None when there is
+    no such folder (then nothing is memoized)."""
+    for entry in sys.path:
+        folder = os.path.join(entry or os.curdir, 'yaml')
+        try:
+            init = os.stat(os.path.join(folder, '__init__.py'))
+            with os.scandir(folder) as entries:
+                native = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
+                                if e.name.startswith('_yaml'))
+        except OSError:
+            continue
+        return json.dumps([os.path.abspath(folder), init.st_size, init.st_mtime_ns, native])
+    return None
+
+
+class ParseMemo:
+    """What one pipeline text parsed into; `for_text` is None when nothing can be memoized."""
+
+    def __init__(self, key: str, directory: str):
+        self.key = key
+        self.path = os.path.join(directory, key)
+
+    @classmethod
+    def for_text(cls, text: str) -> Optional['ParseMemo']:
+        identity = yaml_identity()
+        if identity is None:
+            return None
+        from localrunner import __version__
+        digest = hashlib.sha256(json.dumps([PARSE_FORMAT, __version__, identity]).encode() + b'\0')
+        digest.update(text.encode('utf-8', 'surrogatepass'))
+        return cls(digest.hexdigest(), memo_dir('parsed'))
+
+    def load(self) -> Optional[list]:
+        """The documents, or None (absent, unreadable, damaged, another key's)."""
+        try:
+            with open(self.path, encoding='utf-8') as f:
+                data = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or data.get('key') != self.key or not isinstance(data.get('docs'), list):
+            return None
+        return data['docs']
+
+    def record(self, docs: list) -> None:
+        """Keeps DOCS when JSON gives them back exactly; best effort, as SchemaMemo.record."""
+        try:
+            text = json.dumps(docs, allow_nan=False)
+            if json.loads(text) != docs:            # a key that was not a string
+                return
+        except (TypeError, ValueError, RecursionError):     # a date, a binary, NaN
+            return
+        try:
+            from localrunner.engine.assembly import write_json_atomic
+            write_json_atomic(self.path, {'key': self.key, 'docs': docs})
+            _trim(os.path.dirname(self.path), keep=self.path)
+        except OSError:
+            pass
