@@ -710,9 +710,10 @@ BORROWED = {
 CAUSES: dict[str, str] = {
     's1.sub.whole': (
         'Cause: start-up of the `localrunner` CLI, not the task (the in-run figure is at the exec floor): '
-        'about 0.1 s of imports before the first task (asyncio, PyYAML, diskcache/sqlite3, the engine). '
-        'Round 2 took out ~0.12 s: KFP\'s protobuf schema check is remembered by the IR text\'s digest '
-        '(spec/schema_memo.py), rich is imported only at a first printed line (never with -q), built-in '
+        'about 0.1 s of imports before the first task (asyncio, diskcache/sqlite3, the engine). '
+        'Round 2 took out ~0.13 s: KFP\'s protobuf schema check is remembered by the IR text\'s digest, '
+        'and so is what PyYAML parsed it into (spec/schema_memo.py: an unchanged file imports neither '
+        'protobuf nor PyYAML), rich is imported only at a first printed line (never with -q), built-in '
         'backends skip the entry-point scan, events and IR views are records (no per-class exec at '
         'import). What is left is what any run needs; going lower needs a resident process.'),
     's1.docker.whole': (
@@ -734,10 +735,13 @@ CAUSES: dict[str, str] = {
         'cache lookup, shared by the tasks of one loop turn, and the whole attempt: folders, launch, wait, '
         'reading + storing + recording the outputs).'),
     's8.single_cached': (
-        'Cause: start-up, not work (in-run the cached task takes ~7 ms): the interpreter and importing the '
-        'CLI and the engine (~0.1 s: asyncio ~17 ms, PyYAML ~12 ms, diskcache + sqlite3 ~10 ms, the engine '
-        'and the backend contract; 260 modules, none over 5 ms). <= 1.3x `python3 -c pass` (~25-35 ms) is '
-        'below what an interpreter importing asyncio, YAML and SQLite can reach; it needs a resident server '
+        'Cause: start-up, not work (in-run the cached task takes ~7 ms in a quiet hour, 17 ms in this '
+        'one): the interpreter and importing the CLI and the engine (~0.1 s: asyncio ~17 ms with ssl and '
+        'logging, diskcache + sqlite3 ~10 ms, the engine and the backend contract; ~250 modules, none over '
+        '5 ms). PyYAML (~15-25 ms) is no longer imported for an unchanged file: what it parsed is '
+        'remembered (spec/schema_memo.py ParseMemo), ~14 ms less a run (median of 15, alternated with the '
+        'code before). <= 1.3x `python3 -c pass` (~25-35 ms) is '
+        'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
         'rule (no process outlives the command) rules out. Not built.'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
@@ -767,15 +771,21 @@ CAUSES: dict[str, str] = {
         'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
         '(~60-70 ms of CPU) per task; warm start removes them.'),
     's7.fan.warm': (
-        'Cause: CPU. Each trivial task costs ~13-15 ms of CPU on this machine, two thirds of it in the '
-        'kernel. perf over a x200 run: the task processes take ~70% of all CPU (the task ~42%, its reaper '
-        '~21%, the zygote ~6%), the runner ~19%, idle ~9%. The reaper (zygote -> reaper -> task) is the '
-        'fork and exit of a 16 MB interpreter, ~2 ms a task (one fork + exit 1.9-2.5 ms, two 3.9-4.4 ms, '
-        'measured in the zygote\'s environment). One fork per task, the zygote reaping its tasks itself, '
-        'would give back ~15-20% (~140 tasks/s) but a zygote killed mid-run would then take its running '
-        'tasks with it: today a running task does not need its zygote (tests/test_warm_start.py), as a '
-        'container outlives a restarted container runtime through its shim. Kept; not built. The runner\'s '
-        'share fell this round (one hop per attempt, batched cache hops, no shielded waits).'),
+        'Cause: CPU, and on this VM the disk. Each trivial task cost ~17.5 ms of CPU (perf stat over a x200 '
+        'run, the runner, zygote and tasks together), two thirds of it in the kernel, most of that '
+        'copy-on-write page faults: ~1,900 a task (the task ~1,225, its reaper ~555, the zygote ~124 a '
+        'fork, from each process\'s getrusage). This round the reapers became a pool: an idle reaper '
+        'forks the next task, so a task costs one fork, not two, and the zygote forks none '
+        '(benchmarks/reaper_bench.py, the process layout alone: a reaper per task 4.7-5.3 ms of CPU a task, '
+        'a pool 3.1-3.5, the task alone 3.0-3.8). Measured on the engine, alternated with the code before, '
+        'x200 on /dev/shm, 4 pairs: page faults 375k -> 298k, CPU 17.5 -> 14.5 ms a task, 78-108 -> 100-133 '
+        'tasks/s. A running task still does not need its zygote (tests/test_warm_start.py). On a RAM disk '
+        'the x1000 first run with the cache now takes 145-146 tasks/s (n=3, after this run): CPU-bound, ~3% '
+        'short. On the benchmark\'s disk root it varies with the disk: 126, 108 and 90 tasks/s in three '
+        'consecutive runs right after this one (each writes ~1,000 task folders, logs and cache entries; '
+        '~10 mkdir and ~18 open a task, fsyncs batched: 54 for 200 tasks). The runner\'s share is ~3 ms of '
+        'CPU a task, a third of it Python (py-spy --gil): per log line an event (KFP\'s executor writes 21 '
+        'lines a task), the exec-size check, the task folders.'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.cold': (
         'Cause: the disk, not the digest. The three samples were 1.69, 0.67 and 0.86 GB/s against `cat` '
@@ -791,22 +801,22 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 1.1-1.45 ms/task in this run, a slow one (0.65-0.8 in a full '
-    'run of the same engine code 20 minutes earlier; 1.0-1.3 at the previous committed run; round 1: '
-    '~1.9). Its floor, the same folders made by a bare loop, varied 5x within this run (132-646 '
-    'µs/task): this VM\'s disk. On a RAM disk (/dev/shm) 2,000 tasks take ~0.45-0.5 ms each, the same '
-    'for 2 to 32 parallel slots: CPU-bound. Per task the loop now makes ~680 Python calls (~1,140 at the '
-    'start of this stop) and one thread hop (was 3). Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): not met in this run, which was slow throughout: every row is '
-    '~1.3-1.5x its figure in a full run of the same engine code 20 minutes earlier (0c425d1, load 0.4 at '
-    'start), and kfp.local\'s rows slowed alike (its chain 9.0 -> 13.1 s). That run met the chain '
-    'target, 0.311 s (0.296-0.332, n=3); its other figures: fully cached x1000 0.43 ms/task, scheduler '
-    '0.65 ms/task, cached single task 0.142 s = 6.1x its floor (23 ms), x1000 first run 119 tasks/s '
-    '(`--no-cache`, row 2: 136). Against the previous committed full run (e90f3d1), over both runs: '
-    'fully cached x1000 0.54 -> 0.43-0.59 ms/task, scheduler 1.03 -> 0.65-1.12 ms/task, chain 0.44 -> '
-    '0.31-0.51 s, x1000 first run with the cache 82 -> 119-126 tasks/s. Steadier than wall clock on '
-    'this VM: in-process Python call counts, a cached x1000 task ~875 -> ~490 calls, a scheduler task '
-    '~1,140 -> ~680. What each target needs is in the row causes above.',
+    '**Scheduler alone (row 3)** is linear: 0.88-0.96 ms/task in this run (0.65-1.12 in the two full runs of '
+    'the previous stop; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 206-547 '
+    'µs/task within this run: this VM\'s disk. On a RAM disk (/dev/shm) 2,000 tasks take ~0.45-0.5 ms '
+    'each, the same for 2 to 32 parallel slots: CPU-bound, ~680 Python calls and one thread hop a task. '
+    'Validation + planning is ~20-60 µs/task.',
+    '**Round 2 targets** (table above): not met in this run, a slow hour: its `python3 -c pass` floor was '
+    '30 ms (23 ms in the quiet full run 0c425d1 of the previous stop) and kfp.local\'s chain took 12.2 s '
+    '(9.0 there). What changed this stop, each measured alternated with the code before it: the reaper '
+    'pool (row 7\'s cause: x200 first run 78-108 -> 100-133 tasks/s on a RAM disk; x1000 with the cache '
+    '145-146 tasks/s there, 90-126 on this disk root right after this run), PyYAML not imported for an '
+    'unchanged file (~14 ms a process), and the console\'s summary: a loop\'s task in more than 10 '
+    'iterations is one row, so a run as a user types it (without -q, as the rows here are not) no longer '
+    'pays ~0.5 s to print 1,000 rows. This run against the previous committed one (bed2caa, also slow): '
+    'fully cached x1000 0.59 -> 0.49 ms/task, scheduler 1.12 -> 0.88 ms/task, chain 0.51 -> 0.44 s (in-run '
+    '0.23 s), x1000 first run 126 -> 121 tasks/s with the cache (row 2 without: 98 -> 143), cached single '
+    'task 0.171 -> 0.203 s (its floor 23 -> 30 ms). What each target needs is in the row causes above.',
     '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.4-0.7 s '
     'as a whole process (0.24-0.42 s in-run, the two runs above) against 3.6-5.4 s for its first run with '
     'a warm environment (~8-9x). kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline '
