@@ -1,5 +1,6 @@
-"""The warm-start zygote: one per environment, it imports KFP's executor once and forks a
-child per task (see localrunner/backends/warm.py, which starts it and talks to it).
+"""The warm-start zygote: one per environment, it imports KFP's executor once, and every task
+is a fork of it, made by one of its reapers (see localrunner/backends/warm.py, which starts it
+and talks to it).
 
 Runs under the component's own interpreter (the venv's python3), so it uses the standard
 library only and never imports localrunner. Started as
