@@ -707,8 +707,15 @@ def test_reapers_are_reused_and_a_killed_idle_one_is_replaced(tmp_path, monkeypa
         assert _forked(info)
         return info
 
+    def idle(reaper: int) -> bool:
+        # an idle reaper holds stdin, stdout, stderr and its channel to the zygote; a task's
+        # socket, log pipe and pidfd only while it serves one
+        return len(os.listdir(f'/proc/{reaper}/fd')) == 4
+
     try:
-        first, second = who(1), who(2)
+        first = who(1)
+        _wait_until(lambda: idle(first['parent']), 10, 'the reaper to be idle again')
+        second = who(2)
         zygote = first['grandparent']
         assert second['parent'] == first['parent'] and second['pid'] != first['pid']   # idle again, reused
         assert second['grandparent'] == zygote and _alive(first['parent'])
