@@ -8,9 +8,9 @@ its text alone:
   non-string keys: those texts are parsed every time). Its key adds PyYAML's installed files
   (found without importing it), localrunner's version and PARSE_FORMAT to the text.
 
-A marker is a small JSON file under the user's cache dir (`validated/<key>`), written
-tmp -> fsync -> rename once the check passed. Its key is a digest of everything the check's
-outcome depends on: the file's text exactly as it is parsed, the schema itself (the bytes of
+Each memo is a JSON file under the user's cache dir (`validated/<key>`, `parsed/<key>`),
+written tmp -> fsync -> rename, named by its key and holding it (_TextMemo). A schema
+marker's key is a digest of everything the check's outcome depends on: the file's text exactly as it is parsed, the schema itself (the bytes of
 kfp-pipeline-spec's pipeline_spec_pb2.py), the protobuf version, localrunner's version and
 MEMO_FORMAT. A marker that is missing, unreadable or does not hold its own key only costs a
 re-validation; when the schema file cannot be found, nothing is memoized.
@@ -38,14 +38,20 @@ def memo_dir(kind: str = 'validated') -> str:
     return os.path.join(platformdirs.user_cache_dir('localrunner'), kind)
 
 
-def schema_file() -> Optional[str]:
-    """The pipeline_spec_pb2.py an import would find: kfp is a pkgutil namespace package,
-    whose portions are searched in sys.path order. None when there is no such source file."""
+def _on_sys_path(relative: str) -> Optional[str]:
+    """The first file RELATIVE names under a sys.path entry, in the order an import searches
+    them; None when there is none."""
     for entry in sys.path:
-        candidate = os.path.join(entry or os.curdir, _SCHEMA_FILE)
+        candidate = os.path.join(entry or os.curdir, relative)
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def schema_file() -> Optional[str]:
+    """The pipeline_spec_pb2.py an import would find: kfp is a pkgutil namespace package,
+    whose portions are searched in sys.path order. None when there is no such source file."""
+    return _on_sys_path(_SCHEMA_FILE)
 
 
 def _environment(schema: str) -> Optional[str]:
@@ -60,46 +66,62 @@ def _environment(schema: str) -> Optional[str]:
     return json.dumps([MEMO_FORMAT, __version__, google.protobuf.__version__, schema_digest])
 
 
-class SchemaMemo:
+class _TextMemo:
+    """A memo file for one pipeline text: named by a digest of ENVIRONMENT (what else the
+    memoized outcome depends on) and the text, and counted only when it holds that digest
+    as its 'key'. Anything else (absent, unreadable, damaged, planted) is no memo."""
+
+    def __init__(self, environment: str, text: str, directory: str):
+        digest = hashlib.sha256(environment.encode() + b'\0')
+        # the text as read (universal newlines): what is parsed, so what the outcome follows
+        digest.update(text.encode('utf-8', 'surrogatepass'))
+        self.key = digest.hexdigest()
+        self.path = os.path.join(directory, self.key)
+
+    def _read(self, limit: int = -1) -> Optional[dict]:
+        try:
+            with open(self.path, encoding='utf-8') as f:
+                data = json.loads(f.read(limit))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return data if isinstance(data, dict) and data.get('key') == self.key else None
+
+    def _write(self, fields: dict) -> None:
+        """Best effort: a cache dir that cannot be written only means the work is done again."""
+        from localrunner.engine.assembly import write_json_atomic
+        try:
+            write_json_atomic(self.path, {'key': self.key, **fields})
+            _trim(os.path.dirname(self.path), keep=self.path)
+        except OSError:
+            pass
+
+
+class SchemaMemo(_TextMemo):
     """The marker for one pipeline text; `for_text` is None when nothing can be memoized."""
 
-    def __init__(self, key: str, schema: str, directory: str):
-        self.key = key
+    def __init__(self, environment: str, text: str, schema: str):
+        super().__init__(environment, text, memo_dir())
         self.schema = schema                    # the file fingerprinted: the check must use it
-        self.path = os.path.join(directory, key)
 
     @classmethod
     def for_text(cls, text: str) -> Optional['SchemaMemo']:
         schema = schema_file()
         environment = _environment(schema) if schema else None
-        if environment is None:
-            return None
-        digest = hashlib.sha256(environment.encode() + b'\0')
-        # the text as read (universal newlines): what is parsed, so what the outcome follows
-        digest.update(text.encode('utf-8', 'surrogatepass'))
-        return cls(digest.hexdigest(), schema, memo_dir())
+        return None if environment is None else cls(environment, text, schema)
 
     def passed(self) -> bool:
-        """A marker holding this key exists; anything else (absent, unreadable, damaged) is no."""
-        try:
-            with open(self.path, encoding='utf-8') as f:
-                data = json.loads(f.read(4096))
-        except (OSError, ValueError):
-            return False
-        return isinstance(data, dict) and data.get('key') == self.key
+        """A marker holding this key exists (a marker is tiny: no more of a file is read)."""
+        return self._read(4096) is not None
 
     def record(self, checked_with: str) -> None:
         """Mark the check passed, if it ran against the schema file fingerprinted (an import
-        that found another one says nothing about this key). Best effort: a cache dir that
-        cannot be written only means the next load checks again."""
+        that found another one says nothing about this key)."""
         try:
             if not os.path.samefile(checked_with, self.schema):
                 return
-            from localrunner.engine.assembly import write_json_atomic
-            write_json_atomic(self.path, {'key': self.key})
-            _trim(os.path.dirname(self.path), keep=self.path)
         except (OSError, TypeError):            # TypeError: a module without a file
-            pass
+            return
+        self._write({})
 
 
 def _trim(directory: str, keep: str) -> None:
@@ -122,25 +144,22 @@ def yaml_identity() -> Optional[str]:
     """PyYAML as an import would find it, without importing it: its folder, its __init__.py's
     size and time, and its C extension's (libyaml's loader, when built). None when there is
     no such folder (then nothing is memoized)."""
-    for entry in sys.path:
-        folder = os.path.join(entry or os.curdir, 'yaml')
-        try:
-            init = os.stat(os.path.join(folder, '__init__.py'))
-            with os.scandir(folder) as entries:
-                native = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
-                                if e.name.startswith('_yaml'))
-        except OSError:
-            continue
-        return json.dumps([os.path.abspath(folder), init.st_size, init.st_mtime_ns, native])
-    return None
+    init_path = _on_sys_path(os.path.join('yaml', '__init__.py'))
+    if init_path is None:
+        return None
+    folder = os.path.dirname(init_path)
+    try:
+        init = os.stat(init_path)
+        with os.scandir(folder) as entries:
+            native = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
+                            if e.name.startswith('_yaml'))
+    except OSError:
+        return None
+    return json.dumps([os.path.abspath(folder), init.st_size, init.st_mtime_ns, native])
 
 
-class ParseMemo:
+class ParseMemo(_TextMemo):
     """What one pipeline text parsed into; `for_text` is None when nothing can be memoized."""
-
-    def __init__(self, key: str, directory: str):
-        self.key = key
-        self.path = os.path.join(directory, key)
 
     @classmethod
     def for_text(cls, text: str) -> Optional['ParseMemo']:
@@ -148,32 +167,18 @@ class ParseMemo:
         if identity is None:
             return None
         from localrunner import __version__
-        digest = hashlib.sha256(json.dumps([PARSE_FORMAT, __version__, identity]).encode() + b'\0')
-        digest.update(text.encode('utf-8', 'surrogatepass'))
-        return cls(digest.hexdigest(), memo_dir('parsed'))
+        return cls(json.dumps([PARSE_FORMAT, __version__, identity]), text, memo_dir('parsed'))
 
     def load(self) -> Optional[list]:
         """The documents, or None (absent, unreadable, damaged, another key's)."""
-        try:
-            with open(self.path, encoding='utf-8') as f:
-                data = json.load(f)
-        except (OSError, ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict) or data.get('key') != self.key or not isinstance(data.get('docs'), list):
-            return None
-        return data['docs']
+        data = self._read()
+        return data['docs'] if data is not None and isinstance(data.get('docs'), list) else None
 
     def record(self, docs: list) -> None:
-        """Keeps DOCS when JSON gives them back exactly; best effort, as SchemaMemo.record."""
+        """Keeps DOCS when JSON gives them back exactly."""
         try:
-            text = json.dumps(docs, allow_nan=False)
-            if json.loads(text) != docs:            # a key that was not a string
+            if json.loads(json.dumps(docs, allow_nan=False)) != docs:     # a key that was not a string
                 return
         except (TypeError, ValueError, RecursionError):     # a date, a binary, NaN
             return
-        try:
-            from localrunner.engine.assembly import write_json_atomic
-            write_json_atomic(self.path, {'key': self.key, 'docs': docs})
-            _trim(os.path.dirname(self.path), keep=self.path)
-        except OSError:
-            pass
+        self._write({'docs': docs})
