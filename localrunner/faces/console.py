@@ -327,9 +327,8 @@ class ConsoleView:
             if len(members) <= _FOLD_OVER:
                 rows.extend(self._row(r) for r in members)
                 continue
-            times = [t for t in (self._own_time(r) for r in members) if t is not None]
-            took = _span(times)
-            runs = {(r.cached_from or {}).get('run', '') for r in members if r.cached_from}
+            took = _span([t for t in (self._own_time(r) for r in members) if t is not None])
+            runs = {_cached_run(r) for r in members if r.cached_from}
             cached = next(iter(runs)) if len(runs) == 1 else (f'{len(runs)} runs' if runs else '')
             rows.append((pattern, members[0].state.value, len(members), took, cached, _metric_ranges(members)))
         return rows
@@ -344,8 +343,7 @@ class ConsoleView:
         own = self._own_time(r)
         took = '' if own is None else (f'{own:.1f}s' + (f' +{self.env_s_of[r.name]:.0f}s env'
                                                           if r.name in self.env_s_of else ''))
-        cached = (r.cached_from or {}).get('run', '') if r.cached_from else ''
-        return r.name, r.state.value, 1, took, cached, _metrics(r)
+        return r.name, r.state.value, 1, took, _cached_run(r), _metrics(r)
 
 
 def _iterations_of(name: str, loops: set[str]) -> Optional[str]:
@@ -361,9 +359,17 @@ def _iterations_of(name: str, loops: set[str]) -> Optional[str]:
     return '/'.join(parts) if folded else None
 
 
+def _cached_run(record) -> str:
+    """The run a cached task's outputs came from ('' when it was not served from the cache)."""
+    return (record.cached_from or {}).get('run', '')
+
+
 def _span(seconds: list[float]) -> str:
-    low, high = (f'{min(seconds):.1f}', f'{max(seconds):.1f}') if seconds else ('', '')
-    return '' if not seconds else f'{low}s' if low == high else f'{low}-{high}s'
+    """'0.2-0.3s', or '0.2s' when both ends print alike; '' for no times."""
+    if not seconds:
+        return ''
+    low, high = f'{min(seconds):.1f}', f'{max(seconds):.1f}'
+    return f'{low}s' if low == high else f'{low}-{high}s'
 
 
 def _metric_values(record) -> dict[str, float]:
