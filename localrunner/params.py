@@ -6,7 +6,6 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-
 from localrunner.errors import UsageError
 from localrunner.spec import load_yaml_documents
 

@@ -18,7 +18,6 @@ import re
 import socket
 from typing import Any, Callable, Optional, Union
 
-
 from localrunner.layout import PathEscape
 
 NO_LOCAL_EFFECT = ('nodeSelector', 'nodeAffinity', 'tolerations', 'imagePullSecret', 'imagePullPolicy',
