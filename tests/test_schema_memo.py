@@ -192,6 +192,26 @@ def test_a_damaged_or_foreign_parse_memo_is_not_used(tmp_path, cache_home, damag
     assert parse_in_process(path) == ('memo', digest)                  # and memoized afresh
 
 
+@pytest.mark.parametrize('planted', ['binary', 'link'])
+def test_binary_bytes_or_a_link_in_place_of_a_parse_memo(tmp_path, cache_home, planted):
+    """Bytes that are not UTF-8 are no memo; a link planted in its place is read like any
+    file (it holds no key: parsed again) and the rewrite replaces the link, never writing
+    through it: the file it pointed at is unchanged."""
+    path = shutil.copy(HELLO, tmp_path / 'p.yaml')
+    how, digest = parse_in_process(path)
+    [memo] = parse_memos(cache_home)
+    outside = tmp_path / 'outside.json'
+    outside.write_bytes(b'{"not": "a memo"}')
+    memo.unlink()
+    if planted == 'binary':
+        memo.write_bytes(b'\xff\xfe\x00garbage\x80')
+    else:
+        memo.symlink_to(outside)
+    assert parse_in_process(path) == ('parsed', digest)
+    assert parse_in_process(path) == ('memo', digest)
+    assert not memo.is_symlink() and outside.read_bytes() == b'{"not": "a memo"}'
+
+
 def test_what_json_cannot_hold_exactly_is_never_memoized(tmp_path, cache_home):
     import datetime
 
