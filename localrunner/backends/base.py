@@ -22,7 +22,7 @@ from localrunner.errors import LaunchError, UsageError
 from localrunner.units import parse_duration
 
 __all__ = ['Backend', 'BackendOptions', 'Capabilities', 'Execution', 'LaunchError', 'LaunchSpec', 'LineSink',
-           'LogSink', 'Mount', 'Resources']
+           'LogSink', 'Mount', 'Resources', 'unread_lines']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,12 @@ class Execution(abc.ABC):
 
 LineSink = Callable[[str], None]
 LogSink = Callable[[str], None]
+
+
+def unread_lines(line: str) -> None:
+    """The on_line the engine gives launch() when no subscriber reads a task's lines (a run
+    without --verbose): the log file alone gets the output. A backend may test for it (`is`)
+    to skip splitting the output into lines; calling it does nothing."""
 
 
 class Backend(abc.ABC):

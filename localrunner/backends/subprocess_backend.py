@@ -19,7 +19,7 @@ from typing import Optional
 
 from localrunner.backends import procs
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
-                                       LineSink, LogSink)
+                                       LineSink, LogSink, unread_lines)
 from localrunner.backends.reaper import MARKER_VAR, Reaper
 from localrunner.environments.venvs import VenvCache
 from localrunner.layout import open_log
@@ -97,6 +97,7 @@ class _ProcessExecution(Execution):
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
+        lines_read = self._on_line is not unread_lines     # else the log file alone: no decoding
         pending = ''
         give_up: Optional[float] = None      # when to stop waiting for EOF
         killed_group = False
@@ -109,10 +110,11 @@ class _ProcessExecution(Execution):
                             break
                         log.write(chunk)
                         log.flush()
-                        pending += decoder.decode(chunk)
-                        *lines, pending = pending.split('\n')
-                        for line in lines:
-                            self._line(line)
+                        if lines_read:
+                            pending += decoder.decode(chunk)
+                            *lines, pending = pending.split('\n')
+                            for line in lines:
+                                self._line(line)
                         continue
                     now = time.monotonic()
                     if give_up is None and self._main_exited():

@@ -57,6 +57,7 @@ class HistoryWriter:
     What a dead runner leaves is then each task's last known state (engine/recovery.py)."""
 
     _ENDINGS = (ev.TaskSucceeded, ev.TaskCached, ev.TaskFailed, ev.TaskSkipped, ev.TaskCanceled)
+    event_types = frozenset((ev.RunStarted, ev.RunFinished) + _ENDINGS)     # EventBus.wants
 
     def __init__(self, path: str, snapshot: Optional[Callable[[], dict]] = None, interval: float = 1.0):
         self.path = path

@@ -19,7 +19,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Optional
 
-from localrunner.backends.base import LaunchSpec, Mount, Resources
+from localrunner.backends.base import LaunchSpec, Mount, Resources, unread_lines
 from localrunner.engine import events as ev
 from localrunner.engine import executor_io, k8s_local
 from localrunner.engine import inputs as task_inputs
@@ -524,7 +524,10 @@ class ContainerTask:
             raise LaunchError(f'refused: {e}') from None
         except OSError as e:                # e.g. a full disk
             raise LaunchError(f'cannot lay out the task folder: {e}') from None
-        return self.run.backend.launch(spec, lambda line: self.run.bus.emit(ev.TaskLog(task=self.name, line=line)))
+        return self.run.backend.launch(spec, self._on_line if self.run.bus.wants(ev.TaskLog) else unread_lines)
+
+    def _on_line(self, line: str) -> None:
+        self.run.bus.emit(ev.TaskLog(task=self.name, line=line))
 
     def _lay_out(self, attempt: int, spec: LaunchSpec) -> None:
         """The task's folders for the attempt. The first also gets the executor input (kept

@@ -149,14 +149,29 @@ Subscriber = Callable[[Event], None]
 
 class EventBus:
     """Delivers events synchronously, in order, to every subscriber (thread-safe).
-    A failing subscriber must not break the run: its exception is swallowed."""
+    A failing subscriber must not break the run: its exception is swallowed.
+
+    A subscriber may say which types it handles, as an `event_types` attribute (a set of
+    types); one without it gets every type. The engine asks wants(T) before making events
+    that only some views read, one per log line (TaskLog): a run nobody follows line by line
+    makes none of them."""
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
+        self._wanted: Optional[set[type]] = set()      # None: some subscriber takes every type
 
     def subscribe(self, fn: Subscriber) -> None:
         self._subscribers.append(fn)
+        types = getattr(fn, 'event_types', None)
+        if types is None:
+            self._wanted = None
+        elif self._wanted is not None:
+            self._wanted.update(types)
+
+    def wants(self, cls: type) -> bool:
+        """Whether any subscriber handles events of type CLS."""
+        return self._wanted is None or cls in self._wanted
 
     def emit(self, event: Event) -> None:
         with self._lock:

@@ -69,6 +69,8 @@ class ConsoleView:
         self._lock = threading.RLock()       # Live.start() renders at once, inside a handler
         self._live = None
         self._handlers = handler_table(self)
+        # what EventBus.wants asks: a task's lines are shown with --verbose only
+        self.event_types = frozenset(t for t in self._handlers if verbose or t is not ev.TaskLog)
 
     @property
     def console(self):

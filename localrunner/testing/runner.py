@@ -103,6 +103,7 @@ class LocalRunner:
         def listen(event) -> None:
             if isinstance(event, ev.EnvBuilding):
                 environment.append(event.line)
+        listen.event_types = frozenset({ev.EnvBuilding})      # EventBus.wants
 
         from localrunner.engine.caching import CacheSettings, caching_disabled_by_env
         options = RunOptions(

@@ -29,3 +29,21 @@ def test_a_failing_subscriber_does_not_stop_the_others():
     bus.subscribe(seen.append)
     bus.emit(ev.Warning(message='x'))
     assert [type(e) for e in seen] == [ev.Warning]
+
+
+def test_the_bus_knows_which_types_its_subscribers_take():
+    bus = ev.EventBus()
+    assert not bus.wants(ev.TaskLog)                     # nobody listens yet
+    history = lambda e: None                             # noqa: E731
+    history.event_types = frozenset({ev.RunFinished})
+    bus.subscribe(history)
+    assert bus.wants(ev.RunFinished) and not bus.wants(ev.TaskLog)
+    bus.subscribe(lambda e: None)                        # says nothing: takes every type
+    assert bus.wants(ev.TaskLog)
+
+
+def test_the_console_takes_a_tasks_lines_only_when_verbose(tmp_path):
+    quiet = ConsoleView(stream=open(tmp_path / 'a', 'w'), live=False)
+    verbose = ConsoleView(stream=open(tmp_path / 'b', 'w'), live=False, verbose=True)
+    assert ev.TaskLog not in quiet.event_types and ev.TaskFailed in quiet.event_types
+    assert ev.TaskLog in verbose.event_types
