@@ -91,13 +91,12 @@ def _execable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether execve(2) would take this command line and environment (Linux: 32 pages per
     string, ARG_MAX for all of them with their pointers). A command the exec path cannot
     start must fail here too, as it would on a cluster, not run because it was forked."""
-    # os.fsencode's encoding, called directly (~40 strings a task)
-    strings = [a.encode('utf-8', 'surrogateescape') for a in argv] + \
-        [f'{k}={v}'.encode('utf-8', 'surrogateescape') for k, v in env.items()]
+    # os.fsencode's encoding, called directly (~40 strings a task); each string's length,
+    # its NUL and its pointer count toward the total
+    sizes = [len(a.encode('utf-8', 'surrogateescape')) for a in argv]
+    sizes += [len(f'{k}={v}'.encode('utf-8', 'surrogateescape')) for k, v in env.items()]
     per_string, total = _exec_limits()
-    if any(len(b) >= per_string for b in strings):
-        return False
-    return sum(len(b) + 1 + 8 for b in strings) <= total
+    return max(sizes) < per_string and sum(sizes) + (1 + 8) * len(sizes) <= total
 
 
 @functools.lru_cache(maxsize=1)
