@@ -22,6 +22,8 @@ from .errors import CacheError
 _DB_NAME = "cache.db"  # diskcache's file name
 # Values diskcache stored inline as text (mode 1 = MODE_RAW, raw key): what this class writes.
 _SALVAGE_SQL = "SELECT key, value FROM Cache WHERE raw = 1 AND mode = 1 ORDER BY rowid"
+_MANY_SQL = "SELECT key, value FROM Cache WHERE raw = 1 AND mode = 1 AND key IN ({})"
+_MANY_CHUNK = 500  # host parameters a statement (SQLite allows 999 before 3.32)
 
 
 class Index:
@@ -132,6 +134,22 @@ class Index:
             except Exception:  # an undecodable value (e.g. an old pickle): as absent
                 return None
         return self._call("read", read)
+
+    def get_many(self, keys) -> dict:
+        """{key: value} of those KEYS present, in one statement per 500 keys where get() is a
+        statement and a trip through diskcache each (a run's 1,000 tasks: ~1 ms, not ~20).
+        Reads only what this class writes (text under a text key); anything else is absent."""
+        keys = [k for k in keys if isinstance(k, str)]
+
+        def read(cache):
+            found = {}
+            for i in range(0, len(keys), _MANY_CHUNK):
+                chunk = keys[i:i + _MANY_CHUNK]
+                sql = _MANY_SQL.format(", ".join("?" * len(chunk)))
+                found.update((k, v) for k, v in cache._sql(sql, chunk).fetchall()
+                             if isinstance(k, str) and isinstance(v, str))
+            return found
+        return self._call("read", read) if keys else {}
 
     def set(self, key: str, value: str) -> None:
         self._call("write", lambda cache: cache.set(key, value))

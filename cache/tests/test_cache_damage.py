@@ -226,3 +226,19 @@ def test_verify_counts_an_index_rebuilt_when_opened(store):
     report = verify(cas, ac)
     assert "actions" in report["damaged_indexes"] and report["damaged"] >= 1
     ac.close()
+
+
+def test_get_many_reads_what_get_reads_and_meets_damage_as_get_does(tmp_path):
+    from localrunner_cache.index import Index
+    index = Index(tmp_path / "last", "last")
+    index.set_many([(f"k{i}", f"v{i}") for i in range(1200)])      # more than one statement's worth
+    asked = [f"k{i}" for i in range(0, 1300, 3)] + ["missing", 7]
+    got = index.get_many(asked)
+    assert got == {f"k{i}": f"v{i}" for i in range(0, 1200, 3)}
+    assert all(index.get(k) == v for k, v in got.items()) and index.get_many([]) == {}
+    index.close()
+    _damage(str(tmp_path / "last" / "cache.db"), "random")
+    warnings = []
+    index = Index(tmp_path / "last", "last", warnings=warnings)
+    assert index.get_many(asked) == {} and warnings          # set aside and rebuilt: nothing raises
+    index.close()
