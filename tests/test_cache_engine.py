@@ -355,6 +355,15 @@ def test_custom_cache_key_replaces_the_computed_one(tmp_path):
     assert states(second)['stamp-value'] == 'CACHED'
     assert [t for t in second['tasks'] if t['name'] == 'stamp-value'][0]['outputs']['parameters']['Output'] == 1
     assert _count(folder, 'custom') == 1
+    # the same custom key with other parts: what is remembered (to explain a later miss) is
+    # this run's parts, not the first run's, though the key did not change
+    from localrunner.engine.caching import CacheSettings, TaskCache
+    cache = TaskCache(str(tmp_path / 'root'), CacheSettings())
+    try:
+        kept = cache.previous('custom-key', 'stamp-value')
+    finally:
+        cache.close()
+    assert kept['run'] == second['run_id'] and kept['parts']['inputs']['parameters']['value'] == 2
 
 
 @dsl.component

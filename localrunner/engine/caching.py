@@ -450,10 +450,12 @@ class TaskCache:
             self.warnings.append(f'remote cache upload failed: {e}')
 
     # ------------------------------------------------------------------ explaining
-    def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str) -> None:
+    def remember(self, pipeline: str, task: str, key: str, parts: dict, run_id: str,
+                 key_is_digest: bool = False) -> None:
         """Keeps a task's key to explain a later miss. Written when the run ends, in one
-        transaction (a write per task costs an fsync per task). `parts` in canonical form."""
-        self._remembered[f'{pipeline}\0{task}'] = (key, parts, run_id)
+        transaction (a write per task costs an fsync per task). `parts` in canonical form;
+        key_is_digest: KEY is canonical_key(parts), so the same key means the same parts."""
+        self._remembered[f'{pipeline}\0{task}'] = (key, parts, run_id, key_is_digest)
 
     def _flush_remembered(self) -> None:
         items, self._remembered = self._remembered, {}
@@ -461,17 +463,15 @@ class TaskCache:
             return
         try:
             # a task whose key and parts are what is remembered already is not written again
-            # (a cached rerun of 1,000 tasks reads 1,000 rows instead of rewriting them); the
-            # run kept is then the one that first had that key
-            rows = [(k, json.dumps({'key': key, 'parts': parts, 'run': run_id}, sort_keys=True))
-                    for k, (key, parts, run_id) in items.items() if not self._remembered_already(k, key, parts)]
+            # (a cached rerun of 1,000 tasks reads 1,000 rows, in one query, instead of
+            # rewriting them); the run kept is then the one that first had that key
+            known = self.last.get_many(items)
+            rows = [(k, _remembered_text(key, parts, run_id))
+                    for k, (key, parts, run_id, key_is_digest) in items.items()
+                    if not _remembers(known.get(k), key, parts, key_is_digest)]
             self.last.set_many(rows)
         except CacheError as e:         # only explains a later miss: never fails a run
             self.warnings.append(f'cannot remember the tasks\' keys: {e}')
-
-    def _remembered_already(self, name: str, key: str, parts: dict) -> bool:
-        known = self._previous(name)
-        return known is not None and known['key'] == key and known.get('parts') == parts
 
     def previous(self, pipeline: str, task: str) -> Optional[dict]:
         return self._previous(f'{pipeline}\0{task}')
@@ -495,6 +495,25 @@ class TaskCache:
                     closer()
                 except Exception:
                     pass
+
+
+def _remembered_text(key: str, parts: dict, run_id: str) -> str:
+    return json.dumps({'key': key, 'parts': parts, 'run': run_id}, sort_keys=True)
+
+
+def _remembers(text: Optional[str], key: str, parts: dict, key_is_digest: bool) -> bool:
+    """Whether TEXT, a remembered entry, holds KEY and PARTS. A key that is the parts'
+    digest is compared alone, on the text (sort_keys puts it first): no parse, and the same
+    digest means the same parts; a custom key (set_cache_key) is compared with its parts."""
+    if text is None:
+        return False
+    if key_is_digest:
+        return text.startswith('{"key": ' + json.dumps(key) + ', ')
+    try:
+        known = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(known, dict) and known.get('key') == key and known.get('parts') == parts
 
 
 # ---------------------------------------------------------------------------- the key

@@ -156,7 +156,7 @@ class ContainerTask:
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(self.task.cache_enabled)
         if not run.options.dry_run:
-            run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id)
+            run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id, key_is_digest=not custom)
 
         if use_cache:
             served = await self._serve_from_cache(key)
