@@ -155,6 +155,36 @@ class _ProcessExecution(Execution):
         self._signal_group(signal.SIGKILL)
 
 
+def runner_environ() -> dict[str, str]:
+    """The runner's environment as its tasks start from it: its own venv and interpreter
+    settings must not leak into the component's."""
+    base = dict(os.environ)
+    for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
+        base.pop(leak, None)
+    return base
+
+
+def task_environ(base: dict[str, str], venv: Optional[str], tmp: str, spec: Optional[LaunchSpec],
+                 run_id: str) -> dict[str, str]:
+    """A task's environment: BASE (runner_environ()), VENV first on its PATH, TMPDIR, then
+    SPEC's own variables. The one place it is made: a launch, and the warm start's pre-start
+    (which has no spec yet: a component that sets variables of its own is not pre-started)."""
+    env = dict(base)
+    if venv is not None:
+        env['VIRTUAL_ENV'] = venv
+        env['PATH'] = os.path.join(venv, 'bin') + os.pathsep + env.get('PATH', '')
+    # a short private temp folder per attempt, removed afterwards: KFP's `mktemp -d` and
+    # whatever else the task makes there (a deep path breaks AF_UNIX sockets' 107-byte limit)
+    env['TMPDIR'] = tmp
+    env['PYTHONUNBUFFERED'] = '1'               # logs stream line by line
+    if spec is not None:
+        if spec.resources.gpu_ids or spec.resources.accelerator_count:
+            env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
+        env.update(spec.env)
+    env[MARKER_VAR] = run_id     # how the reaper finds a process that left its group
+    return env
+
+
 class SubprocessBackend(Backend):
     """Tasks are processes of this user on this machine: no image, no volumes, no isolation."""
     name = 'subprocess'
@@ -198,27 +228,10 @@ class SubprocessBackend(Backend):
             self.warm.prepare(spec, self._environ(spec, ''), self.cwd)
 
     def _environ(self, spec: LaunchSpec, tmp: str) -> dict[str, str]:
-        if self._base_env is None:
-            # the runner's environment, read once per run (os.environ decodes every entry on
-            # each read); its own venv/interpreter must not leak into the component's
-            base = dict(os.environ)
-            for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
-                base.pop(leak, None)
-            self._base_env = base
-        env = dict(self._base_env)
-        if spec.python_env is not None:
-            venv = self.venvs.path(spec.python_env)
-            env['VIRTUAL_ENV'] = venv
-            env['PATH'] = os.path.join(venv, 'bin') + os.pathsep + env.get('PATH', '')
-        # a short private temp folder per attempt, removed afterwards: KFP's `mktemp -d` and
-        # whatever else the task makes there (a deep path breaks AF_UNIX sockets' 107-byte limit)
-        env['TMPDIR'] = tmp
-        env['PYTHONUNBUFFERED'] = '1'               # logs stream line by line
-        if spec.resources.gpu_ids or spec.resources.accelerator_count:
-            env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
-        env.update(spec.env)
-        env[MARKER_VAR] = self.run_id     # how the reaper finds a process that left its group
-        return env
+        if self._base_env is None:      # read once per run: os.environ decodes every entry on each read
+            self._base_env = runner_environ()
+        venv = self.venvs.path(spec.python_env) if spec.python_env is not None else None
+        return task_environ(self._base_env, venv, tmp, spec, self.run_id)
 
     def launch(self, spec: LaunchSpec, on_line: LineSink) -> Execution:
         if not spec.argv:
