@@ -20,6 +20,7 @@ command execve would refuse, or an environment whose zygote cannot start, runs e
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import functools
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from localrunner.backends.base import LaunchSpec
 from localrunner.backends.subprocess_backend import _ProcessExecution
@@ -103,6 +104,11 @@ def _execable(argv: list[str], env: dict[str, str]) -> bool:
 def _exec_limits() -> tuple[int, int]:
     # sysconf(ARG_MAX) reads the stack rlimit (a syscall): once per process, not per string
     return 32 * os.sysconf('SC_PAGE_SIZE'), os.sysconf('SC_ARG_MAX')
+
+
+def python3_on(path: Optional[str]) -> Optional[str]:
+    """The python3 that `sh` finds on a task's PATH, as the exec path would run it."""
+    return shutil.which('python3', path=path if path is not None else os.defpath)
 
 
 def _startup_env(env: dict[str, str]) -> tuple:
@@ -293,21 +299,32 @@ class _Zygote:
         self.added: dict[str, str] = {}       # what the interpreter adds at start-up (LC_CTYPE)
         self.starts = 0
         self.broken: Optional[str] = None     # why this environment runs exec'd
+        self.ready = False                    # its hello was read: it serves tasks
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def ensure(self, spawner: _Spawner) -> None:
-        """Starts (or restarts) the zygote; raises ZygoteError when it cannot serve."""
+        """Starts (or restarts) the zygote, or greets one started ahead (spawn()); raises
+        ZygoteError when it cannot serve."""
         if self.broken:
             raise ZygoteError(self.broken)
         if self.alive():
+            if not self.ready:
+                self._greet()
             return
         self.stop()
+        self.spawn(spawner.call)
+        self._greet()
+
+    def spawn(self, call: Callable) -> None:
+        """Starts the process, through CALL(fn) (fn run in the thread it dies with); its hello
+        is read by ensure(), so a zygote can be started ahead and greeted when first used."""
         if self.starts > _MAX_RESTARTS:
             self.broken = f'zygote died {self.starts} times'
             raise ZygoteError(self.broken)
         self.starts += 1
+        self.ready = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(self.env, _KFP_RUNTIME='true')
         try:
@@ -315,15 +332,20 @@ class _Zygote:
             # whatever ends the zygote (it checks the file is still empty after its imports)
             with tempfile.TemporaryFile() as log:
                 argv = [self.python, ZYGOTE_PROGRAM, str(theirs.fileno()), str(os.getpid()), self.module]
-                self.proc = spawner.call(lambda: subprocess.Popen(
+                self.proc = call(lambda: subprocess.Popen(
                     argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     pass_fds=(theirs.fileno(),), start_new_session=True))
         except OSError as e:
+            ours.close()
             self.broken = f'cannot start {self.python}: {e}'
             raise ZygoteError(self.broken) from None
         finally:
             theirs.close()
         self.control = ours
+
+    def _greet(self) -> None:
+        """Reads the started zygote's hello: it serves, or it is broken (and stopped)."""
+        ours = self.control
         ours.settimeout(_START_TIMEOUT_S)
         try:
             hello = json.loads(ours.recv(1 << 16) or b'null')
@@ -337,8 +359,10 @@ class _Zygote:
             self.stop()
             raise ZygoteError(self.broken)
         self.added = hello.get('added') or {}
+        self.ready = True
 
     def stop(self) -> None:
+        self.ready = False
         if self.control is not None:
             self.control.close()            # EOF: the zygote exits; running tasks are not its
             self.control = None
@@ -349,6 +373,49 @@ class _Zygote:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+class _AheadOfTime:
+    """Zygotes started before any backend exists (warm_prestart.py: the CLI starts those the
+    last run of the same pipeline used, while it imports the engine). A backend adopts the
+    one whose key is its own; whatever is not adopted is stopped when the process exits, and
+    dies with it in any case (parent-death signal, EOF). Also records which zygotes served
+    tasks in this process, for the next pre-start."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._zygotes: dict[tuple, _Zygote] = {}
+        self.served: dict[tuple, None] = {}          # (python, module), in first-use order
+
+    def start(self, python: str, cwd: str, env: dict[str, str], module: str) -> None:
+        """Starts a zygote from the calling thread, which must live as long as the process
+        (the main thread): the zygote's parent-death signal follows that thread."""
+        key = (python, cwd, _startup_env(env), module)
+        zygote = _Zygote(python, cwd, dict(key[2]), module)
+        try:
+            zygote.spawn(lambda fn: fn())
+        except ZygoteError:
+            return
+        with self._lock:
+            self._zygotes[key] = zygote
+
+    def take(self, key: tuple) -> Optional[_Zygote]:
+        with self._lock:
+            return self._zygotes.pop(key, None)
+
+    def stop_all(self) -> None:
+        """Kills the zygotes no backend adopted: they never had a task, so they have no
+        reaper, and a kill does not wait for their imports to end as EOF would."""
+        with self._lock:
+            zygotes, self._zygotes = list(self._zygotes.values()), {}
+        for zygote in zygotes:
+            if zygote.proc is not None:
+                zygote.proc.kill()
+            zygote.stop()
+
+
+AHEAD = _AheadOfTime()
+atexit.register(AHEAD.stop_all)
 
 
 class WarmStarter:
@@ -414,13 +481,13 @@ class WarmStarter:
             proc = self._started(sock, log_r, request, spec.argv)
             if proc is not None:
                 self.launched += 1
+                AHEAD.served.setdefault((zygote.python, module))
                 return proc
         return None
 
     def _python3(self, path: Optional[str]) -> Optional[str]:
-        """The python3 that `sh` finds on the task's PATH, as the exec path would run it."""
         if path not in self._which:
-            self._which[path] = shutil.which('python3', path=path if path is not None else os.defpath)
+            self._which[path] = python3_on(path)
         return self._which[path]
 
     def _zygote(self, key: tuple, python: str, cwd: str, env: dict, module: str) -> Optional[_Zygote]:
@@ -429,7 +496,7 @@ class WarmStarter:
                 return None
             zygote = self._zygotes.get(key)
             if zygote is None:
-                zygote = self._zygotes[key] = _Zygote(python, cwd, env, module)
+                zygote = self._zygotes[key] = AHEAD.take(key) or _Zygote(python, cwd, env, module)
                 while len(self._zygotes) > _MAX_ZYGOTES:
                     _, old = self._zygotes.popitem(last=False)
                     with old.lock:
