@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Optional
 
+from localrunner.engine import collector
 from localrunner.errors import UsageError
 from localrunner.faces import validate
 
@@ -134,6 +135,7 @@ def _recover(root: str) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    collector.for_this_process()
     try:
         args = build_parser().parse_args(argv)
         validate.check_destinations(args)

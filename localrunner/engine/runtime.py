@@ -26,6 +26,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from localrunner.backends.base import Backend, Execution
+from localrunner.engine import collector
 from localrunner.engine import events as ev
 from localrunner.engine import inputs as task_inputs
 from localrunner.engine.caching import CacheSettings, TaskCache
@@ -373,7 +374,7 @@ class Run:
         self.started = time.time()
         os.makedirs(self.run_dir, exist_ok=True)
         os.makedirs(self.workspace, exist_ok=True)
-        with Interrupts(self._on_signal, self._on_signal_again):
+        with collector.during_a_run(), Interrupts(self._on_signal, self._on_signal_again):
             live = self._go_live()
             finished = False
             try:
