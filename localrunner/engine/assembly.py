@@ -30,15 +30,21 @@ from localrunner.params import resolve_pipeline_params
 from localrunner.spec import Pipeline, load_pipeline
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    """tmp -> fsync -> rename: a reader sees the old document or the new one, never half."""
+def json_text(data: dict) -> str:
+    # compact: the C encoder (indent= forces the pure-Python one: ~10x slower at 1,000 tasks)
+    return json.dumps(data, default=str)
+
+
+def write_json_atomic(path: str, data: 'dict | str') -> None:
+    """tmp -> fsync -> rename: a reader sees the old document or the new one, never half.
+    DATA: the document, or its json_text() already made."""
+    text = data if isinstance(data, str) else json_text(data)
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.result-')
     try:
         with os.fdopen(fd, 'w') as f:
-            # compact: the C encoder (indent= forces the pure-Python one: ~10x slower at 1,000 tasks)
-            f.write(json.dumps(data, default=str))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -75,7 +81,7 @@ class HistoryWriter:
                 self._final = True
                 if self._timer is not None:
                     self._timer.cancel()
-                self._write(event.result.to_json())
+                self._write(event.result.final_text())
         elif self.snapshot is None:
             return
         elif isinstance(event, ev.RunStarted):
@@ -108,7 +114,7 @@ class HistoryWriter:
         except Exception:        # e.g. a full disk: the run goes on; the final write says more
             pass
 
-    def _write(self, doc: dict) -> None:
+    def _write(self, doc: 'dict | str') -> None:
         self._last = time.monotonic()
         write_json_atomic(self.path, doc)
         self.writes += 1

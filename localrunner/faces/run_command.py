@@ -96,7 +96,7 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     result = run.execute()
     data = result.to_json()
     if args.result_json:
-        write_json_atomic(args.result_json, data)
+        write_json_atomic(args.result_json, result.final_text())
     if args.report and not options.dry_run:
         from localrunner.faces.report import write_report
         print(f'report: {write_report(data, args.report)}')

@@ -258,7 +258,9 @@ class PipelineResult:
         return self
 
     def to_json(self) -> dict:
-        return self.raw.to_json()
+        """The run's result document, a copy of its own (the run's is shared, read-only)."""
+        import copy
+        return copy.deepcopy(self.raw.to_json())
 
     def __iter__(self) -> Iterator:
         raise TypeError(f'{type(self).__name__} is not iterable; use .outputs, .artifacts or .tasks')
