@@ -553,6 +553,9 @@ class _Final:
     def to_json(self):
         return {'state': 'SUCCEEDED', 'tasks': []}
 
+    def final_text(self):
+        return json.dumps(self.to_json())
+
 
 def test_the_saved_state_is_rate_limited_and_the_final_write_always_lands(tmp_path):
     from localrunner.engine import events as ev
