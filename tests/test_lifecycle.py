@@ -7,6 +7,7 @@ on Docker, that no container of the run is left (by label)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,8 +134,9 @@ def quick(marker: str):
 @dsl.container_component
 def sleeper(marker: str, name: str):
     # sh stays the parent of a background sleep: the whole process group must be stopped
-    return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', f'{MARK} echo "started $1"; sleep 600 & wait',
-                                                   marker, name])
+    # TMPDIR: the attempt's private temp folder (outside the run root), shown for the kill -9 test
+    return dsl.ContainerSpec(image=IMAGE, command=['sh', '-c', f'{MARK} echo "started $1 tmp=$TMPDIR"; '
+                                                   'sleep 600 & wait', marker, name])
 
 
 @dsl.container_component
@@ -282,9 +284,15 @@ def test_kill_9_of_the_runner_kills_its_tasks_and_the_next_command_records_it(tm
     assert listing.returncode == 0 and 'RUNNING' in listing.stdout, listing.stdout + listing.stderr
     assert load(os.path.join(run_dir(root, run_id), 'result.json'))['state'] == 'RUNNING'
 
+    temps = re.findall(r'^.*started [ab] tmp=(\S+)', cli.output, re.M)
+    assert len(temps) == 2 and all(os.path.isdir(t) for t in temps), cli.output
     cli.send(signal.SIGKILL)
     cli.finish()
     assert wait_gone(marker) == [], 'the tasks of a killed runner must die with it'
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(t) for t in temps) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.exists(t) for t in temps), 'their private temp folders (outside the root) go too'
     # nobody has looked at the root since: the run still says RUNNING
     assert load(os.path.join(run_dir(root, run_id), 'result.json'))['state'] == 'RUNNING'
     assert len(leftovers(root, run_id)) == 2

@@ -13,9 +13,12 @@ group starts and '-PGID' when it is gone. When the pipe reaches EOF -- the runne
 at the end of the run, or the kernel closed it because the runner died -- the helper sends
 SIGTERM to every group still registered and to every process of this user whose environment
 carries the run's marker (LOCALRUNNER_RUN_ID=<run id>: what left its group with setsid or a
-double fork), then SIGKILL after a grace period, and exits.
+double fork), then SIGKILL after a grace period; then it removes the tasks' private temp
+folders still registered ('+D/tmp/lr-...', '-D...': made and removed by the backend around
+each attempt, outside the run root), and exits.
 
-    Reaper(marker, grace).watch(pgid) / .forget(pgid) / .close()     (the runner's side)
+    Reaper(marker, grace).watch(pgid) / .forget(pgid) / .watch_folder(path) /
+        .forget_folder(path) / .close()                              (the runner's side)
     python -I -S -c ... reaper.main([fd, marker, grace])             (the helper's side)
 """
 from __future__ import annotations
@@ -83,6 +86,15 @@ class Reaper:
         if self._fd is not None:
             self._send(f'-{int(pgid)}\n')
 
+    def watch_folder(self, path: str) -> None:
+        """A task's private temp folder: removed by the helper if the runner dies first."""
+        if _folder_line(path):
+            self._send(f'+D{path}\n')
+
+    def forget_folder(self, path: str) -> None:
+        if self._fd is not None and _folder_line(path):
+            self._send(f'-D{path}\n')
+
     def close(self, timeout: float = 30.0) -> None:
         """End of the run: the helper sweeps what is left (escaped daemons) and exits."""
         with self._lock:
@@ -99,6 +111,12 @@ class Reaper:
                 pass
 
 
+def _folder_line(path: str) -> bool:
+    """Only what the backend makes: an absolute lr-* folder, one line, one atomic write."""
+    return (os.path.isabs(path) and os.path.basename(path).startswith('lr-') and '\n' not in path
+            and len(path) < 400)
+
+
 # ---------------------------------------------------------------- the helper process
 
 class _Stop(Exception):
@@ -109,9 +127,10 @@ def _stop(signum, frame):
     raise _Stop()
 
 
-def _read_groups(fd: int) -> set[int]:
-    """Registered groups, until EOF (or a signal to this helper)."""
+def _read_groups(fd: int) -> tuple[set[int], set[bytes]]:
+    """Registered groups and temp folders, until EOF (or a signal to this helper)."""
     groups: set[int] = set()
+    folders: set[bytes] = set()
     pending = b''
     try:
         while True:
@@ -121,6 +140,9 @@ def _read_groups(fd: int) -> set[int]:
             pending += chunk
             *lines, pending = pending.split(b'\n')
             for line in lines:
+                if line[1:2] == b'D':
+                    (folders.add if line.startswith(b'+') else folders.discard)(line[2:])
+                    continue
                 try:
                     pgid = int(line[1:])
                 except ValueError:
@@ -131,7 +153,7 @@ def _read_groups(fd: int) -> set[int]:
                     groups.discard(pgid)
     except (_Stop, OSError):
         pass
-    return groups
+    return groups, folders
 
 
 def sweep(groups: set[int], marker: str, grace: float) -> None:
@@ -165,7 +187,11 @@ def main(argv: list[str]) -> None:
     fd, marker, grace = int(argv[0]), argv[1], float(argv[2])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop)          # asked to go: do the job first
-    groups = _read_groups(fd)
+    groups, folders = _read_groups(fd)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     sweep(groups, marker, grace)
+    if folders:                 # the tasks are gone: nothing writes there any more
+        import shutil
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)      # never through a link (fd-based)

@@ -80,6 +80,7 @@ class _ProcessExecution(Execution):
         finally:
             self._reaper.forget(self._proc.pid)
             shutil.rmtree(self._tmp, ignore_errors=True)
+            self._reaper.forget_folder(self._tmp)
 
     def _wait_main(self) -> None:
         """Blocks until the main process has exited, without reaping it."""
@@ -237,6 +238,7 @@ class SubprocessBackend(Backend):
         if not spec.argv:
             raise LaunchError(f'{spec.task}: empty command', retryable=False)
         tmp = tempfile.mkdtemp(prefix='lr-')
+        self.reaper.watch_folder(tmp)         # removed by the reaper if this runner dies first
         env = self._environ(spec, tmp)
         warm = self.warm.launch(spec, env, self.cwd) if self.warm else None
         if warm is not None:
@@ -246,13 +248,17 @@ class SubprocessBackend(Backend):
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         except FileNotFoundError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._drop(tmp)
             raise LaunchError(f'{spec.task}: command not found on this machine: {spec.argv[0]}',
                               retryable=False) from None
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._drop(tmp)
             raise LaunchError(f'{spec.task}: cannot start {spec.argv[0]}: {e.strerror}', retryable=False) from None
         return self._execution(proc, spec, on_line, tmp)
+
+    def _drop(self, tmp: str) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.reaper.forget_folder(tmp)
 
     def _execution(self, proc, spec: LaunchSpec, on_line: LineSink, tmp: str) -> '_ProcessExecution':
         """An exec'd process or a forked warm one (a Popen-like WarmProcess): the same log pump,
