@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import hashlib
 import http.server
 import json
 import os
@@ -161,10 +160,7 @@ def setup(quick: bool) -> dict:
     t = time.perf_counter()
     make_venv(KFP_VENV, [f'kfp=={KFP_VERSION}', 'docker'], f'kfp=={KFP_VERSION} docker bytecode')
     # googleapis-common-protos: kfp-pipeline-spec imports google.rpc but does not declare it
-    # keyed by pyproject.toml too: a changed console script or dependency means a new install
-    with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
-        project = hashlib.sha256(f.read()).hexdigest()[:12]
-    make_venv(LR_VENV, ['-e', REPO, 'googleapis-common-protos'], f'-e {REPO} bytecode {project}')
+    make_venv(LR_VENV, ['-e', REPO, 'googleapis-common-protos'], f'-e {REPO} bytecode')
     # The editable checkout is byte-compiled as a (non-editable) pip install would be: with
     # PYTHONDONTWRITEBYTECODE set (this machine, CI) every localrunner process would otherwise
     # compile all of localrunner's source (~80 ms). Every run: the checkout may have changed.

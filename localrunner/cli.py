@@ -180,13 +180,5 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def run() -> None:
-    """The `localrunner` command (pyproject's script, and `python -m localrunner.cli`):
-    main() in a process of its own, which it then ends."""
-    code = main()
-    collector.before_exit()
-    sys.exit(code)
-
-
 if __name__ == '__main__':
-    run()
+    sys.exit(main())

@@ -38,14 +38,6 @@ def for_this_process() -> None:
         gc.set_threshold(YOUNG_THRESHOLD, *thresholds[1:])
 
 
-def before_exit() -> None:
-    """The command's process ends next (cli.run): every object is frozen, so that the
-    interpreter's teardown frees them without a last collection over the whole heap (~60 ms
-    after a 1,000-task run). Exit handlers, other threads' joins and the flushing of stdout
-    and stderr are the interpreter's, unchanged."""
-    gc.freeze()
-
-
 @contextlib.contextmanager
 def during_a_run() -> Iterator[None]:
     global _runs, _saved
