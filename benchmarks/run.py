@@ -718,7 +718,13 @@ CAUSES: dict[str, str] = {
         'and so is what PyYAML parsed it into (spec/schema_memo.py: an unchanged file imports neither '
         'protobuf nor PyYAML), rich is imported only at a first printed line (never with -q), built-in '
         'backends skip the entry-point scan, events and IR views are records (no per-class exec at '
-        'import). What is left is what any run needs; going lower needs a resident process.'),
+        'import). What is left is what any run needs; going lower needs a resident process. The task '
+        'itself no longer waits for its zygote: the CLI starts, before it imports the engine, the zygotes '
+        'the last run of the same pipeline used (backends/warm_prestart.py), so the in-run figure fell to '
+        '0.084 s in this slow hour (0.114 s in the previous run); alternated with the code before, 6 pairs: '
+        '415 -> 324 ms whole process. The imports themselves took 0.19-0.26 s in this run (0.18-0.21 in the '
+        'previous one): ~25 ms of it asyncio\'s ssl and OpenSSL\'s hashlib start, ~15 ms dataclasses\' '
+        'inspect, ~25 ms diskcache.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
         'ping + image inspect) before the first container.'),
@@ -746,7 +752,8 @@ CAUSES: dict[str, str] = {
         'code before). <= 1.3x `python3 -c pass` (~25-35 ms) is '
         'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
-        'rule (no process outlives the command) rules out. Not built.'),
+        'rule (no process outlives the command) rules out. Not built. In this run the imports alone took '
+        '0.19-0.26 s (row 1\'s floor cell), 6.9x the floor as in the previous run.'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
     's3.sched10000': (
         'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
@@ -766,29 +773,31 @@ CAUSES: dict[str, str] = {
         'input/output files, CAS puts).'),
     's2.fanout1000': 'Cause: as for x200.',
     's7.task.warm': (
-        'Cause: what a forked task still does that `python3 -c pass` does not: two forks (zygote -> reaper -> '
-        'task; ~1.3 ms of CPU each for this ~15 MB interpreter, see the bare fork) and KFP\'s executor itself '
-        '(argparse, logging the executor input as indented JSON, compiling the component, writing its '
-        'outputs: ~5.5 ms of CPU in a forked child). The interpreter start and KFP\'s imports are gone.'),
+        'Cause: what a forked task still does that `python3 -c pass` does not: a fork of a ~15 MB '
+        'interpreter by an idle reaper (its copy-on-write page faults: ~500 a task) and KFP\'s executor '
+        'itself (argparse and gettext, logging the executor input as indented JSON, compiling the '
+        'component, writing its outputs). The interpreter start and KFP\'s imports are gone, and so, this '
+        'round, are the regular expressions argparse compiled in every task (the zygote compiles them once: '
+        'a trivial task\'s Python time 1.65 -> 1.44 s per 200 tasks, cProfile summed over the tasks).'),
     's7.task.exec': (
         'Cause: this is the exec path, measured for comparison: `sh`, an interpreter start and KFP\'s imports '
         '(~60-70 ms of CPU) per task; warm start removes them.'),
     's7.fan.warm': (
-        'Cause: CPU, and on this VM the disk. Each trivial task cost ~17.5 ms of CPU (perf stat over a x200 '
-        'run, the runner, zygote and tasks together), two thirds of it in the kernel, most of that '
-        'copy-on-write page faults: ~1,900 a task (the task ~1,225, its reaper ~555, the zygote ~124 a '
-        'fork, from each process\'s getrusage). This round the reapers became a pool: an idle reaper '
-        'forks the next task, so a task costs one fork, not two, and the zygote forks none '
-        '(benchmarks/reaper_bench.py, the process layout alone: a reaper per task 4.7-5.3 ms of CPU a task, '
-        'a pool 3.1-3.5, the task alone 3.0-3.8). Measured on the engine, alternated with the code before, '
-        'x200 on /dev/shm, 4 pairs: page faults 375k -> 298k, CPU 17.5 -> 14.5 ms a task, 78-108 -> 100-133 '
-        'tasks/s. A running task still does not need its zygote (tests/test_warm_start.py). On a RAM disk '
-        'the x1000 first run with the cache now takes 145-146 tasks/s (n=3, after this run): CPU-bound, ~3% '
-        'short. On the benchmark\'s disk root it varies with the disk: 126, 108 and 90 tasks/s in three '
-        'consecutive runs right after this one (each writes ~1,000 task folders, logs and cache entries; '
-        '~10 mkdir and ~18 open a task, fsyncs batched: 54 for 200 tasks). The runner\'s share is ~3 ms of '
-        'CPU a task, a third of it Python (py-spy --gil): per log line an event (KFP\'s executor writes 21 '
-        'lines a task), the exec-size check, the task folders.'),
+        'Cause: CPU, and on this VM the file system. A trivial task costs ~13-15 ms of CPU on the whole '
+        'machine (/proc/stat over an x1000 run: ~5 user, ~8 kernel), the runner ~2.7 ms of it. In perf '
+        '(system-wide, x1000): page faults in the forked processes 24% of all CPU (a task ~500 minor faults: '
+        'copy-on-write and the interpreter\'s pages mapped again after the fork), their exits 7%, forks 4%; '
+        'the runner\'s mkdir and open 11%: this root\'s ext4 has no journal (no /proc/fs/jbd2 entry), and '
+        'without one ext4 skips, one by one, every inode freed in the last 60 s (360 s while its table '
+        'block is dirty) when it allocates one (recently_deleted(): ~9% of all CPU here). Each row of this '
+        'benchmark deletes the previous row\'s root (~9,000 inodes for x1000), so the next rows pay for it: '
+        'the same code took 135 tasks/s without the cache (row 2) and 99-112 with it here, and 122-145 in '
+        'process on a RAM disk in quieter minutes (alternated with the code before this stop: 120/124/135 -> '
+        '135/135/145). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
+        'cache\'s lock file; its TMPDIR) and 3 in the task (KFP\'s mktemp -d and the component file, its '
+        'output file). This stop: no event per log line unless something shows lines (EventBus.wants; the '
+        'runner\'s user CPU 2.0 -> 1.75 ms a task), argparse\'s patterns compiled once in the zygote, the '
+        'collector\'s young generation every 10,000 allocations during a run (engine/collector.py).'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.cold': (
         'Cause: the disk, not the digest. The three samples were 1.69, 0.67 and 0.86 GB/s against `cat` '
@@ -804,22 +813,29 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 0.88-0.96 ms/task in this run (0.65-1.12 in the two full runs of '
-    'the previous stop; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 206-547 '
-    'µs/task within this run: this VM\'s disk. On a RAM disk (/dev/shm) 2,000 tasks take ~0.45-0.5 ms '
-    'each, the same for 2 to 32 parallel slots: CPU-bound, ~680 Python calls and one thread hop a task. '
+    '**Scheduler alone (row 3)** is linear: 0.80-1.05 ms/task in this run (0.88-0.96 in the previous '
+    'committed run; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 89-635 µs/task '
+    'within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
+    '(/dev/shm) 10,000 tasks took 0.79-0.98 ms each in this hour, CPU-bound: ~680 Python calls and one '
+    'thread hop a task; the collector change below took 981/835 -> 834/793 µs (2 alternated pairs). '
     'Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): not met in this run, a slow hour: its `python3 -c pass` floor was '
-    '30 ms (23 ms in the quiet full run 0c425d1 of the previous stop) and kfp.local\'s chain took 12.2 s '
-    '(9.0 there). What changed this stop, each measured alternated with the code before it: the reaper '
-    'pool (row 7\'s cause: x200 first run 78-108 -> 100-133 tasks/s on a RAM disk; x1000 with the cache '
-    '145-146 tasks/s there, 90-126 on this disk root right after this run), PyYAML not imported for an '
-    'unchanged file (~14 ms a process), and the console\'s summary: a loop\'s task in more than 10 '
-    'iterations is one row, so a run as a user types it (without -q, as the rows here are not) no longer '
-    'pays ~0.5 s to print 1,000 rows. This run against the previous committed one (bed2caa, also slow): '
-    'fully cached x1000 0.59 -> 0.49 ms/task, scheduler 1.12 -> 0.88 ms/task, chain 0.51 -> 0.44 s (in-run '
-    '0.23 s), x1000 first run 126 -> 121 tasks/s with the cache (row 2 without: 98 -> 143), cached single '
-    'task 0.171 -> 0.203 s (its floor 23 -> 30 ms). What each target needs is in the row causes above.',
+    '**Round 2 targets** (table above): not met in this run, the slowest of the last three full runs: its '
+    '`python3 -c pass` took 38 ms (30 and 23 ms in the two before), the exec floor 0.11 s (0.085), '
+    'importing the CLI 0.24 s (0.21) and kfp.local\'s chain 14.7 s (12.2 and 9.0). Against kfp.local in the '
+    'same run the ratios rose: one trivial task as a whole process 5.4x -> 7.1x, chain of 10 28x -> 32x, '
+    'repeated task 7.8x -> 10.0x. What changed this stop, each measured alternated with the code before '
+    'it (the slow hours of this stop, so as ratios): the CLI starts the zygotes the last run of the '
+    'pipeline used before it imports the engine (chain 576 -> 493 ms, one task 415 -> 324 ms, medians of '
+    '6 pairs; in-run the first task no longer waits for its zygote); during a run the objects that '
+    'existed before it are frozen and the young generation is collected every 10,000 allocations '
+    '(engine/collector.py: a cached x1000 rerun spent ~90 ms in the collector, now ~15; whole 0.75 -> '
+    '0.66 s, in-run 0.49 -> 0.37 s); the keys remembered to explain misses are checked in one query '
+    '(35 -> 12 ms at the end of a cached x1000 rerun); the result document is made and serialized once '
+    '(~20 ms); no event per log line unless a view shows lines; argparse\'s patterns compiled once in the '
+    'zygote. Tried and left out: freezing every object before the CLI exits (~50 ms after a 1,000-task '
+    'run): sqlite connections opened by worker threads are closed only by that last collection. What '
+    'each target needs is in the row causes above.',
+    '**ParallelFor x1000 first run (row 7, a round-2 target)**: ' + CAUSES['s7.fan.warm'][len('Cause: '):],
     '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.4-0.7 s '
     'as a whole process (0.24-0.42 s in-run, the two runs above) against 3.6-5.4 s for its first run with '
     'a warm environment (~8-9x). kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline '
