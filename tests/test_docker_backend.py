@@ -41,7 +41,7 @@ def backend(client):
     be = DockerBackend(BackendOptions(run_id='test-' + uuid.uuid4().hex[:10], settings={'stop_grace': 2}))
     yield be
     be.close()
-    left = client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={be.run_id}'})
+    left = client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={be.run_id}'})
     assert not left, f'containers left behind: {[c.name for c in left]}'
 
 
@@ -105,7 +105,7 @@ def test_terminate_midway_removes_the_container(backend, client, base_image, tmp
     status = execution.wait()
     assert status != 0 and time.monotonic() - t0 < 15
     execution.terminate()   # idempotent
-    assert client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
+    assert client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
 
 
 def test_ctrl_c_in_wait_removes_the_container(backend, client, base_image, tmp_path):
@@ -119,7 +119,7 @@ def test_ctrl_c_in_wait_removes_the_container(backend, client, base_image, tmp_p
     with pytest.raises(KeyboardInterrupt):
         execution.wait()
     timer.join()
-    assert client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
+    assert client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
 
 
 def test_mounts_keep_their_paths_and_inputs_are_read_only(backend, base_image, tmp_path):
@@ -191,7 +191,7 @@ def test_gpu_ids_become_device_requests(backend, client, base_image, tmp_path):
     with pytest.raises(LaunchError) as err:
         backend.launch(spec, print)
     assert err.value.retryable is False and 'GPU' in str(err.value)
-    assert client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
+    assert client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={backend.run_id}'}) == []
 
 
 def test_gpu_count_without_ids_is_refused(backend, base_image, tmp_path):
@@ -342,7 +342,7 @@ def test_failed_install_leaves_no_image_and_names_the_step(client, fresh_base, b
     assert 'No matching distribution' in message
     key = images.env_image_key(client.images.get(fresh_base).id, env)
     assert images.find_env_image(client, key) is None
-    assert client.containers.list(all=True, filters={'label': f'{images.KEY_LABEL}={key}'}) == []
+    assert client.containers.list(all=True, ignore_removed=True, filters={'label': f'{images.KEY_LABEL}={key}'}) == []
 
 
 def test_pip_config_list_parsing_and_container_settings(tmp_path):

@@ -27,7 +27,7 @@ def docker_client():
 
 def _our_containers(client, run_id=None):
     filters = {'label': 'localrunner.run' + (f'={run_id}' if run_id else '')}
-    return client.containers.list(all=True, filters=filters)
+    return client.containers.list(all=True, ignore_removed=True, filters=filters)
 
 
 def test_example_pipeline_on_docker_then_cached(docker_client, tmp_path):

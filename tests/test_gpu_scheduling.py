@@ -213,7 +213,7 @@ def test_docker_gpu_start_failure_is_clean_and_not_retried(tmp_path, gpus4):
     for name in ('on-gpu', 'on-gpu-2'):
         t = task(result, name)
         assert t['state'] == 'FAILED' and t['attempts'] == 1, t
-    assert not client.containers.list(all=True, filters={'label': f'localrunner.run={result["run_id"]}'})
+    assert not client.containers.list(all=True, ignore_removed=True, filters={'label': f'localrunner.run={result["run_id"]}'})
 
 
 @dsl.container_component

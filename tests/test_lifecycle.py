@@ -477,7 +477,7 @@ def docker_client():
 
 
 def _containers(client, run_id: str) -> list:
-    return client.containers.list(all=True, filters={'label': f'localrunner.run={run_id}'})
+    return client.containers.list(all=True, ignore_removed=True, filters={'label': f'localrunner.run={run_id}'})
 
 
 @pytest.mark.docker

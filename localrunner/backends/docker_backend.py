@@ -75,7 +75,7 @@ def sweep_orphans(client) -> int:
     (another machine sharing this engine) is left alone. Returns how many were removed."""
     removed = 0
     with contextlib.suppress(Exception):
-        for container in client.containers.list(all=True, filters={'label': MANAGED_LABEL}):
+        for container in client.containers.list(all=True, ignore_removed=True, filters={'label': MANAGED_LABEL}):
             labels = container.labels or {}
             ident = _runner_of(labels)
             if not ident:
@@ -99,7 +99,7 @@ def remove_run_containers(run_id: str, client=None) -> int:
         client = _docker().from_env(timeout=20)
     try:
         removed = 0
-        for container in client.containers.list(all=True, filters={'label': f'{RUN_LABEL}={run_id}'}):
+        for container in client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={run_id}'}):
             with contextlib.suppress(_docker().errors.NotFound):
                 container.remove(force=True)
                 removed += 1
@@ -115,7 +115,7 @@ def _sweep(state: _RunState) -> None:
         return
     with contextlib.suppress(Exception):
         for container in state.client.containers.list(
-                all=True, filters={'label': f'{RUN_LABEL}={state.run_id}'}):
+                all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={state.run_id}'}):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
 
@@ -379,7 +379,8 @@ class DockerBackend(Backend):
             return
         with contextlib.suppress(Exception):
             for container in self._state.client.containers.list(
-                    all=True, filters={'label': [f'{RUN_LABEL}={self.run_id}', f'{ROLE_LABEL}=build']}):
+                    all=True, ignore_removed=True,
+                    filters={'label': [f'{RUN_LABEL}={self.run_id}', f'{ROLE_LABEL}=build']}):
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
 

@@ -134,7 +134,7 @@ class DockerClusterApi(ClusterApi):
                     time.sleep(0.2)
 
     def leftovers(self) -> list[str]:
-        found = [c.name for c in self.client.containers.list(all=True, filters={'label': 'localrunner.test-pod'})
+        found = [c.name for c in self.client.containers.list(all=True, ignore_removed=True, filters={'label': 'localrunner.test-pod'})
                  if c.labels['localrunner.test-pod'] in self.manifests]
         found += [v.name for v in self.client.volumes.list(filters={'label': 'localrunner.test-pod'})
                   if v.attrs['Labels']['localrunner.test-pod'] in self.manifests]
