@@ -59,11 +59,12 @@ def test_disjoint_gpu_ids_and_queueing_on_subprocess(tmp_path, gpus4):
     assert rc == 0, proc.stdout + proc.stderr
     spans = _spans(folder)
     assert len(spans) == 3 and {s[2] for s in spans} <= {'0', '1'}, spans
-    # at any moment no two running tasks hold the same id, and never three at once (only 2 GPUs)
+    # at any moment no two running tasks hold the same id, and never three at once (only 2 GPUs):
+    # the most running at once is reached at some task's start
     for i, a in enumerate(spans):
         overlapping = [b for j, b in enumerate(spans) if j != i and b[0] < a[1] and a[0] < b[1]]
         assert all(b[2] != a[2] for b in overlapping), spans
-        assert len(overlapping) <= 1, spans
+        assert len([b for b in spans if b[0] <= a[0] < b[1]]) <= 2, spans
 
 
 @dsl.component
