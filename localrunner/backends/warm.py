@@ -116,6 +116,13 @@ def _startup_env(env: dict[str, str]) -> tuple:
                         if k in _STARTUP_NAMES or k.startswith(_STARTUP_PREFIXES)))
 
 
+def _zygote_key(python: str, cwd: str, env: dict[str, str], module: str) -> tuple:
+    """What a zygote serves: a task with this interpreter, working directory, start-up
+    variables (of ENV, the task's environment) and executor module. The one place the key is
+    made: a backend's zygotes and the ones started ahead (AHEAD) must agree on it."""
+    return (python, cwd, _startup_env(env), module)
+
+
 def _dash_pwd(env_pwd: Optional[str], cwd: str) -> str:
     """The PWD that `sh` (dash) exports: the inherited one when it names the working
     directory, else getcwd()'s physical path."""
@@ -301,6 +308,12 @@ class _Zygote:
         self.broken: Optional[str] = None     # why this environment runs exec'd
         self.ready = False                    # its hello was read: it serves tasks
 
+    @classmethod
+    def of(cls, key: tuple) -> '_Zygote':
+        """The zygote for a _zygote_key()."""
+        python, cwd, startup, module = key
+        return cls(python, cwd, dict(startup), module)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -390,8 +403,8 @@ class _AheadOfTime:
     def start(self, python: str, cwd: str, env: dict[str, str], module: str) -> None:
         """Starts a zygote from the calling thread, which must live as long as the process
         (the main thread): the zygote's parent-death signal follows that thread."""
-        key = (python, cwd, _startup_env(env), module)
-        zygote = _Zygote(python, cwd, dict(key[2]), module)
+        key = _zygote_key(python, cwd, env, module)
+        zygote = _Zygote.of(key)
         try:
             zygote.spawn(lambda fn: fn())
         except ZygoteError:
@@ -453,9 +466,7 @@ class WarmStarter:
         python = self._python3(env.get('PATH'))
         if python is None:
             return None
-        module = program[0]
-        startup = _startup_env(env)
-        zygote = self._zygote((python, cwd, startup, module), python, cwd, dict(startup), module)
+        zygote = self._zygote(_zygote_key(python, cwd, env, program[0]))
         return None if zygote is None else (zygote, program)
 
     def _start(self, spec: LaunchSpec, env: dict[str, str], cwd: str) -> Optional[WarmProcess]:
@@ -490,13 +501,13 @@ class WarmStarter:
             self._which[path] = python3_on(path)
         return self._which[path]
 
-    def _zygote(self, key: tuple, python: str, cwd: str, env: dict, module: str) -> Optional[_Zygote]:
+    def _zygote(self, key: tuple) -> Optional[_Zygote]:
         with self._lock:
             if self._closed:
                 return None
             zygote = self._zygotes.get(key)
             if zygote is None:
-                zygote = self._zygotes[key] = AHEAD.take(key) or _Zygote(python, cwd, env, module)
+                zygote = self._zygotes[key] = AHEAD.take(key) or _Zygote.of(key)
                 while len(self._zygotes) > _MAX_ZYGOTES:
                     _, old = self._zygotes.popitem(last=False)
                     with old.lock:
