@@ -127,7 +127,7 @@ def _stop(signum, frame):
     raise _Stop()
 
 
-def _read_groups(fd: int) -> tuple[set[int], set[bytes]]:
+def _read_registered(fd: int) -> tuple[set[int], set[bytes]]:
     """Registered groups and temp folders, until EOF (or a signal to this helper)."""
     groups: set[int] = set()
     folders: set[bytes] = set()
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> None:
     fd, marker, grace = int(argv[0]), argv[1], float(argv[2])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop)          # asked to go: do the job first
-    groups, folders = _read_groups(fd)
+    groups, folders = _read_registered(fd)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     sweep(groups, marker, grace)
