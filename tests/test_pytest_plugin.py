@@ -11,7 +11,7 @@ from importlib import metadata
 
 import pytest
 
-from localrunner.environments.venvs import default_env_dir
+from localrunner.user_cache import default_env_dir
 
 # The inner sessions run in this process and pytester forgets the modules they import;
 # numpy (pandas) cannot be loaded twice per process, so import them here, before any of them.

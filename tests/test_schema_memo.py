@@ -130,18 +130,18 @@ def test_our_own_checks_run_whatever_a_marker_says(tmp_path, cache_home, capsys)
 
 def test_old_markers_make_room(tmp_path, cache_home):
     """Past MAX_MARKERS, the oldest half goes and the new marker stays."""
-    from localrunner.spec import schema_memo
+    from localrunner import user_cache
     folder = cache_home / 'localrunner' / 'validated'
     folder.mkdir(parents=True)
-    for i in range(schema_memo.MAX_MARKERS):
+    for i in range(user_cache.MAX_MARKERS):
         old = folder / f'{i:064x}'
         old.write_text('{}')
         os.utime(old, (1_000_000 + i, 1_000_000 + i))
     path = shutil.copy(HELLO, tmp_path / 'p.yaml')
     assert load_in_process(path) == 'checked'
     left = markers(cache_home)
-    assert len(left) == schema_memo.MAX_MARKERS + 1 - (schema_memo.MAX_MARKERS + 1) // 2
-    assert f'{0:064x}' not in left and f'{schema_memo.MAX_MARKERS - 1:064x}' in left
+    assert len(left) == user_cache.MAX_MARKERS + 1 - (user_cache.MAX_MARKERS + 1) // 2
+    assert f'{0:064x}' not in left and f'{user_cache.MAX_MARKERS - 1:064x}' in left
     assert load_in_process(path) == 'memo'
 
 

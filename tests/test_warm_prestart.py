@@ -12,7 +12,7 @@ from kfp import dsl
 
 from localrunner.backends import warm
 from localrunner.backends.warm_prestart import WarmMemo
-from localrunner.environments.venvs import default_env_dir
+from localrunner.user_cache import default_env_dir
 from tests.helpers import compile_pipeline, run_pipeline_file, task
 
 pytestmark = pytest.mark.skipif(not warm.supported(), reason='warm start needs Linux with pidfds')

@@ -21,20 +21,20 @@ import json
 import os
 from typing import Optional
 
-from localrunner.spec.schema_memo import _TextMemo, memo_dir
+from localrunner.user_cache import TextMemo, default_env_dir, user_cache_path
 
 PRESTART_FORMAT = 1
 MAX_ZYGOTES = 2              # a pipeline's environments started ahead, the first used first
 _MODULES = frozenset({'kfp.dsl.executor_main', 'kfp.components.executor_main'})
 
 
-class WarmMemo(_TextMemo):
+class WarmMemo(TextMemo):
     """The zygotes the last run of a pipeline file served, as [(python, module)]."""
 
     def __init__(self, pipeline: str, cwd: str, env_dir: str):
         from localrunner import __version__
         super().__init__(json.dumps([PRESTART_FORMAT, __version__, cwd, env_dir]),
-                         os.path.abspath(pipeline), memo_dir('warm'))
+                         os.path.abspath(pipeline), user_cache_path('warm'))
 
     def zygotes(self) -> list[tuple[str, str]]:
         data = self._read(1 << 16) or {}
@@ -65,7 +65,6 @@ def prestart(args) -> Optional[WarmMemo]:
         return None
     from localrunner.backends import warm
     from localrunner.backends.subprocess_backend import runner_environ, task_environ
-    from localrunner.environments.venvs import default_env_dir
     if not warm.supported():
         return None
     env_dir, cwd = default_env_dir(), os.getcwd()

@@ -78,8 +78,8 @@ def env_lock_dir() -> str:
     """Where build locks live: $LOCALRUNNER_ENV_DIR or the user cache dir."""
     base = os.environ.get('LOCALRUNNER_ENV_DIR')
     if not base:
-        import platformdirs
-        base = os.path.join(platformdirs.user_cache_dir('localrunner'), 'environments')
+        from localrunner.user_cache import user_cache_path
+        base = user_cache_path('environments')
     return os.path.join(base, 'image-locks')
 
 

@@ -23,11 +23,10 @@ import tempfile
 import threading
 from typing import Callable, Optional
 
-import platformdirs
-
 from localrunner.backends.base import LaunchError
 from localrunner.environments.resolved import Resolved, clean_environ, read as read_installed
 from localrunner.environments.python_env import InstallStep, PythonEnv
+from localrunner.user_cache import default_env_dir
 from localrunner_cache.locks import file_lock
 
 COMPLETE_MARKER = _COMPLETE = '.complete'
@@ -35,11 +34,6 @@ RESOLVED_FILE = 'localrunner-resolved.json'
 # Bumped when the way a venv is built changes, so older venvs are not reused. (A venv of an
 # older localrunner without RESOLVED_FILE is still used: its record is read once and written.)
 _LAYOUT = 2
-
-
-def default_env_dir() -> str:
-    return os.environ.get('LOCALRUNNER_ENV_DIR') or os.path.join(
-        platformdirs.user_cache_dir('localrunner'), 'envs')
 
 
 def _interpreter_identity(python: str) -> str:

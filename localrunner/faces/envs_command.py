@@ -9,7 +9,8 @@ import shutil
 import time
 
 from localrunner.engine.caching import parse_duration
-from localrunner.environments.venvs import COMPLETE_MARKER, default_env_dir
+from localrunner.environments.venvs import COMPLETE_MARKER
+from localrunner.user_cache import default_env_dir
 from localrunner.errors import UsageError
 from localrunner_cache import LockTimeout
 from localrunner_cache.locks import file_lock

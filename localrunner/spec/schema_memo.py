@@ -9,7 +9,7 @@ its text alone:
   (found without importing it), localrunner's version and PARSE_FORMAT to the text.
 
 Each memo is a JSON file under the user's cache dir (`validated/<key>`, `parsed/<key>`),
-written tmp -> fsync -> rename, named by its key and holding it (_TextMemo). A schema
+written tmp -> fsync -> rename, named by its key and holding it (TextMemo). A schema
 marker's key is a digest of everything the check's outcome depends on: the file's text exactly as it is parsed, the schema itself (the bytes of
 kfp-pipeline-spec's pipeline_spec_pb2.py), the protobuf version, localrunner's version and
 MEMO_FORMAT. A marker that is missing, unreadable or does not hold its own key only costs a
@@ -23,19 +23,13 @@ import os
 import sys
 from typing import Optional
 
+from localrunner.user_cache import TextMemo, user_cache_path
+
 # Bump when what spec/__init__.py's schema check accepts changes (old markers then miss).
 MEMO_FORMAT = 1
 # Bump when what spec/__init__.py's YAML loader makes of a text changes.
 PARSE_FORMAT = 1
-# Markers kept: past this many, a new one makes room by removing the oldest half (each
-# edit of a pipeline leaves a marker of its previous text behind).
-MAX_MARKERS = 512
 _SCHEMA_FILE = os.path.join('kfp', 'pipeline_spec', 'pipeline_spec_pb2.py')
-
-
-def memo_dir(kind: str = 'validated') -> str:
-    import platformdirs
-    return os.path.join(platformdirs.user_cache_dir('localrunner'), kind)
 
 
 def _on_sys_path(relative: str) -> Optional[str]:
@@ -66,41 +60,11 @@ def _environment(schema: str) -> Optional[str]:
     return json.dumps([MEMO_FORMAT, __version__, google.protobuf.__version__, schema_digest])
 
 
-class _TextMemo:
-    """A memo file for one pipeline text: named by a digest of ENVIRONMENT (what else the
-    memoized outcome depends on) and the text, and counted only when it holds that digest
-    as its 'key'. Anything else (absent, unreadable, damaged, planted) is no memo."""
-
-    def __init__(self, environment: str, text: str, directory: str):
-        digest = hashlib.sha256(environment.encode() + b'\0')
-        # the text as read (universal newlines): what is parsed, so what the outcome follows
-        digest.update(text.encode('utf-8', 'surrogatepass'))
-        self.key = digest.hexdigest()
-        self.path = os.path.join(directory, self.key)
-
-    def _read(self, limit: int = -1) -> Optional[dict]:
-        try:
-            with open(self.path, encoding='utf-8') as f:
-                data = json.loads(f.read(limit))
-        except (OSError, ValueError, RecursionError):
-            return None
-        return data if isinstance(data, dict) and data.get('key') == self.key else None
-
-    def _write(self, fields: dict) -> None:
-        """Best effort: a cache dir that cannot be written only means the work is done again."""
-        from localrunner.engine.assembly import write_json_atomic
-        try:
-            write_json_atomic(self.path, {'key': self.key, **fields})
-            _trim(os.path.dirname(self.path), keep=self.path)
-        except OSError:
-            pass
-
-
-class SchemaMemo(_TextMemo):
+class SchemaMemo(TextMemo):
     """The marker for one pipeline text; `for_text` is None when nothing can be memoized."""
 
     def __init__(self, environment: str, text: str, schema: str):
-        super().__init__(environment, text, memo_dir())
+        super().__init__(environment, text, user_cache_path('validated'))
         self.schema = schema                    # the file fingerprinted: the check must use it
 
     @classmethod
@@ -124,22 +88,6 @@ class SchemaMemo(_TextMemo):
         self._write({})
 
 
-def _trim(directory: str, keep: str) -> None:
-    """Past MAX_MARKERS markers, remove the oldest half (never KEEP): a marker removed only
-    means its text is checked again."""
-    with os.scandir(directory) as entries:
-        markers = [e for e in entries if not e.name.startswith('.') and e.is_file(follow_symlinks=False)]
-    if len(markers) <= MAX_MARKERS:
-        return
-    markers.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
-    for entry in markers[:len(markers) // 2]:
-        if entry.path != keep:
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass
-
-
 def yaml_identity() -> Optional[str]:
     """PyYAML as an import would find it, without importing it: its folder, its __init__.py's
     size and time, and its C extension's (libyaml's loader, when built). None when there is
@@ -158,7 +106,7 @@ def yaml_identity() -> Optional[str]:
     return json.dumps([os.path.abspath(folder), init.st_size, init.st_mtime_ns, native])
 
 
-class ParseMemo(_TextMemo):
+class ParseMemo(TextMemo):
     """What one pipeline text parsed into; `for_text` is None when nothing can be memoized."""
 
     @classmethod
@@ -167,7 +115,7 @@ class ParseMemo(_TextMemo):
         if identity is None:
             return None
         from localrunner import __version__
-        return cls(json.dumps([PARSE_FORMAT, __version__, identity]), text, memo_dir('parsed'))
+        return cls(json.dumps([PARSE_FORMAT, __version__, identity]), text, user_cache_path('parsed'))
 
     def load(self) -> Optional[list]:
         """The documents, or None (absent, unreadable, damaged, another key's)."""

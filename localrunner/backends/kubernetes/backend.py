@@ -90,9 +90,8 @@ class KubernetesBackend(Backend):
         self._reach_lock = threading.Lock()
         self._live: set[KubernetesExecution] = set()
         if digest_file is None:
-            import platformdirs
-            digest_file = os.path.join(platformdirs.user_cache_dir('localrunner'),
-                                       'k8s-image-digests.json')
+            from localrunner.user_cache import user_cache_path
+            digest_file = user_cache_path('k8s-image-digests.json')
         self._digest_file = digest_file or None
         self._digests: dict[str, str] = self._load_digests()   # frozen for this backend's life
         self._seen: dict[str, str] = {}
