@@ -10,12 +10,12 @@ import time
 import pytest
 from kfp import dsl
 
-from localrunner.backends import warm
+from localrunner.backends import zygotes
 from localrunner.backends.warm_prestart import WarmMemo
 from localrunner.user_cache import default_env_dir
 from tests.helpers import compile_pipeline, run_pipeline_file, task
 
-pytestmark = pytest.mark.skipif(not warm.supported(), reason='warm start needs Linux with pidfds')
+pytestmark = pytest.mark.skipif(not zygotes.supported(), reason='warm start needs Linux with pidfds')
 
 
 @dsl.component

@@ -18,7 +18,7 @@ import pytest
 from kfp import dsl, kubernetes
 
 from localrunner.api import run_pipeline
-from localrunner.backends import warm
+from localrunner.backends import warm, zygotes
 from localrunner.backends.base import BackendOptions
 from localrunner.backends.subprocess_backend import SubprocessBackend
 from localrunner.environments.python_env import lift_prologue
@@ -30,7 +30,7 @@ from tests.test_engine_run import contract_pipeline, failing_pipeline, placehold
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZYGOTE = 'warm_zygote.py'
 
-pytestmark = pytest.mark.skipif(not warm.supported(), reason='warm start needs Linux with pidfds')
+pytestmark = pytest.mark.skipif(not zygotes.supported(), reason='warm start needs Linux with pidfds')
 
 
 # ---------------------------------------------------------------------------- components

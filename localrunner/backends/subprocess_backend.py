@@ -21,6 +21,7 @@ from localrunner.backends import procs
 from localrunner.backends.base import (Backend, BackendOptions, Capabilities, Execution, LaunchError, LaunchSpec,
                                        LineSink, LogSink, unread_lines)
 from localrunner.backends.reaper import MARKER_VAR, Reaper
+from localrunner.backends.task_environ import runner_environ, task_environ
 from localrunner.environments.venvs import VenvCache
 from localrunner.layout import open_log
 
@@ -156,36 +157,6 @@ class _ProcessExecution(Execution):
         self._signal_group(signal.SIGKILL)
 
 
-def runner_environ() -> dict[str, str]:
-    """The runner's environment as its tasks start from it: its own venv and interpreter
-    settings must not leak into the component's."""
-    base = dict(os.environ)
-    for leak in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', '__PYVENV_LAUNCHER__'):
-        base.pop(leak, None)
-    return base
-
-
-def task_environ(base: dict[str, str], venv: Optional[str], tmp: str, spec: Optional[LaunchSpec],
-                 run_id: str) -> dict[str, str]:
-    """A task's environment: BASE (runner_environ()), VENV first on its PATH, TMPDIR, then
-    SPEC's own variables. The one place it is made: a launch, and the warm start's pre-start
-    (which has no spec yet: a component that sets variables of its own is not pre-started)."""
-    env = dict(base)
-    if venv is not None:
-        env['VIRTUAL_ENV'] = venv
-        env['PATH'] = os.path.join(venv, 'bin') + os.pathsep + env.get('PATH', '')
-    # a short private temp folder per attempt, removed afterwards: KFP's `mktemp -d` and
-    # whatever else the task makes there (a deep path breaks AF_UNIX sockets' 107-byte limit)
-    env['TMPDIR'] = tmp
-    env['PYTHONUNBUFFERED'] = '1'               # logs stream line by line
-    if spec is not None:
-        if spec.resources.gpu_ids or spec.resources.accelerator_count:
-            env['CUDA_VISIBLE_DEVICES'] = ','.join(spec.resources.gpu_ids)
-        env.update(spec.env)
-    env[MARKER_VAR] = run_id     # how the reaper finds a process that left its group
-    return env
-
-
 class SubprocessBackend(Backend):
     """Tasks are processes of this user on this machine: no image, no volumes, no isolation."""
     name = 'subprocess'
@@ -206,8 +177,8 @@ class SubprocessBackend(Backend):
         self.warm = None             # lightweight components forked from a zygote (backends/warm.py)
         self._base_env: Optional[dict[str, str]] = None
         if self.options.warm_start:
-            from localrunner.backends import warm
-            self.warm = warm.WarmStarter() if warm.supported() else None
+            from localrunner.backends import warm, zygotes
+            self.warm = warm.WarmStarter() if zygotes.supported() else None
 
     def environment_fingerprint(self, spec: LaunchSpec, log: Optional[LogSink] = None,
                                 build: bool = True) -> Optional[str]:

@@ -20,7 +20,6 @@ command execve would refuse, or an environment whose zygote cannot start, runs e
 """
 from __future__ import annotations
 
-import atexit
 import collections
 import concurrent.futures
 import functools
@@ -29,48 +28,28 @@ import os
 import queue
 import re
 import resource
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from localrunner.backends.base import LaunchSpec
 from localrunner.backends.subprocess_backend import _ProcessExecution
+from localrunner.backends.zygotes import AHEAD, Zygote, ZygoteError, python3_on, zygote_key
 
-ZYGOTE_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'warm_zygote.py')
 _STATUS = struct.Struct('=i')
-_START_TIMEOUT_S = 120.0      # a zygote's imports on a loaded machine
 _LAUNCH_TIMEOUT_S = 60.0      # fork, fork, setsid: milliseconds, unless the machine is stuck
 _MAX_ZYGOTES = 8              # distinct environments at once; the least recently used stops
-_MAX_RESTARTS = 20            # a zygote that keeps dying: its environment runs exec'd
 
-# Variables the interpreter, the C library or KFP's import read at start-up: a zygote serves
-# only tasks whose values are the same as its own (the rest is the task's own, set per task).
-_STARTUP_NAMES = frozenset({'PATH', 'HOME', 'LANG', 'LANGUAGE', 'TZ', 'GLIBC_TUNABLES'})
-_STARTUP_PREFIXES = ('PYTHON', 'LC_', 'LD_', 'MALLOC_')
 _RLIMITS = sorted(getattr(resource, n) for n in dir(resource) if n.startswith('RLIMIT_'))
 
 _SCRIPT_LINES = ('program_path=$(mktemp -d)',
                  'printf "%s" "$0" > "$program_path/ephemeral_component.py"')
 _RUN_LINE = re.compile(r'_KFP_RUNTIME=true python3 -m ([A-Za-z_][\w.]*) --component_module_path '
                        r'"\$program_path/ephemeral_component\.py" "\$@"')
-
-
-def supported() -> bool:
-    """fork, pidfds (Linux 5.3) and SCM_RIGHTS through the socket module (Python 3.9)."""
-    if not sys.platform.startswith('linux') or not hasattr(socket, 'send_fds'):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
-        return False
-    return True
 
 
 def kfp_program(argv: list[str]) -> Optional[tuple[str, str, list[str]]]:
@@ -106,23 +85,6 @@ def _exec_limits() -> tuple[int, int]:
     return 32 * os.sysconf('SC_PAGE_SIZE'), os.sysconf('SC_ARG_MAX')
 
 
-def python3_on(path: Optional[str]) -> Optional[str]:
-    """The python3 that `sh` finds on a task's PATH, as the exec path would run it."""
-    return shutil.which('python3', path=path if path is not None else os.defpath)
-
-
-def _startup_env(env: dict[str, str]) -> tuple:
-    return tuple(sorted((k, v) for k, v in env.items()
-                        if k in _STARTUP_NAMES or k.startswith(_STARTUP_PREFIXES)))
-
-
-def _zygote_key(python: str, cwd: str, env: dict[str, str], module: str) -> tuple:
-    """What a zygote serves: a task with this interpreter, working directory, start-up
-    variables (of ENV, the task's environment) and executor module. The one place the key is
-    made: a backend's zygotes and the ones started ahead (AHEAD) must agree on it."""
-    return (python, cwd, _startup_env(env), module)
-
-
 def _dash_pwd(env_pwd: Optional[str], cwd: str) -> str:
     """The PWD that `sh` (dash) exports: the inherited one when it names the working
     directory, else getcwd()'s physical path."""
@@ -145,11 +107,7 @@ def _umask() -> int:
     raise OSError('no Umask in /proc/self/status')
 
 
-class ZygoteError(Exception):
-    """This environment's zygote cannot serve: its tasks run exec'd."""
-
-
-class _ZygoteGone(Exception):
+class ZygoteGone(Exception):
     """The zygote died under us; it is restarted."""
 
 
@@ -295,147 +253,11 @@ class _Spawner:
             self._thread = None
 
 
-class _Zygote:
-    """One zygote process: started on first use, restarted when found dead."""
-
-    def __init__(self, python: str, cwd: str, env: dict[str, str], module: str):
-        self.python, self.cwd, self.env, self.module = python, cwd, env, module
-        self.lock = threading.Lock()
-        self.proc: Optional[subprocess.Popen] = None
-        self.control: Optional[socket.socket] = None
-        self.added: dict[str, str] = {}       # what the interpreter adds at start-up (LC_CTYPE)
-        self.starts = 0
-        self.broken: Optional[str] = None     # why this environment runs exec'd
-        self.ready = False                    # its hello was read: it serves tasks
-
-    @classmethod
-    def of(cls, key: tuple) -> '_Zygote':
-        """The zygote for a _zygote_key()."""
-        python, cwd, startup, module = key
-        return cls(python, cwd, dict(startup), module)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def ensure(self, spawner: _Spawner) -> None:
-        """Starts (or restarts) the zygote, or greets one started ahead (spawn()); raises
-        ZygoteError when it cannot serve."""
-        if self.broken:
-            raise ZygoteError(self.broken)
-        if self.alive():
-            if not self.ready:
-                self._greet()
-            return
-        self.stop()
-        self.spawn(spawner.call)
-        self._greet()
-
-    def spawn(self, call: Callable) -> None:
-        """Starts the process, through CALL(fn) (fn run in the thread it dies with); its hello
-        is read by ensure(), so a zygote can be started ahead and greeted when first used."""
-        if self.starts > _MAX_RESTARTS:
-            self.broken = f'zygote died {self.starts} times'
-            raise ZygoteError(self.broken)
-        self.starts += 1
-        self.ready = False
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(self.env, _KFP_RUNTIME='true')
-        try:
-            # its stdout and stderr: a file with no name, so that nothing is left behind
-            # whatever ends the zygote (it checks the file is still empty after its imports)
-            with tempfile.TemporaryFile() as log:
-                argv = [self.python, ZYGOTE_PROGRAM, str(theirs.fileno()), str(os.getpid()), self.module]
-                self.proc = call(lambda: subprocess.Popen(
-                    argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    pass_fds=(theirs.fileno(),), start_new_session=True))
-        except OSError as e:
-            ours.close()
-            self.broken = f'cannot start {self.python}: {e}'
-            raise ZygoteError(self.broken) from None
-        finally:
-            theirs.close()
-        self.control = ours
-
-    def _greet(self) -> None:
-        """Reads the started zygote's hello: it serves, or it is broken (and stopped)."""
-        ours = self.control
-        ours.settimeout(_START_TIMEOUT_S)
-        try:
-            hello = json.loads(ours.recv(1 << 16) or b'null')
-        except (OSError, ValueError):
-            hello = None
-        ours.settimeout(None)
-        if not hello or hello.get('error') or hello.get('threads') != 1:
-            why = (hello or {}).get('error') or (f'{hello["threads"]} threads after its imports' if hello
-                                                 else 'exited before it was ready')
-            self.broken = f'zygote for {self.python}: {why}'
-            self.stop()
-            raise ZygoteError(self.broken)
-        self.added = hello.get('added') or {}
-        self.ready = True
-
-    def stop(self) -> None:
-        self.ready = False
-        if self.control is not None:
-            self.control.close()            # EOF: the zygote exits; running tasks are not its
-            self.control = None
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-class _AheadOfTime:
-    """Zygotes started before any backend exists (warm_prestart.py: the CLI starts those the
-    last run of the same pipeline used, while it imports the engine). A backend adopts the
-    one whose key is its own; whatever is not adopted is stopped when the process exits, and
-    dies with it in any case (parent-death signal, EOF). Also records which zygotes served
-    tasks in this process, for the next pre-start."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._zygotes: dict[tuple, _Zygote] = {}
-        self.served: dict[tuple, None] = {}          # (python, module), in first-use order
-
-    def start(self, python: str, cwd: str, env: dict[str, str], module: str) -> None:
-        """Starts a zygote from the calling thread, which must live as long as the process
-        (the main thread): the zygote's parent-death signal follows that thread."""
-        key = _zygote_key(python, cwd, env, module)
-        zygote = _Zygote.of(key)
-        try:
-            zygote.spawn(lambda fn: fn())
-        except ZygoteError:
-            return
-        with self._lock:
-            self._zygotes[key] = zygote
-
-    def take(self, key: tuple) -> Optional[_Zygote]:
-        with self._lock:
-            return self._zygotes.pop(key, None)
-
-    def stop_all(self) -> None:
-        """Kills the zygotes no backend adopted: they never had a task, so they have no
-        reaper, and a kill does not wait for their imports to end as EOF would."""
-        with self._lock:
-            zygotes, self._zygotes = list(self._zygotes.values()), {}
-        for zygote in zygotes:
-            if zygote.proc is not None:
-                zygote.proc.kill()
-            zygote.stop()
-
-
-AHEAD = _AheadOfTime()
-atexit.register(AHEAD.stop_all)
-
-
 class WarmStarter:
     """The subprocess backend's warm path: launch(...) returns the started task, or None to exec."""
 
     def __init__(self):
-        self._zygotes: collections.OrderedDict[tuple, _Zygote] = collections.OrderedDict()
+        self._zygotes: collections.OrderedDict[tuple, Zygote] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._spawner = _Spawner()
         self._which: dict[Optional[str], Optional[str]] = {}
@@ -466,7 +288,7 @@ class WarmStarter:
         python = self._python3(env.get('PATH'))
         if python is None:
             return None
-        zygote = self._zygote(_zygote_key(python, cwd, env, program[0]))
+        zygote = self._zygote(zygote_key(python, cwd, env, program[0]))
         return None if zygote is None else (zygote, program)
 
     def _start(self, spec: LaunchSpec, env: dict[str, str], cwd: str) -> Optional[WarmProcess]:
@@ -487,7 +309,7 @@ class WarmStarter:
                     sock, log_r = self._send(zygote)
             except ZygoteError:
                 return None
-            except _ZygoteGone:
+            except ZygoteGone:
                 continue
             proc = self._started(sock, log_r, request, spec.argv)
             if proc is not None:
@@ -501,13 +323,13 @@ class WarmStarter:
             self._which[path] = python3_on(path)
         return self._which[path]
 
-    def _zygote(self, key: tuple) -> Optional[_Zygote]:
+    def _zygote(self, key: tuple) -> Optional[Zygote]:
         with self._lock:
             if self._closed:
                 return None
             zygote = self._zygotes.get(key)
             if zygote is None:
-                zygote = self._zygotes[key] = AHEAD.take(key) or _Zygote.of(key)
+                zygote = self._zygotes[key] = AHEAD.take(key) or Zygote.of(key)
                 while len(self._zygotes) > _MAX_ZYGOTES:
                     _, old = self._zygotes.popitem(last=False)
                     with old.lock:
@@ -516,7 +338,7 @@ class WarmStarter:
         return None if zygote.broken else zygote
 
     @staticmethod
-    def _send(zygote: _Zygote) -> tuple[socket.socket, int]:
+    def _send(zygote: Zygote) -> tuple[socket.socket, int]:
         """Hands the zygote the task's socket and log pipe; it passes them to a reaper."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
@@ -526,7 +348,7 @@ class WarmStarter:
             ours.close()
             os.close(log_r)
             zygote.stop()
-            raise _ZygoteGone from None
+            raise ZygoteGone from None
         finally:
             theirs.close()
             os.close(log_w)

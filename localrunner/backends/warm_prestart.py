@@ -6,7 +6,7 @@ Which zygotes a run needs is known only then, so the CLI guesses: it starts thos
 last run of the same pipeline file, from the same directory with the same environment folder,
 served (a memo under the user's cache dir), before it imports the engine. The backend adopts
 a zygote started ahead whose key (interpreter, directory, start-up variables, module) is
-its own (warm.AHEAD). A wrong guess costs one zygote start on another core: the zygote is
+its own (zygotes.AHEAD). A wrong guess costs one zygote start on another core: the zygote is
 killed when the process exits (it never had a task). A run that served no warm task (all
 cached) records that, so the next one starts none.
 
@@ -63,9 +63,9 @@ def prestart(args) -> Optional[WarmMemo]:
     served (record()); None when this run cannot fork a task."""
     if not wanted(args):
         return None
-    from localrunner.backends import warm
-    from localrunner.backends.subprocess_backend import runner_environ, task_environ
-    if not warm.supported():
+    from localrunner.backends import zygotes
+    from localrunner.backends.task_environ import runner_environ, task_environ
+    if not zygotes.supported():
         return None
     env_dir, cwd = default_env_dir(), os.getcwd()
     memo = WarmMemo(args.pipeline, cwd, env_dir)
@@ -76,13 +76,13 @@ def prestart(args) -> Optional[WarmMemo]:
                 or python != os.path.join(venv, 'bin', 'python3')):
             continue
         env = task_environ(base, venv, '', None, '')
-        if warm.python3_on(env.get('PATH')) == python:          # the one the task's `sh` would run
-            warm.AHEAD.start(python, cwd, env, module)
+        if zygotes.python3_on(env.get('PATH')) == python:          # the one the task's `sh` would run
+            zygotes.AHEAD.start(python, cwd, env, module)
     return memo
 
 
 def record(memo: Optional[WarmMemo]) -> None:
     """After the run: what it served is what the next run of the pipeline starts ahead."""
     if memo is not None:
-        from localrunner.backends import warm
-        memo.record(list(warm.AHEAD.served))
+        from localrunner.backends import zygotes
+        memo.record(list(zygotes.AHEAD.served))
