@@ -133,3 +133,39 @@ def test_a_memo_is_checked_and_what_it_starts_ends_with_a_refused_command(tmp_pa
         time.sleep(0.05)
     assert not _sleepers(), 'a zygote started ahead outlived the command'
     assert not os.path.exists(tmp_path / 'root')                  # nothing written for a refused run
+
+
+def test_the_zygote_starts_before_the_engine_is_imported(tmp_path):
+    """The pre-start's whole point is to start early: prestart() (what `localrunner run` calls
+    before it imports the engine) starts the memo's zygote having imported no part of the
+    engine, the backends' framework, the spec package or concurrent.futures."""
+    path = compile_pipeline(prestart_pipeline, tmp_path / 'p.yaml')
+    env_dir = str(tmp_path / 'envs')
+    good = _fake_venv(env_dir, 'good', tmp_path / 'good.started')
+    _memo(path, tmp_path, env_dir).record([(good, 'kfp.dsl.executor_main')])
+    probe = (
+        'import sys\n'
+        'from localrunner import cli\n'
+        'from localrunner.backends import warm_prestart, zygotes\n'
+        f'args = cli.build_parser().parse_args(["run", {str(path)!r}])\n'
+        'assert warm_prestart.prestart(args) is not None\n'
+        'started = [z.proc.pid for z in zygotes.AHEAD._zygotes.values()]\n'
+        'heavy = sorted(m for m in sys.modules if m.startswith(("localrunner.engine.runtime", '
+        '"localrunner.engine.assembly", "localrunner.backends.base", "localrunner.backends.warm", '
+        '"localrunner.backends.subprocess_backend", "localrunner.spec", "localrunner.environments", '
+        '"concurrent.futures", "asyncio")) and m != "localrunner.backends.warm_prestart")\n'
+        'print(len(started), heavy)\n'
+        'import os, time\n'                       # the zygote's own start, before this process ends
+        'deadline = time.time() + 10\n'
+        f'while not os.path.exists({str(tmp_path / "good.started")!r}) and time.time() < deadline:\n'
+        '    time.sleep(0.02)\n')
+    env = dict(os.environ, LOCALRUNNER_ENV_DIR=env_dir)
+    proc = subprocess.run([sys.executable, '-c', probe], cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(None, 1) == ['1', '[]\n'], proc.stdout
+    deadline = time.time() + 5
+    assert (tmp_path / 'good.started').read_text().split()[-1] == 'kfp.dsl.executor_main'
+    while _sleepers() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _sleepers(), 'a zygote started ahead outlived its process'
