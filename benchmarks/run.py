@@ -720,11 +720,12 @@ CAUSES: dict[str, str] = {
         'backends skip the entry-point scan, events and IR views are records (no per-class exec at '
         'import). What is left is what any run needs; going lower needs a resident process. The task '
         'itself no longer waits for its zygote: the CLI starts, before it imports the engine, the zygotes '
-        'the last run of the same pipeline used (backends/warm_prestart.py), so the in-run figure fell to '
-        '0.084 s in this slow hour (0.114 s in the previous run); alternated with the code before, 6 pairs: '
-        '415 -> 324 ms whole process. The imports themselves took 0.19-0.26 s in this run (0.18-0.21 in the '
-        'previous one): ~25 ms of it asyncio\'s ssl and OpenSSL\'s hashlib start, ~15 ms dataclasses\' '
-        'inspect, ~25 ms diskcache.'),
+        'the last run of the same pipeline used (backends/warm_prestart.py), and since this stop it does so ~50 ms into the process, before anything but the standard library is imported (backends/zygotes.py, '
+        'task_environ.py, user_cache.py; before, importing warm.py pulled in the backend, its venvs and the '
+        'spec package, and the zygote started ~115 ms in): the first task of a chain waits ~20 ms instead of '
+        '~73. In-run 0.053 s in this run (0.084 s in the previous, slower one). The imports took '
+        '0.107-0.117 s in this run (0.19-0.26 s in the previous one): ~25 ms of it asyncio\'s ssl and '
+        'OpenSSL\'s hashlib start, ~15 ms dataclasses\' inspect, ~25 ms diskcache in a slow hour.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
         'ping + image inspect) before the first container.'),
@@ -753,7 +754,7 @@ CAUSES: dict[str, str] = {
         'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
         'rule (no process outlives the command) rules out. Not built. In this run the imports alone took '
-        '0.19-0.26 s (row 1\'s floor cell), 6.9x the floor as in the previous run.'),
+        '0.107-0.117 s (row 1\'s floor cell): 5.2x the floor (6.9x in the previous, slower run).'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
     's3.sched10000': (
         'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
@@ -791,13 +792,12 @@ CAUSES: dict[str, str] = {
         'without one ext4 skips, one by one, every inode freed in the last 60 s (360 s while its table '
         'block is dirty) when it allocates one (recently_deleted(): ~9% of all CPU here). Each row of this '
         'benchmark deletes the previous row\'s root (~9,000 inodes for x1000), so the next rows pay for it: '
-        'the same code took 135 tasks/s without the cache (row 2) and 99-112 with it here, and 122-145 in '
-        'process on a RAM disk in quieter minutes (alternated with the code before this stop: 120/124/135 -> '
-        '135/135/145). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
+        'the same code took 143 tasks/s without the cache (row 2) and 111-156 with it here (99-112 in the '
+        'previous, slower run). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
         'cache\'s lock file; its TMPDIR) and 3 in the task (KFP\'s mktemp -d and the component file, its '
-        'output file). This stop: no event per log line unless something shows lines (EventBus.wants; the '
-        'runner\'s user CPU 2.0 -> 1.75 ms a task), argparse\'s patterns compiled once in the zygote, the '
-        'collector\'s young generation every 10,000 allocations during a run (engine/collector.py).'),
+        'output file). With the cache on, the runner spends ~0.4 ms more user and ~0.7-1 ms more kernel CPU a '
+        'task (the key\'s lock file, the action entry); /proc/stat also shows ~2 ms of idle CPU a task: with '
+        'two slots on two cores, both tasks are at times in a wait (a fork, an exit, a hand-off).'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.cold': (
         'Cause: the disk, not the digest. The three samples were 1.69, 0.67 and 0.86 GB/s against `cat` '
@@ -813,28 +813,31 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 0.80-1.05 ms/task in this run (0.88-0.96 in the previous '
-    'committed run; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 89-635 µs/task '
+    '**Scheduler alone (row 3)** is linear: 0.84-0.97 ms/task in this run (0.80-1.05 in the previous '
+    'committed run; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 101-645 µs/task '
     'within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
-    '(/dev/shm) 10,000 tasks took 0.79-0.98 ms each in this hour, CPU-bound: ~680 Python calls and one '
-    'thread hop a task; the collector change below took 981/835 -> 834/793 µs (2 alternated pairs). '
+    '(/dev/shm) 10,000 tasks took 0.64-0.75 ms each in this stop, CPU-bound: ~680 Python calls and one '
+    'thread hop a task, the event loop and the worker handing the GIL back and forth (cProfile of the '
+    'loop thread: a quarter of its time in epoll waiting for the worker); the previous stop\'s collector '
+    'change took 981/835 -> 834/793 µs (2 alternated pairs). '
     'Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): not met in this run, the slowest of the last three full runs: its '
-    '`python3 -c pass` took 38 ms (30 and 23 ms in the two before), the exec floor 0.11 s (0.085), '
-    'importing the CLI 0.24 s (0.21) and kfp.local\'s chain 14.7 s (12.2 and 9.0). Against kfp.local in the '
-    'same run the ratios rose: one trivial task as a whole process 5.4x -> 7.1x, chain of 10 28x -> 32x, '
-    'repeated task 7.8x -> 10.0x. What changed this stop, each measured alternated with the code before '
-    'it (the slow hours of this stop, so as ratios): the CLI starts the zygotes the last run of the '
-    'pipeline used before it imports the engine (chain 576 -> 493 ms, one task 415 -> 324 ms, medians of '
-    '6 pairs; in-run the first task no longer waits for its zygote); during a run the objects that '
-    'existed before it are frozen and the young generation is collected every 10,000 allocations '
-    '(engine/collector.py: a cached x1000 rerun spent ~90 ms in the collector, now ~15; whole 0.75 -> '
-    '0.66 s, in-run 0.49 -> 0.37 s); the keys remembered to explain misses are checked in one query '
-    '(35 -> 12 ms at the end of a cached x1000 rerun); the result document is made and serialized once '
-    '(~20 ms); no event per log line unless a view shows lines; argparse\'s patterns compiled once in the '
-    'zygote. Tried and left out: freezing every object before the CLI exits (~50 ms after a 1,000-task '
-    'run): sqlite connections opened by worker threads are closed only by that last collection. What '
-    'each target needs is in the row causes above.',
+    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.341 s, in-run '
+    '0.149 s), in a quick hour (`python3 -c pass` 27-29 ms; 38 ms in the previous full run, whose chain '
+    'was 0.458 s). This stop\'s change: the CLI starts the zygote ~50 ms earlier (row 1\'s cause); '
+    'alternated with the code before, 20 pairs in the same minutes: chain 428 -> 387 ms (medians), '
+    'in-run 0.212 -> 0.189 s. Where a chain task\'s ~14 ms goes (timestamps across the processes, '
+    'medians of 50 tasks): the task\'s own ~7 ms (~2 ms setting the forked process up as the exec path '
+    'would, then 3.5-4 ms of KFP\'s executor), and ~6.4 ms from its exit to the next task\'s first line: '
+    '~1 ms for the kernel to finish the exit (a bare interpreter\'s too), ~0.7 ms until the runner reads '
+    'the log\'s EOF, 0.6 ms removing the attempt\'s temp folder, ~1.5 ms of engine (outputs, records, the '
+    'next task\'s folders and request), ~0.5 ms handing the request to a reaper and ~1.5 ms from the '
+    'fork to the child\'s first line (~0.5 ms for a bare interpreter; ~0.3 ms of the rest is the at-fork '
+    'handler of the logging module, which KFP imports). The other four targets are not met: each needs a '
+    'different per-task path (rows 3, 7, 8: the causes above) or, for the cached single task, a '
+    'resident process. Tried and left out: freezing every object before the CLI exits (~50 ms after a '
+    '1,000-task run; a collection first, then the freeze, keeps ~20 ms of it): sqlite connections '
+    'opened by worker threads are closed only by a collection, and every library\'s cycles would have '
+    'to be known to be safe to leave. What each target needs is in the row causes above.',
     '**ParallelFor x1000 first run (row 7, a round-2 target)**: ' + CAUSES['s7.fan.warm'][len('Cause: '):],
     '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.4-0.7 s '
     'as a whole process (0.24-0.42 s in-run, the two runs above) against 3.6-5.4 s for its first run with '
