@@ -565,11 +565,18 @@ def s7_warm_start(fig: Figures, ctx: dict, quick: bool) -> None:
     # the same trivial component x N in one ParallelFor, first run (empty cache), both ways
     big = 50 if quick else 1000
     cores = os.cpu_count() or 2
-    # the warm row is the round-2 target: three runs, each in a fresh root, for a median (one
-    # run of this VM varies by a third); the exec row (~40 s a run) is measured once
+    # the warm row is the round-2 target: three runs, each in a new root, for a median (one
+    # run of this VM varies by a third); the exec row (~40 s a run) is measured once. The
+    # roots are removed after the row, not between its runs: on this VM's ext4 (no journal)
+    # every inode allocated in the next 60-360 s skips, one by one, the ~12,000 a removed
+    # 1,000-task root freed, so each run measured the removal before it (in the last run
+    # that removed between runs, the three runs fell 156 -> 134 -> 111 tasks/s, in order)
     runs = [('warm', ())] * (1 if quick else 3) + [('exec', ('--no-warm-start',))]
-    for mode, extra in runs:
-        got = lr_cli(Figures(), f's7.fan.{mode}', ir[f'fanout{big}-sub'], fresh(os.path.join(WORK, 'roots', 's7')),
+    shutil.rmtree(os.path.join(WORK, 'roots', 's7'), ignore_errors=True)
+    for i, (mode, extra) in enumerate(runs):
+        root = os.path.join(WORK, 'roots', 's7', f'{mode}-{i}')
+        os.makedirs(root)
+        got = lr_cli(Figures(), f's7.fan.{mode}', ir[f'fanout{big}-sub'], root,
                      cache=True, extra=extra, timeout=1800)
         if got:
             fig.add(f's7.fan.{mode}', 'lr', len(got['leaf']) / got['res']['duration_s'],
