@@ -730,8 +730,8 @@ CAUSES: dict[str, str] = {
         'the last run of the same pipeline used (backends/warm_prestart.py), and since this stop it does so ~50 ms into the process, before anything but the standard library is imported (backends/zygotes.py, '
         'task_environ.py, user_cache.py; before, importing warm.py pulled in the backend, its venvs and the '
         'spec package, and the zygote started ~115 ms in): the first task of a chain waits ~20 ms instead of '
-        '~73. In-run 0.053 s in this run (0.084 s in the previous, slower one). The imports took '
-        '0.107-0.117 s in this run (0.19-0.26 s in the previous one): ~25 ms of it asyncio\'s ssl and '
+        '~73. In-run 0.042 s in this run (0.084 s two full runs ago, in a slow hour). The imports took '
+        '0.141-0.227 s in this run (0.107-0.117 s in the run before, 0.19-0.26 s in the slow one): ~25 ms of it asyncio\'s ssl and '
         'OpenSSL\'s hashlib start, ~15 ms dataclasses\' inspect, ~25 ms diskcache in a slow hour.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
@@ -761,7 +761,7 @@ CAUSES: dict[str, str] = {
         'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
         'rule (no process outlives the command) rules out. Not built. In this run the imports alone took '
-        '0.107-0.117 s (row 1\'s floor cell): 5.2x the floor (6.9x in the previous, slower run).'),
+        '0.141-0.227 s (row 1\'s floor cell): 5.7x the floor (5.2x and 6.9x in the two runs before).'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
     's3.sched10000': (
         'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
@@ -799,11 +799,14 @@ CAUSES: dict[str, str] = {
         'without one ext4 skips, one by one, every inode freed in the last 60 s (360 s while its table '
         'block is dirty) when it allocates one (recently_deleted(): ~9% of all CPU here). Each row of this '
         'benchmark deletes the previous row\'s root (~9,000 inodes for x1000), so the next rows pay for it: '
-        'the same code took 143 tasks/s without the cache (row 2) and 111-156 with it here (99-112 in the '
-        'previous, slower run). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
+        'the same code took 200 tasks/s without the cache (row 2, earlier in this run) and 131-142 with it '
+        '(row 7; its three runs no longer remove a root between them: in the run before they did, and fell '
+        '156 -> 134 -> 111 in order). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
         'cache\'s lock file; its TMPDIR) and 3 in the task (KFP\'s mktemp -d and the component file, its '
         'output file). With the cache on, the runner spends ~0.4 ms more user and ~0.7-1 ms more kernel CPU a '
-        'task (the key\'s lock file, the action entry); /proc/stat also shows ~2 ms of idle CPU a task: with '
+        'task (the key\'s lock file, one new inode a task, and the action entry; py-spy --gil: ~0.3 ms a '
+        'task of Python: the lookups, the entry, the records), in process on this disk alternated 124-139 '
+        'tasks/s without the cache against 117-133 with it; /proc/stat also shows ~2 ms of idle CPU a task: with '
         'two slots on two cores, both tasks are at times in a wait (a fork, an exit, a hand-off).'),
     's7.fan.exec': 'Cause: ~80-90 ms of CPU per exec\'d task on 2 cores, plus the engine as in the warm row.',
     's6.cold': (
@@ -820,17 +823,17 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 0.84-0.97 ms/task in this run (0.80-1.05 in the previous '
-    'committed run; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 101-645 µs/task '
+    '**Scheduler alone (row 3)** is linear: 0.63-0.64 ms/task in this run (0.84-0.97 and 0.80-1.05 in '
+    'the two runs before; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 88-516 µs/task '
     'within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
     '(/dev/shm) 10,000 tasks took 0.64-0.75 ms each in this stop, CPU-bound: ~680 Python calls and one '
     'thread hop a task, the event loop and the worker handing the GIL back and forth (cProfile of the '
     'loop thread: a quarter of its time in epoll waiting for the worker); the previous stop\'s collector '
     'change took 981/835 -> 834/793 µs (2 alternated pairs). '
     'Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.341 s, in-run '
-    '0.149 s), in a quick hour (`python3 -c pass` 27-29 ms; 38 ms in the previous full run, whose chain '
-    'was 0.458 s). This stop\'s change: the CLI starts the zygote ~50 ms earlier (row 1\'s cause); '
+    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.300 s, in-run '
+    '0.145 s) and in the run before (0.341 s), both in quick hours (`python3 -c pass` 25-29 ms; 38 ms in '
+    'the slow full run of the previous stop, whose chain was 0.458 s). This stop\'s change: the CLI starts the zygote ~50 ms earlier (row 1\'s cause); '
     'alternated with the code before, 20 pairs in the same minutes: chain 428 -> 387 ms (medians), '
     'in-run 0.212 -> 0.189 s. Where a chain task\'s ~14 ms goes (timestamps across the processes, '
     'medians of 50 tasks): the task\'s own ~7 ms (~2 ms setting the forked process up as the exec path '
