@@ -98,15 +98,24 @@ def remove_run_containers(run_id: str, client=None) -> int:
     if own:
         client = _docker().from_env(timeout=20)
     try:
-        removed = 0
-        for container in client.containers.list(all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={run_id}'}):
-            with contextlib.suppress(_docker().errors.NotFound):
-                container.remove(force=True)
-                removed += 1
-        return removed
+        return _remove_labelled(client, [f'{RUN_LABEL}={run_id}'], ignore=(_docker().errors.NotFound,))
     finally:
         if own:
             client.close()
+
+
+def _remove_labelled(client, labels: list[str], ignore: tuple = (Exception,)) -> int:
+    """Force-removes every container, running or not, that carries all of LABELS
+    ('key=value'); returns how many. A container gone between the listing and its removal is
+    no error: the listing skips what it can no longer inspect (docker-py inspects each id it
+    lists, and would raise NotFound for the whole listing), and a removal's IGNORE errors are
+    passed over."""
+    removed = 0
+    for container in client.containers.list(all=True, ignore_removed=True, filters={'label': labels}):
+        with contextlib.suppress(*ignore):
+            container.remove(force=True)
+            removed += 1
+    return removed
 
 
 def _sweep(state: _RunState) -> None:
@@ -114,10 +123,7 @@ def _sweep(state: _RunState) -> None:
     if not state.created_any or state.client is None:
         return
     with contextlib.suppress(Exception):
-        for container in state.client.containers.list(
-                all=True, ignore_removed=True, filters={'label': f'{RUN_LABEL}={state.run_id}'}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
+        _remove_labelled(state.client, [f'{RUN_LABEL}={state.run_id}'])
 
 
 class DockerBackend(Backend):
@@ -378,11 +384,7 @@ class DockerBackend(Backend):
         if self._state.client is None:
             return
         with contextlib.suppress(Exception):
-            for container in self._state.client.containers.list(
-                    all=True, ignore_removed=True,
-                    filters={'label': [f'{RUN_LABEL}={self.run_id}', f'{ROLE_LABEL}=build']}):
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
+            _remove_labelled(self._state.client, [f'{RUN_LABEL}={self.run_id}', f'{ROLE_LABEL}=build'])
 
     def cleanup(self) -> None:
         """Terminates live attempts and removes every container labelled with this run."""
