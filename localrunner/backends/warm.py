@@ -107,7 +107,7 @@ def _umask() -> int:
     raise OSError('no Umask in /proc/self/status')
 
 
-class ZygoteGone(Exception):
+class _ZygoteGone(Exception):
     """The zygote died under us; it is restarted."""
 
 
@@ -309,7 +309,7 @@ class WarmStarter:
                     sock, log_r = self._send(zygote)
             except ZygoteError:
                 return None
-            except ZygoteGone:
+            except _ZygoteGone:
                 continue
             proc = self._started(sock, log_r, request, spec.argv)
             if proc is not None:
@@ -348,7 +348,7 @@ class WarmStarter:
             ours.close()
             os.close(log_r)
             zygote.stop()
-            raise ZygoteGone from None
+            raise _ZygoteGone from None
         finally:
             theirs.close()
             os.close(log_w)

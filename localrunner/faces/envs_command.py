@@ -10,8 +10,8 @@ import time
 
 from localrunner.engine.caching import parse_duration
 from localrunner.environments.venvs import COMPLETE_MARKER
-from localrunner.user_cache import default_env_dir
 from localrunner.errors import UsageError
+from localrunner.user_cache import default_env_dir
 from localrunner_cache import LockTimeout
 from localrunner_cache.locks import file_lock
 
