@@ -148,6 +148,17 @@ class ActionCache:
             return None
         return result
 
+    def get_many(self, keys) -> dict[str, ActionResult]:
+        """The entries present for ``keys``, read in one statement per 500 keys
+        (Index.get_many) where get() reads one each; an unreadable entry is dropped as get()
+        drops it. No age or CAS check: a caller makes them per entry, as get() would."""
+        found = {}
+        for key, raw in self._index.get_many(keys).items():
+            result = self._parse(key, raw)
+            if result is not None:
+                found[key] = result
+        return found
+
     @staticmethod
     def missing(result: ActionResult, cas) -> list[str]:
         """The digests of ``result`` not wholly present in ``cas`` (stat only)."""

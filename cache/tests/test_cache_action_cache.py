@@ -81,6 +81,21 @@ def test_unreadable_entry_is_a_miss(ac):
     assert len(ac) == 0, "an unreadable entry is dropped when read"
 
 
+def test_get_many_reads_what_get_reads(ac, cas):
+    d = cas.put_bytes(b"out")
+    entries = {f"k{i}": ActionResult(outputs={"i": i}, digests={d}, created=1000.0 + i) for i in range(700)}
+    for key, result in entries.items():
+        ac.put(key, result, cas=cas)
+    ac._index.set("bad", "{not json")
+    asked = [f"k{i}" for i in range(0, 800, 2)] + ["bad", "absent"]
+    got = ac.get_many(asked)
+    assert got == {k: entries[k] for k in asked if k in entries}           # over one statement's 500
+    assert all(ac.get(k) == r for k, r in got.items())
+    assert len(ac.warnings) == 1 and "unreadable" in ac.warnings[0]
+    assert ac._index.get("bad") is None, "an unreadable entry is dropped when read, as get() drops it"
+    assert ac.get_many([]) == {}
+
+
 def test_lock_is_exclusive_between_threads(ac):
     import threading
 

@@ -308,7 +308,7 @@ class ContainerTask:
         in one hop to a worker thread."""
         run = self.run
         try:
-            found = await run.in_batch(self._restore, key)
+            found = await run.in_batch(self._restore, key, looks_up=key)
         except Exception as e:           # a corrupt object is a miss, never a wrong result
             run.warn(f'cache entry for {self.name} unusable ({e}); running the task', task=self.name)
             run.cache.actions.delete(key)

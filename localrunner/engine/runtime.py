@@ -182,15 +182,17 @@ class Run:
         finally:
             self._drain_cache_warnings()
 
-    def in_batch(self, fn: Callable, *args) -> asyncio.Future:
+    def in_batch(self, fn: Callable, *args, looks_up: Optional[str] = None) -> asyncio.Future:
         """`await run.in_batch(fn, *args)`: fn(*args) in a worker thread, like in_thread, but
         the calls made in one turn of the event loop share hops: a stage of a ParallelFor
         whose 1,000 tasks look up the cache at once makes ~1,000/_BATCH hops, not 1,000 (a hop
         costs more than a lookup). For short work that does not block on anything but the
-        disk: cache lookups and restores, storing outputs. Not for a launch or a wait."""
+        disk: cache lookups and restores, storing outputs. Not for a launch or a wait.
+        looks_up: the cache key fn looks up, if any; a hop reads its calls' keys at once
+        (TaskCache.reading_ahead)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._batch.append((fn, args, future))
+        self._batch.append((fn, args, looks_up, future))
         if len(self._batch) == 1:
             loop.call_soon(self._send_batch, loop)     # after the rest of this turn has queued
         return future
@@ -203,11 +205,12 @@ class Run:
     def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
         """In a worker thread: each call in turn; every answer goes back in one hop."""
         answers = []
-        for fn, args, future in items:
-            try:
-                answers.append((future, fn(*args), None))
-            except BaseException as e:      # every caller gets an answer, whatever happened
-                answers.append((future, None, e))
+        with self.cache.reading_ahead([key for _fn, _args, key, _future in items if key]):
+            for fn, args, _key, future in items:
+                try:
+                    answers.append((future, fn(*args), None))
+                except BaseException as e:      # every caller gets an answer, whatever happened
+                    answers.append((future, None, e))
         try:
             loop.call_soon_threadsafe(self._answer_batch, answers)
         except RuntimeError:        # the loop is closed: the run was killed, nobody awaits them

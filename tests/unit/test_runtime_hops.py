@@ -1,6 +1,7 @@
 """runtime.Run.in_batch: calls made in one turn of the event loop share worker-thread hops,
 each caller still gets its own answer or its own exception."""
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -21,6 +22,13 @@ class _Bare:
         self._batch = []
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=8)
         self.drained = 0
+        self.cache = self
+        self.read_ahead = []              # the keys of each hop's reading_ahead()
+
+    @contextlib.contextmanager
+    def reading_ahead(self, keys):
+        self.read_ahead.append(list(keys))
+        yield
 
     def _drain_cache_warnings(self):
         self.drained += 1
@@ -50,6 +58,21 @@ def test_calls_of_one_turn_share_hops_and_each_gets_its_own_answer():
     assert threading.get_ident() not in threads                  # never on the event loop's thread
     hops = -(-n // runtime._BATCH)                                # ceil: one hop per batch of _BATCH
     assert bare.drained == hops < n
+    bare._threads.shutdown()
+
+
+def test_a_hop_reads_ahead_the_keys_its_calls_look_up():
+    bare = _Bare()
+
+    async def main():
+        n = runtime._BATCH + 5
+        return await asyncio.gather(*(bare.in_batch(str, i, looks_up=f'k{i}' if i % 2 else None)
+                                      for i in range(n)))
+
+    answers = asyncio.run(main())
+    assert answers == [str(i) for i in range(len(answers))]
+    assert sorted(bare.read_ahead, key=len) == [[f'k{i}' for i in range(runtime._BATCH, len(answers)) if i % 2],
+                                                [f'k{i}' for i in range(runtime._BATCH) if i % 2]]
     bare._threads.shutdown()
 
 
