@@ -44,7 +44,11 @@ from localrunner.spec import Pipeline
 from localrunner.spec.views import Component, Dag, Task
 
 COMPLETED_STRATEGY = 'ALL_UPSTREAM_TASKS_COMPLETED'
-_BATCH = 32             # in_batch calls per hop: a big stage still spreads over several workers
+_BATCH = 32             # in_batch calls per hop, at least
+# in_batch hops per turn of the loop, at most: one per core. A cached stage's hops are Python
+# work under the GIL, so more of them only add worker threads to start (the loop waits while
+# each new one takes the GIL) and hand-offs; a stage of 1,000 on 2 cores makes 2, not 32
+_HOPS = max(2, os.cpu_count() or 2)
 
 
 @dataclasses.dataclass
@@ -185,8 +189,8 @@ class Run:
     def in_batch(self, fn: Callable, *args, looks_up: Optional[str] = None) -> asyncio.Future:
         """`await run.in_batch(fn, *args)`: fn(*args) in a worker thread, like in_thread, but
         the calls made in one turn of the event loop share hops: a stage of a ParallelFor
-        whose 1,000 tasks look up the cache at once makes ~1,000/_BATCH hops, not 1,000 (a hop
-        costs more than a lookup). For short work that does not block on anything but the
+        whose 1,000 tasks look up the cache at once makes one hop a core (_HOPS), each of at
+        least _BATCH calls, not 1,000 (a hop costs more than a lookup). For short work that does not block on anything but the
         disk: cache lookups and restores, storing outputs. Not for a launch or a wait.
         looks_up: the cache key fn looks up, if any; a hop reads its calls' keys at once
         (TaskCache.reading_ahead)."""
@@ -199,8 +203,9 @@ class Run:
 
     def _send_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         items, self._batch = self._batch, []
-        for i in range(0, len(items), _BATCH):
-            self._threads.submit(self._run_batch, loop, items[i:i + _BATCH])
+        size = max(_BATCH, -(-len(items) // _HOPS))
+        for i in range(0, len(items), size):
+            self._threads.submit(self._run_batch, loop, items[i:i + size])
 
     def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
         """In a worker thread: each call in turn; every answer goes back in one hop."""

@@ -56,8 +56,9 @@ def test_calls_of_one_turn_share_hops_and_each_gets_its_own_answer():
 
     n = asyncio.run(main())
     assert threading.get_ident() not in threads                  # never on the event loop's thread
-    hops = -(-n // runtime._BATCH)                                # ceil: one hop per batch of _BATCH
-    assert bare.drained == hops < n
+    size = max(runtime._BATCH, -(-n // runtime._HOPS))           # a hop a core, at least _BATCH calls each
+    hops = -(-n // size)
+    assert bare.drained == hops <= runtime._HOPS and hops < n
     bare._threads.shutdown()
 
 
