@@ -730,8 +730,8 @@ CAUSES: dict[str, str] = {
         'the last run of the same pipeline used (backends/warm_prestart.py), and since this stop it does so ~50 ms into the process, before anything but the standard library is imported (backends/zygotes.py, '
         'task_environ.py, user_cache.py; before, importing warm.py pulled in the backend, its venvs and the '
         'spec package, and the zygote started ~115 ms in): the first task of a chain waits ~20 ms instead of '
-        '~73. In-run 0.042 s in this run (0.084 s two full runs ago, in a slow hour). The imports took '
-        '0.141-0.227 s in this run (0.107-0.117 s in the run before, 0.19-0.26 s in the slow one): ~25 ms of it asyncio\'s ssl and '
+        '~73. In-run 0.040 s in this run (0.084 s in a slow hour). The imports took '
+        '0.113-0.122 s in this run (0.141-0.227 s in the last run of the previous stop, 0.19-0.26 s in a slow one): ~25 ms of it asyncio\'s ssl and '
         'OpenSSL\'s hashlib start, ~15 ms dataclasses\' inspect, ~25 ms diskcache in a slow hour.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
@@ -761,7 +761,7 @@ CAUSES: dict[str, str] = {
         'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
         'rule (no process outlives the command) rules out. Not built. In this run the imports alone took '
-        '0.141-0.227 s (row 1\'s floor cell): 5.7x the floor (5.2x and 6.9x in the two runs before).'),
+        '0.113-0.122 s (row 1\'s floor cell): 5.45x the floor (5.3x and 5.7x in the two runs before).'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
     's3.sched10000': (
         'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
@@ -799,7 +799,7 @@ CAUSES: dict[str, str] = {
         'without one ext4 skips, one by one, every inode freed in the last 60 s (360 s while its table '
         'block is dirty) when it allocates one (recently_deleted(): ~9% of all CPU here). Each row of this '
         'benchmark deletes the previous row\'s root (~9,000 inodes for x1000), so the next rows pay for it: '
-        'the same code took 200 tasks/s without the cache (row 2, earlier in this run) and 131-142 with it '
+        'the same code took 182 tasks/s without the cache (row 2, earlier in this run) and 132-140 with it '
         '(row 7; its three runs no longer remove a root between them: in the run before they did, and fell '
         '156 -> 134 -> 111 in order). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
         'cache\'s lock file; its TMPDIR) and 3 in the task (KFP\'s mktemp -d and the component file, its '
@@ -823,17 +823,29 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 0.63-0.64 ms/task in this run (0.84-0.97 and 0.80-1.05 in '
-    'the two runs before; round 1: ~1.9). Its floor, the same folders made by a bare loop, was 88-516 µs/task '
-    'within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
+    '**Scheduler alone (row 3)** is linear: 0.69-0.81 ms/task in this run (1.2 in the run before, in a slow '
+    'hour whose floor was 679 µs/task; 0.63-0.64 in the last run of the previous stop; round 1: ~1.9). Its '
+    'floor, the same folders made by a bare loop, was 99-555 µs/task within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
     '(/dev/shm) 10,000 tasks took 0.64-0.75 ms each in this stop, CPU-bound: ~680 Python calls and one '
     'thread hop a task, the event loop and the worker handing the GIL back and forth (cProfile of the '
     'loop thread: a quarter of its time in epoll waiting for the worker); the previous stop\'s collector '
     'change took 981/835 -> 834/793 µs (2 alternated pairs). '
     'Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.300 s, in-run '
-    '0.145 s) and in the run before (0.341 s), both in quick hours (`python3 -c pass` 25-29 ms; 38 ms in '
-    'the slow full run of the previous stop, whose chain was 0.458 s). This stop\'s change: the CLI starts the zygote ~50 ms earlier (row 1\'s cause); '
+    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.25 s, in-run '
+    '0.117 s) and in every full run since the previous stop (0.26, 0.300 and 0.341 s). The ParallelFor x1000 first run met '
+    'its target in the run before this one (174 tasks/s, 169-191, at c974f69) and not in this one (134, 132-140): '
+    'the same code, this VM\'s hours (row 7\'s cause). The fully cached x1000 re-run is 0.316 ms a task as a '
+    'whole process (0.473 in the last run of the previous stop), of which 0.159 ms is the run itself: '
+    'the rest is the CLI\'s start (~0.11 s) and the interpreter\'s exit (~0.03 s), whatever the tasks. '
+    'This stop\'s two changes (row 8): a hop\'s cache lookups read the action index in one statement '
+    '(TaskCache.reading_ahead; before, one diskcache read each, ~0.1 ms with the GIL hand-offs), and a '
+    'turn\'s lookups go out in one hop a core, not one per 32 (each new worker thread cost the loop ~1.2 ms '
+    'while it took the GIL: 15 ms a run for 12 threads). Alternated with the code before each: in-run '
+    '0.256 -> 0.206 s (8 pairs), then 0.169 -> 0.158 s (10 pairs); a stage of 300 tasks restoring a 200 KB '
+    'artifact each 0.218 -> 0.138 s (8 pairs). What is left of the 0.159 ms, on the loop\'s thread: '
+    'the task\'s executor input, launch spec and key (~35 µs), the key\'s canonical JSON (~17 µs), '
+    'the coroutines, events and record (~60 µs), the result document (~14 ms a run) and the remembered '
+    'keys (~10 ms a run: the index opened, 1,000 rows read and compared). The previous stop\'s change: the CLI starts the zygote ~50 ms earlier (row 1\'s cause); '
     'alternated with the code before, 20 pairs in the same minutes: chain 428 -> 387 ms (medians), '
     'in-run 0.212 -> 0.189 s. Where a chain task\'s ~14 ms goes (timestamps across the processes, '
     'medians of 50 tasks): the task\'s own ~7 ms (~2 ms setting the forked process up as the exec path '
@@ -843,7 +855,7 @@ NOTES: list[str] = [
     'next task\'s folders and request), ~0.5 ms handing the request to a reaper and ~1.5 ms from the '
     'fork to the child\'s first line (~0.5 ms for a bare interpreter; the rest is mostly the interpreter\'s '
     'own after-fork code, threading._after_fork, whose first Python steps in the child copy ~75 pages: '
-    'a cost of any os.fork() of an interpreter that imported threading, as KFP does). The other four targets are not met: each needs a '
+    'a cost of any os.fork() of an interpreter that imported threading, as KFP does). The other targets are not met in this run: each needs a '
     'different per-task path (rows 3, 7, 8: the causes above) or, for the cached single task, a '
     'resident process. Tried and left out: a reaper forking its next task\'s process ahead, while '
     'idle (the child waits for its request): chain in-run 0.138 -> 0.135 s (15 alternated pairs), '
@@ -853,8 +865,8 @@ NOTES: list[str] = [
     'opened by worker threads are closed only by a collection, and every library\'s cycles would have '
     'to be known to be safe to leave. What each target needs is in the row causes above.',
     '**ParallelFor x1000 first run (row 7, a round-2 target)**: ' + CAUSES['s7.fan.warm'][len('Cause: '):],
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.4-0.7 s '
-    'as a whole process (0.24-0.42 s in-run, the two runs above) against 3.6-5.4 s for its first run with '
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.38-0.72 s '
+    'as a whole process (0.18-0.41 s in-run, the two runs above) against 3.6-5.8 s for its first run with '
     'a warm environment (~8-9x). kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline '
     '(its cache never hits a task with an `Output[Metrics]`, and every downstream task then misses), so '
     'its "cached" re-run is a full run.',
