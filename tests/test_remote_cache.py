@@ -109,3 +109,31 @@ def test_a_dead_remote_costs_one_timeout_per_run(kind, tmp_path, monkeypatch):
     if kind == 'silent':
         assert hole.accepted == 1, 'one request reached the remote, none after it'
     assert elapsed < 20, f'a safety bound only (measured: {elapsed:.1f}s; figures in benchmarks/RESULTS.md)'
+
+
+def test_an_entry_pulled_within_a_read_ahead_is_served_locally_after(s3, tmp_path, monkeypatch):
+    """Two lookups of one key in one hop (identical tasks of a stage): the first pulls the
+    entry from the remote and writes it locally; the second reads that, not what the hop read
+    ahead (absent), and asks the remote nothing."""
+    for k, v in {'LOCALRUNNER_S3_ENDPOINT': s3, 'LOCALRUNNER_S3_INSECURE': '1', 'AWS_ACCESS_KEY_ID': 'testing',
+                 'AWS_SECRET_ACCESS_KEY': 'testing', 'AWS_DEFAULT_REGION': 'us-east-1'}.items():
+        monkeypatch.setenv(k, v)
+    settings = CacheSettings(remote='s3://team-cache/ahead')
+    alice = TaskCache(str(tmp_path / 'alice'), settings)
+    out = tmp_path / 'out'
+    out.write_text('shared bytes')
+    digest, _kind = alice.put_output(str(out))
+    alice.record('k', {}, {'parameters': {'n': 1}, 'artifacts': {}}, {digest}, {'run': 'r'})
+    assert not alice.drain_warnings()
+    alice.close()
+    bob = TaskCache(str(tmp_path / 'bob'), settings)
+    asked = []
+    get_action = bob.remote.get_action
+    monkeypatch.setattr(bob.remote, 'get_action', lambda key: asked.append(key) or get_action(key))
+    with bob.reading_ahead(['k', 'k']):
+        first, second = bob.lookup('k'), bob.lookup('k')
+    assert first is not None and second is not None
+    assert first.outputs == second.outputs == {'parameters': {'n': 1}, 'artifacts': {}}
+    assert asked == ['k'], 'the second lookup read the entry the first one wrote locally'
+    assert bob.actions.get('k') is not None and not bob.drain_warnings()
+    bob.close()

@@ -388,8 +388,9 @@ class TaskCache:
     def reading_ahead(self, keys: Sequence[str]):
         """Within, in this thread: a lookup() of one of ``keys`` uses what one read of them
         all found on entry (a stage's 1,000 lookups: two statements, not 1,000 round trips
-        through diskcache and the GIL). The same answers as reading each at entry; record()
-        of one of them here forgets it, so a later lookup reads it again."""
+        through diskcache and the GIL). The same answers as reading each at entry; an entry
+        written (record(), a remote hit) or dropped here is forgotten, so a later lookup reads
+        it again."""
         try:
             found = self.actions.get_many(keys) if keys else {}
         except Exception:                   # each lookup reads (and says) it on its own
@@ -405,6 +406,12 @@ class TaskCache:
         ahead = getattr(self._ahead, 'read', None)
         if ahead is not None:
             ahead[0].discard(key)
+
+    def _put_entry(self, key: str, result: ActionResult) -> None:
+        """KEY's entry written locally (CacheError if that fails): a task's result, or one
+        pulled from the remote. A lookup later in this hop reads it, not what was read ahead."""
+        self._forget_ahead(key)
+        self.actions.put(key, result, cas=self.cas)
 
     def _local_entry(self, key: str) -> Optional[ActionResult]:
         ahead = getattr(self._ahead, 'read', None)
@@ -439,7 +446,7 @@ class TaskCache:
                 return None
             for digest in sorted(shared.digests):
                 self.remote.pull(self.cas, digest)
-            self.actions.put(key, shared, cas=self.cas)
+            self._put_entry(key, shared)
             return shared
         except RemoteUnavailable:         # already said, once
             return None
@@ -469,8 +476,7 @@ class TaskCache:
         machine (a task that read a secret, unless the user opted in)."""
         result = ActionResult(outputs=outputs, digests=set(digests), created=time.time(),
                               producer=producer, key_parts=parts)
-        self._forget_ahead(key)
-        self.actions.put(key, result, cas=self.cas)
+        self._put_entry(key, result)
         if self.remote is None or not share:
             return
         try:
