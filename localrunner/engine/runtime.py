@@ -190,8 +190,9 @@ class Run:
         """`await run.in_batch(fn, *args)`: fn(*args) in a worker thread, like in_thread, but
         the calls made in one turn of the event loop share hops: a stage of a ParallelFor
         whose 1,000 tasks look up the cache at once makes one hop a core (_HOPS), each of at
-        least _BATCH calls, not 1,000 (a hop costs more than a lookup). For short work that does not block on anything but the
-        disk: cache lookups and restores, storing outputs. Not for a launch or a wait.
+        least _BATCH calls, not 1,000 (a hop costs more than a lookup). For short work that
+        does not block on anything but the disk: cache lookups and restores, storing outputs.
+        Not for a launch or a wait.
         looks_up: the cache key fn looks up, if any; a hop reads its calls' keys at once
         (TaskCache.reading_ahead)."""
         loop = asyncio.get_running_loop()
