@@ -202,6 +202,21 @@ def test_a_key_already_remembered_is_not_written_again(setup, tmp_path):
     assert 'would run scale: changed: input parameter factor' in proc.stdout, proc.stdout
 
 
+def test_a_run_without_the_cache_remembers_no_key(setup, tmp_path):
+    """--no-cache reads and writes nothing of the cache, the keys that explain a miss
+    included: a later explain-cache still explains from the last run that could have left an
+    entry (the no-cache run's key has none: "same key as the last run" would say nothing)."""
+    run, folder, data, _ = setup
+    run()
+    kept = _remembered(tmp_path / 'root')
+    nocache = run('--no-cache', '-p', 'factor=3')
+    assert set(states(nocache).values()) == {'SUCCEEDED'}
+    assert _remembered(tmp_path / 'root') == kept
+    proc = run_cli('explain-cache', os.path.join(str(tmp_path), 'chain.yaml'), '-p', f'uri={data}',
+                   '-p', f'folder={folder}', '-p', 'factor=3', '--root', str(tmp_path / 'root'))
+    assert 'would run scale: changed: input parameter factor' in proc.stdout, proc.stdout
+
+
 def test_a_garbage_remembered_row_is_written_again(setup, tmp_path):
     """A row of the 'last' index that is not what the engine writes (tampered, truncated) is
     not taken for the task's key: the next run writes it afresh, and says nothing of it."""

@@ -155,7 +155,9 @@ class ContainerTask:
         key = action_key(custom_key_parts(custom, self.component, self.container)) if custom else canonical_key(parts)
         self.record.cache_key = key
         use_cache = run.cache.wants_cache(self.task.cache_enabled)
-        if not run.options.dry_run:
+        if use_cache and not run.options.dry_run:
+            # what explains a later miss: the last key that could have left an entry (a task
+            # with caching off, or a --no-cache run, leaves none, and writes nothing to the cache)
             run.cache.remember(run.pipeline.name, self.name, key, parts, run.run_id, key_is_digest=not custom)
 
         if use_cache:
