@@ -33,7 +33,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--cluster', action='store_true', help='same as --backend kubernetes')
     p.add_argument('--root', default='.localrunner', help='run records and cache (default ./.localrunner)')
     p.add_argument('--result-json', help='write the result document (docs/architecture.md) to this file')
-    p.add_argument('--no-cache', action='store_true', help='run every task; nothing is read from or written to the cache')
+    p.add_argument('--no-cache', action='store_true', help='run every task; no cache entry is read or written')
     p.add_argument('--cache-max-age', metavar='AGE', type=validate.duration,
                    help='ignore cached results older than AGE (e.g. 7d, 12h)')
     p.add_argument('--remote-cache', metavar='s3://BUCKET/PREFIX', type=validate.s3_url,
