@@ -116,6 +116,37 @@ def test_container_component_placeholders_on_host(tmp_path):
     assert body[-1] == 'payload'
 
 
+@dsl.container_component
+def task_ids(given: str, out: dsl.OutputPath(str)):
+    return dsl.ContainerSpec(image='alpine', command=['sh', '-c', 'printf "%s %s" "$0" "$1" > "$2"'],
+                             args=[given, dsl.PIPELINE_TASK_ID_PLACEHOLDER, out])
+
+
+@dsl.pipeline(name='task-ids')
+def task_id_pipeline():
+    task_ids(given=dsl.PIPELINE_TASK_ID_PLACEHOLDER)
+    with dsl.ParallelFor([1, 2]):
+        task_ids(given=dsl.PIPELINE_TASK_ID_PLACEHOLDER)
+
+
+def test_the_task_id_given_as_an_input_is_the_tasks_own(tmp_path):
+    """dsl.PIPELINE_TASK_ID_PLACEHOLDER as an input value is resolved, as KFP's driver resolves
+    it, to the id of the task it is given to: the one on its command line, another in every
+    loop iteration and every run (so such a task is never served from the cache)."""
+    path = compile_pipeline(task_id_pipeline, tmp_path / 'p.yaml')
+    ids = []
+    for _ in range(2):
+        rc, result, proc = run_pipeline_file(path, tmp_path / 'root')
+        assert rc == 0, proc.stdout + proc.stderr
+        assert set(states(result).values()) <= {'SUCCEEDED'}, states(result)
+        for t in result['tasks']:
+            if t['type'] == 'container':
+                given, own = t['outputs']['parameters']['out'].split(' ')
+                assert given == own and len(own) == 36, t['outputs']
+                ids.append(own)
+    assert len(ids) == 6 and len(set(ids)) == 6, ids
+
+
 # ---------------------------------------------------------------- importer
 @dsl.component
 def read_it(data: Input[Dataset]) -> str:

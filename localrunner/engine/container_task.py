@@ -92,7 +92,8 @@ def command_of(container: Container, executor_input: dict, ctx: RunContext) -> l
 
 class ContainerTask:
     def __init__(self, run: 'Run', name: str, task: Task, component: Component, executor: Executor, params: dict,
-                 arts: dict[str, list[Artifact]], scope: Optional[task_inputs.Scope] = None):
+                 arts: dict[str, list[Artifact]], scope: Optional[task_inputs.Scope] = None,
+                 task_id: Optional[str] = None):
         self.run = run
         self.name = name
         self.display = task.display_name or task.key
@@ -105,7 +106,7 @@ class ContainerTask:
         # kfp-kubernetes settings name their parameters in the enclosing DAG (its inputs, its tasks' outputs)
         self.scope = scope or task_inputs.Scope({}, {}, {}, '')
         self.record = TaskRecord.of(name, task, 'container', display_name=self.display)
-        self.task_id = run.task_uuid()
+        self.task_id = task_id or run.task_uuid()       # the one its inputs were resolved with
         self.timeout_s: Optional[float] = None
         self.execution = None             # the attempt running (_run_attempt sets it, in its thread)
 

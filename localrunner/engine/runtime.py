@@ -582,8 +582,11 @@ class Run:
                 state = State.CANCELED if any(o.state == State.CANCELED for o in blocked) else State.SKIPPED
                 return self._end_new(name, task, state, reason='an upstream task did not succeed')
         exempt = frozenset([task.loop.item_input]) if task.loop else frozenset()
+        # the task's own id before its inputs: dsl.PIPELINE_TASK_ID_PLACEHOLDER given as an
+        # input value is this task's id, as KFP's driver resolves it (and its command line's)
+        task_id = self.task_uuid()
         try:
-            params, arts = task_inputs.resolve(task, component, scope, self.context(name, ''),
+            params, arts = task_inputs.resolve(task, component, scope, self.context(name, task_id),
                                                check_required=component.dag is None, exempt=exempt)
         except task_inputs.InputError as e:
             return self._end_new(name, task, State.FAILED, error=str(e))
@@ -606,7 +609,8 @@ class Run:
         if executor is None or executor.container is None:
             return self._end_new(name, task, State.FAILED, error=f'executor {component.executor_label}: only '
                                                                  f'container and importer executors exist in KFP v2 IR')
-        return await ContainerTask(self, name, task, component, executor, params, arts, scope=scope).execute()
+        return await ContainerTask(self, name, task, component, executor, params, arts, scope=scope,
+                                   task_id=task_id).execute()
 
     async def _run_loop(self, name: str, task: Task, component: Component, params: dict, arts: dict) -> Outcome:
         record = TaskRecord.of(name, task, 'loop', started=time.time())
