@@ -133,6 +133,16 @@ def read_text(data: Input[Dataset]) -> str:
 
 
 @dsl.component
+def count_texts(datas: Input[List[Dataset]], out_dir: str, tag: str) -> int:
+    """How many artifacts the list holds; KFP's executor gives None for an empty one."""
+    import os
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, tag + '.txt'), 'a') as f:
+        f.write(f'{datas is None} {len(datas or [])}\n')
+    return len(datas or [])
+
+
+@dsl.component
 def concat_texts(datas: Input[List[Dataset]], out_dir: str, tag: str) -> str:
     import os
     text = ','.join(sorted(open(d.path).read() for d in datas))
@@ -359,6 +369,9 @@ def collected_pipeline(out_dir: str) -> NamedTuple('Outputs', squares=List[int],
     with dsl.ParallelFor(nothing.output) as z:
         never = square(x=z)
     json_of(value=dsl.Collected(never.output), out_dir=out_dir, tag='empty_collected')
+    with dsl.ParallelFor(nothing.output) as z2:
+        never_written = write_text(text='x')
+    count_texts(datas=dsl.Collected(never_written.outputs['out']), out_dir=out_dir, tag='empty_artifacts')
     # nested loops: a list of lists
     with dsl.ParallelFor([1, 2]) as outer:
         with dsl.ParallelFor([10, 20]) as inner:

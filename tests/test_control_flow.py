@@ -322,6 +322,17 @@ def test_collected_from_an_empty_loop_is_an_empty_list(collected_run):
     assert lines(out_dir, 'empty_collected') == ['[]']
 
 
+def test_collected_artifacts_from_an_empty_loop_are_an_empty_list(collected_run):
+    """An empty artifact collection is a value, as an empty parameter one is: the consumer runs
+    with {"artifacts": []} (KFP's executor then hands the function None), it is not refused."""
+    rc, result, output, out_dir = collected_run
+    task = tasks_of(result)['count-texts']
+    assert task['state'] in RAN and task['outputs']['parameters']['Output'] == 0, explain(result, output)
+    assert lines(out_dir, 'empty_artifacts') == ['True 0']
+    with open(os.path.join(os.path.dirname(task['logs'][0]), '..', 'executor_input.json')) as f:
+        assert json.load(f)['inputs']['artifacts']['datas'] == {'artifacts': []}
+
+
 # ---------------------------------------------------------------------------- 4. nested pipelines
 
 

@@ -95,7 +95,11 @@ def resolve(task: Task, component: Component, scope: Scope, ctx: RunContext,
     arts: dict[str, list[Artifact]] = {}
     for name, aref in task.artifacts.items():
         value = _artifacts(aref, scope)
-        if value:
+        declared = component.inputs.artifacts.get(name)
+        # a list input's value may be empty (dsl.Collected of a loop that ran no iteration, as
+        # a collected parameter list is []): the task runs with {"artifacts": []}, and what
+        # the function gets is KFP's executor's to say (kfp/dsl/executor.py: None for it)
+        if value or (value is not None and declared is not None and declared.is_list):
             arts[name] = value
 
     for name, d in component.inputs.parameters.items():
