@@ -494,6 +494,11 @@ def fail_fast_pipeline(out_dir: str):
 
 
 @dsl.pipeline
+def retried_sub(out_dir: str):
+    flaky(counter_dir=out_dir, key='sub', failures=0)
+
+
+@dsl.pipeline
 def retry_pipeline(out_dir: str):
     flaky(counter_dir=out_dir, key='top', failures=2).set_retry(
         num_retries=2, backoff_duration='0s', backoff_factor=1.0)
@@ -503,6 +508,7 @@ def retry_pipeline(out_dir: str):
         num_retries=2, backoff_duration='1s', backoff_factor=2.0)         # waits 1 s, then 2 s
     with dsl.ParallelFor(['a', 'b']) as k:                 # retries inside a loop
         flaky(counter_dir=out_dir, key=k, failures=1).set_retry(num_retries=1, backoff_duration='0s')
+    retried_sub(out_dir=out_dir).set_retry(num_retries=2)   # on a pipeline task: said, not applied
 
 
 # ---------------------------------------------------------------------------- 9. optional inputs and defaults

@@ -554,6 +554,12 @@ def test_retry_backoff_duration_and_factor(retry_run):
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps
 
 
+def test_retry_on_a_pipeline_task_is_said_not_silently_dropped(retry_run):
+    rc, result, output, out_dir = retry_run
+    assert tasks_of(result)['retried-sub/flaky']['state'] == 'SUCCEEDED', explain(result)
+    assert [w for w in result['warnings'] if w.startswith('retried-sub: set_retry on a pipeline task is not applied')]
+
+
 def test_retry_delays_follow_kfp_backoff():
     policy = {'maxRetryCount': 4, 'backoffDuration': '1s', 'backoffFactor': 2.0, 'backoffMaxDuration': '5s'}
     assert retry_delays(retry_view(policy)) == [1.0, 2.0, 4.0, 5.0]

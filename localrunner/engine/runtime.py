@@ -600,6 +600,10 @@ class Run:
         if task.loop:
             return await self._run_loop(name, task, component, params, arts)
         if component.dag is not None:
+            if task.retry is not None and task.retry.max_retries > 0:
+                # the KFP backend long ignored it too (kubeflow/pipelines#11288); said, never silent
+                self.warn_once(f'{name}: set_retry on a pipeline task is not applied here: its tasks run '
+                               f'once each (set_retry on the tasks inside it retries them)')
             record = TaskRecord.of(name, task, 'dag', started=time.time())
             return self.end(record, await self.run_dag(component, params, arts, name + '/'))
         executor = self.view.executor_of(component)
