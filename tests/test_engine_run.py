@@ -147,6 +147,28 @@ def test_the_task_id_given_as_an_input_is_the_tasks_own(tmp_path):
     assert len(ids) == 6 and len(set(ids)) == 6, ids
 
 
+@dsl.component
+def total_of(xs: list, d: dict) -> int:
+    return sum(xs) + d['k']
+
+
+@dsl.pipeline(name='nested-numbers')
+def nested_numbers_pipeline(xs: list = [1, 2], d: dict = {'k': 3}) -> int:
+    return total_of(xs=xs, d=d).output
+
+
+def test_whole_numbers_inside_list_and_dict_inputs_reach_the_component_as_ints(tmp_path):
+    """The compiler writes the defaults as doubles ([1.0, 2.0]); KFP's driver hands them over
+    as protojson, where a whole double has no fraction: sum() of them is an int, as on a
+    cluster. A value given on the command line goes the same way."""
+    path = compile_pipeline(nested_numbers_pipeline, tmp_path / 'p.yaml')
+    assert '- 1.0' in open(path).read()
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root')
+    assert rc == 0 and result['outputs']['parameters']['Output'] == 6, proc.stdout + proc.stderr
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root', '-p', 'xs=[4.0, 5]', '-p', 'd={"k": 1.0}')
+    assert rc == 0 and result['outputs']['parameters']['Output'] == 10, proc.stdout + proc.stderr
+
+
 # ---------------------------------------------------------------- importer
 @dsl.component
 def read_it(data: Input[Dataset]) -> str:

@@ -58,14 +58,30 @@ def build(params: dict, arts: dict[str, list[Artifact]], out_arts: dict[str, lis
 
 def coerce_inputs(params: dict, definitions: Mapping[str, 'ParameterDef']) -> dict:
     """KFP carries numbers as doubles (YAML defaults say 5.0 for an int): give each input the
-    type its component declares, as the KFP driver does."""
+    type its component declares, as the KFP driver does. Inside a LIST or STRUCT, a number
+    is what the driver's executor input says of that double (protojson, as Go's encoding/json
+    writes one): a whole one below 1e21 without a fraction, so [1.0, 2.5] reaches the
+    component as [1, 2.5] (kfp.local passes the YAML's 1.0 on)."""
     for name, d in definitions.items():
         value = params.get(name)
         if d.type == 'NUMBER_INTEGER' and isinstance(value, float) and value.is_integer():
             params[name] = int(value)
         elif d.type == 'NUMBER_DOUBLE' and isinstance(value, int) and not isinstance(value, bool):
             params[name] = float(value)
+        elif d.type in ('LIST', 'STRUCT') and isinstance(value, (list, dict)):
+            params[name] = _as_protojson(value)
     return params
+
+
+def _as_protojson(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+    if kind is list:
+        return [_as_protojson(v) for v in value]
+    if kind is dict:
+        return {k: _as_protojson(v) for k, v in value.items()}
+    return value
 
 
 _INTEGER = re.compile(r'[+-]?[0-9]+')

@@ -51,6 +51,20 @@ def test_coerce_inputs_gives_each_number_its_declared_type():
     assert 'absent' not in out
 
 
+def test_numbers_inside_lists_and_structs_are_what_the_drivers_executor_input_says():
+    """protojson writes a double as Go's encoding/json does: a whole one below 1e21 with no
+    fraction (json.loads: an int), others as floats; strings and booleans stay what they are."""
+    defs = {'l': {'parameterType': 'LIST'}, 'st': {'parameterType': 'STRUCT'}, 's': {'parameterType': 'STRING'}}
+    defs = component_view({'inputDefinitions': {'parameters': defs}}).inputs.parameters
+    out = coerce_inputs({'l': [1.0, 2.5, [3.0, True, '4.0'], -0.0, 1e21, float('inf')],
+                         'st': {'k': 1.0, 'n': {'m': [2.0]}, 'b': False}, 's': '[1.0]'}, defs)
+    assert out['l'] == [1, 2.5, [3, True, '4.0'], 0, 1e21, float('inf')]
+    assert [type(v) for v in out['l']] == [int, float, list, int, float, float]
+    assert type(out['l'][2][0]) is int and out['l'][2][1] is True
+    assert out['st'] == {'k': 1, 'n': {'m': [2]}, 'b': False} and type(out['st']['k']) is int
+    assert out['s'] == '[1.0]'
+
+
 def test_build_the_executor_input(task):
     layout, files, arts = task
     data = Artifact('data', 'system.Dataset', '0.0.1', '/r/data', {'rows': 2})
