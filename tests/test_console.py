@@ -88,6 +88,39 @@ def test_plain_output_in_ci_has_no_control_codes_and_sums_up_loops(tmp_path):
     assert 'FAILED  for-loop-1.7/work' in out and 'seven is unlucky' in out
 
 
+@dsl.component
+def quick(x: int) -> int:
+    return x
+
+
+@dsl.pipeline(name='console-nested')
+def nested_loops_pipeline():
+    with dsl.ParallelFor([1, 2, 3]) as x:
+        with dsl.If(x > 1):
+            quick(x=x)
+        with dsl.ParallelFor([10, 20]) as y:
+            quick(x=y)
+        quick(x=x)
+
+
+def test_loop_progress_counts_each_loops_own_tasks_and_conditions_skipped_whole(tmp_path):
+    """The outer loop counts its 3 iterations' own 2 tasks (one of them under a condition that
+    is false once, which ends it too), not the inner loop's; each inner loop counts its 2."""
+    path = compile_pipeline(nested_loops_pipeline, tmp_path / 'nested.yaml')
+    proc = _cli(['run', path, '--root', str(tmp_path / 'root')], env={'CI': 'true'})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r'\s*loop\s+(\S+): (\d+)/(\d+) \((.*)\)$', line)
+        if m:
+            last[m.group(1)] = (int(m.group(2)), int(m.group(3)), m.group(4))
+    outer = [n for n in last if '/' not in n]
+    assert len(outer) == 1 and last[outer[0]][:2] == (6, 6), last
+    assert '1 skipped' in last[outer[0]][2], last
+    inner = [v for n, v in last.items() if '/' in n]
+    assert len(inner) == 3 and all(v[:2] == (2, 2) for v in inner), last
+
+
 def test_live_view_in_a_terminal(tmp_path):
     path = compile_pipeline(loop_pipeline, tmp_path / 'loop.yaml')
     drawn = _in_pty(['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=60'])

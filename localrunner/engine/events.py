@@ -54,7 +54,8 @@ class RunCanceling(Event):
 @_event
 class LoopStarted(Event):
     iterations: int                    # a ParallelFor with this many iterations begins
-    tasks: int = 0                     # leaf tasks in all its iterations (static count of the body)
+    tasks: int = 0                     # leaf tasks in all its iterations, but those of a loop inside it
+                                       # (static count of the body)
 
 
 @_event
@@ -120,11 +121,13 @@ class TaskFailed(Event):
 @_event
 class TaskSkipped(Event):
     reason: str = ''                   # 'condition', 'upstream', ...
+    tasks: int = 1                     # leaf tasks it ends: a condition or sub-pipeline skipped before it
+                                       # started, all of its own (not those of a loop inside it)
 
 
 @_event
 class TaskCanceled(Event):
-    pass
+    tasks: int = 1                     # as TaskSkipped's
 
 
 @_event

@@ -496,11 +496,16 @@ class Run:
         """Executor tasks in the static IR (loop bodies counted once)."""
         return self.count_leaves(self.view.root)
 
-    def count_leaves(self, component: Component) -> int:
+    def count_leaves(self, component: Component, nested_loops: bool = True) -> int:
+        """Executor tasks of COMPONENT's DAG; without `nested_loops`, those directly in its
+        iterations (a ParallelFor inside counts its own, in its own LoopStarted)."""
         n = 0
         for task in component.dag.tasks.values():
             sub = self.view.components[task.component]
-            n += self.count_leaves(sub) if sub.dag is not None else 1
+            if sub.dag is None:
+                n += 1
+            elif nested_loops or task.loop is None:
+                n += self.count_leaves(sub, nested_loops)
         return n
 
     # ------------------------------------------------------------------ DAGs
@@ -646,7 +651,9 @@ class Run:
             async with gate:
                 return await self.run_dag(component, p, a, f'{name}.{index}/')
 
-        self.bus.emit(ev.LoopStarted(task=name, iterations=len(items), tasks=len(items) * self.count_leaves(component)))
+        # the console counts a task towards its innermost loop: this loop's own tasks, then
+        self.bus.emit(ev.LoopStarted(task=name, iterations=len(items),
+                                     tasks=len(items) * self.count_leaves(component, nested_loops=False)))
         results = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)))
         # dsl.Collected: each output of the body, gathered over the iterations
         collected_params = {out: [r.parameters[out] for r in results if out in r.parameters]
@@ -666,7 +673,15 @@ class Run:
         if kind is None:
             kind = self.task_kind(task.component)
         record = TaskRecord.of(name, task, kind, started=time.time(), reason=reason)
-        return self.end(record, Outcome(state, error=error))
+        outcome = self.end(record, Outcome(state, error=error))
+        sub = self.view.components[task.component]
+        if not record.leaf and sub.dag is not None and state in (State.SKIPPED, State.CANCELED):
+            # its tasks never start, so never end: what counts tasks (a loop's progress) hears of them here
+            leaves = self.count_leaves(sub, nested_loops=False)
+            if leaves:
+                self.bus.emit(ev.TaskSkipped(task=name, reason=record.reason or '', tasks=leaves)
+                              if state == State.SKIPPED else ev.TaskCanceled(task=name, tasks=leaves))
+        return outcome
 
     def task_kind(self, comp_name: str) -> str:
         component = self.view.components[comp_name]

@@ -212,10 +212,11 @@ class ConsoleView:
     def _done(self, e: Event, word: Optional[str], style: str, counter: str, extra: str = '',
               always: bool = False) -> None:
         began = self.running.pop(e.task, None)
-        self.finished += 1
+        ended = getattr(e, 'tasks', 1)          # a condition skipped whole ends all its tasks
+        self.finished += ended
         loop = self._in_loop(e.task)
         if loop is not None:
-            setattr(loop, counter, getattr(loop, counter) + 1)
+            setattr(loop, counter, getattr(loop, counter) + ended)
         if word is None:
             return
         if loop is not None and not always:
@@ -233,8 +234,9 @@ class ConsoleView:
         if tenth > loop.said:
             loop.said = tenth
             name = next(n for n, lp in self.loops.items() if lp is loop)
+            skipped = f', {loop.skipped} skipped' if loop.skipped else ''
             self._line(f'  loop    {name}: {loop.ended}/{loop.total} ({loop.done} done, {loop.cached} cached, '
-                       f'{loop.failed} failed)')
+                       f'{loop.failed} failed{skipped})')
 
     def _render(self):
         """The live view's body, called by rich at its refresh rate on its own thread while
