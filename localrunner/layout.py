@@ -211,7 +211,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISREG, 'file'), (stat.S_ISDIR, 'folder'), (stat.S_ISLNK, 'link'),
                        (stat.S_ISFIFO, 'FIFO'), (stat.S_ISSOCK, 'socket'), (stat.S_ISCHR, 'device'),
                        (stat.S_ISBLK, 'device')):
@@ -237,7 +237,7 @@ def _open_at(dir_fd: int, name: str, shown: str, what: str, folder: bool) -> int
     if stat.S_ISLNK(mode):
         raise _refuse_link(dir_fd, name, shown, what)
     if not (stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and not folder)):
-        raise PathEscape(f'{what}: {printable(shown)} is a {_kind(mode)}, expected a '
+        raise PathEscape(f'{what}: {printable(shown)} is a {file_kind(mode)}, expected a '
                          f'{"folder" if folder else "file or folder"}')
     try:
         fd = os.open(name, _DIR_FLAGS if folder else _FILE_FLAGS, dir_fd=dir_fd)
@@ -245,7 +245,7 @@ def _open_at(dir_fd: int, name: str, shown: str, what: str, folder: bool) -> int
         if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):   # swapped meanwhile
             raise PathEscape(f'{what}: {printable(shown)} changed while it was read ({e.strerror})') from None
         raise
-    if _kind(os.fstat(fd).st_mode) != _kind(mode):
+    if file_kind(os.fstat(fd).st_mode) != file_kind(mode):
         os.close(fd)
         raise PathEscape(f'{what}: {printable(shown)} changed while it was read')
     return fd
@@ -330,7 +330,7 @@ def check_links(dir_fd: int, shown: str, inside: str, what: str) -> None:
             finally:
                 os.close(child)
         elif not stat.S_ISREG(mode):
-            raise PathEscape(f'{what}: {printable(here)} is a {_kind(mode)}, expected files and folders')
+            raise PathEscape(f'{what}: {printable(here)} is a {file_kind(mode)}, expected files and folders')
 
 
 def open_log(path: str) -> BinaryIO:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from localrunner.errors import UsageError
 from localrunner.spec import load_yaml_documents
+from localrunner.units import DECIMAL_TEXT, INTEGER_TEXT, NOT_FINITE_TEXT
 
 if TYPE_CHECKING:
     from localrunner.spec.views import ParameterDef
@@ -17,13 +18,15 @@ _FALSE = {'false', '0', 'no', 'n', 'off'}
 
 
 def read_params_file(path: str) -> dict:
+    from localrunner.user_files import read_text
     try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
+        text = read_text(path)
     except OSError as e:
         raise UsageError(f'{path}: cannot read params file: {e.strerror or e}') from None
     except UnicodeDecodeError:
         raise UsageError(f'{path}: cannot read params file: not UTF-8 text') from None
+    except ValueError as e:
+        raise UsageError(f'{path}: cannot read params file: {e}') from None
     import yaml                         # here, not at import: a run without a params file never needs it
     try:
         docs = [json.loads(text)] if text.lstrip().startswith('{') else load_yaml_documents(text)
@@ -38,10 +41,35 @@ def read_params_file(path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f'{path}: params file must hold a mapping of parameter names to values')
-    for name in data:
+    for name, value in data.items():
         if not isinstance(name, str):
             raise UsageError(f'{path}: parameter names must be text, not {name!r}')
+        why = not_json(value)
+        if why:
+            raise UsageError(f'{path}: parameter {name!r}: {why}')
     return data
+
+
+def not_json(value: Any, depth: int = 0) -> str:
+    """Why VALUE, read from a YAML file, is not JSON data ('' when it is): YAML also reads
+    dates, timestamps, binary and sets, which no KFP parameter holds."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return ''
+    if depth > 500:
+        return 'nested too deeply'
+    if isinstance(value, list):
+        return next((why for why in (not_json(v, depth + 1) for v in value) if why), '')
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f'{k!r} is a YAML {type(k).__name__} key; JSON keys are text'
+            why = not_json(v, depth + 1)
+            if why:
+                return why
+        return ''
+    kind = type(value).__name__
+    hint = ' (quote it to pass it as text)' if kind in ('date', 'datetime') else ''
+    return f'{value} is a YAML {kind}, not JSON data{hint}'
 
 
 def assignment(text: str, flag: str, form: str = 'NAME=VALUE') -> tuple[str, str]:
@@ -61,7 +89,7 @@ def parse_cli_params(pairs: list[str]) -> dict[str, str]:
 def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
     """Converts one value to the IR's declared type, or raises UsageError naming it."""
     def bad(why: str = '') -> UsageError:
-        shown = value if isinstance(value, str) else json.dumps(value)
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
         return UsageError(f'parameter {name!r}: {shown!r} is not a valid {ptype}{why}')
 
     if ptype == 'STRING':
@@ -77,11 +105,8 @@ def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise bad() from None
+        if isinstance(value, str) and INTEGER_TEXT.fullmatch(value.strip()):
+            return int(value.strip())
         raise bad()
     if ptype == 'NUMBER_DOUBLE':
         if isinstance(value, bool):
@@ -89,10 +114,9 @@ def convert(name: str, ptype: str, value: Any, from_text: bool) -> Any:
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
-            try:
-                result = float(value.strip())
-            except ValueError:
-                raise bad() from None
+            if not DECIMAL_TEXT.fullmatch(value.strip()):
+                raise bad(' (must be finite)' if value.strip().lower().lstrip('+-') in NOT_FINITE_TEXT else '')
+            result = float(value.strip())
             if math.isnan(result) or math.isinf(result):
                 raise bad(' (must be finite)')
             return result

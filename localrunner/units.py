@@ -15,6 +15,11 @@ _BYTES = {'': 1, 'b': 1,
           'ti': 2**40, 'tib': 2**40, 'pi': 2**50, 'pib': 2**50}
 _QUANTITY = re.compile(r'\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*')
 _DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+# A number written as text (a -p value, an output parameter file), as JSON and Go's strconv
+# read one: ASCII digits only (Python's int() and float() also take '1_000' and '٥')
+INTEGER_TEXT = re.compile(r'[+-]?[0-9]+', re.ASCII)
+DECIMAL_TEXT = re.compile(r'[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?', re.ASCII)
+NOT_FINITE_TEXT = frozenset({'inf', 'infinity', 'nan'})       # strconv.ParseFloat's, any case and sign
 
 
 def parse_bytes(text: Any, what: str = 'size') -> Optional[int]:

@@ -472,6 +472,67 @@ def test_hostile_params_files(capsys, tmp_path, content, words):
     assert not (tmp_path / 'root').exists()
 
 
+@pytest.mark.parametrize('content, words', [
+    (b'name: 2024-01-01\n', ["parameter 'name'", '2024-01-01 is a YAML date', 'quote it']),
+    (b'name: [1, 2024-01-01T10:00:00Z]\n', ["parameter 'name'", 'YAML datetime']),
+    (b'name: !!binary aGVsbG8=\n', ["parameter 'name'", 'YAML bytes']),
+    (b'name: {1: 2}\n', ["parameter 'name'", 'YAML int key']),
+])
+def test_params_files_with_yaml_only_values(capsys, tmp_path, content, words):
+    """YAML reads dates, binary and non-text keys, which no KFP parameter holds: named, with the
+    value, before anything runs (it was a traceback from deep in the conversion)."""
+    params = tmp_path / 'params.yaml'
+    params.write_bytes(content)
+    line = usage_error(capsys, ['run', HELLO, '--root', str(tmp_path / 'root'), '--params-file', str(params)])
+    for word in words:
+        assert word in line, line
+    assert not (tmp_path / 'root').exists()
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'device'])
+def test_a_pipeline_or_params_file_that_is_no_regular_file(capsys, tmp_path, kind):
+    """A FIFO would block the command forever and /dev/zero would fill its memory: both are
+    refused at once, as pipeline, params file and secret file."""
+    if kind == 'fifo':
+        path = str(tmp_path / 'p.yaml')
+        os.mkfifo(path)
+    else:
+        path = str(tmp_path / 'zero.yaml')
+        os.symlink('/dev/zero', path)
+    word = 'a FIFO' if kind == 'fifo' else 'a device'
+    root = str(tmp_path / 'root')
+    line = usage_error(capsys, ['run', path, '--root', root])
+    assert f'{path}: cannot read: {word}, not a regular file' in line, line
+    line = usage_error(capsys, ['run', HELLO, '--root', root, '--params-file', path])
+    assert f'{path}: cannot read params file: {word}, not a regular file' in line, line
+    line = usage_error(capsys, ['run', HELLO, '--root', root, '--secret', f's={path}'])
+    assert f'--secret s={path}' in line and f'{word}, not a regular file' in line, line
+    assert not os.path.exists(root)
+
+
+def test_an_integer_too_large_for_a_double_in_the_ir(capsys, tmp_path, victim_spec):
+    spec = copy.deepcopy(victim_spec)
+    [param] = [p for p in spec['root']['inputDefinitions']['parameters'].values()][:1]
+    param['defaultValue'] = 10 ** 400
+    path = _write(tmp_path, spec)
+    line = usage_error(capsys, ['run', path, '--root', str(tmp_path / 'root')])
+    assert f'{path}: invalid pipeline spec' in line and 'too large' in line, line
+    assert not (tmp_path / 'root').exists()
+
+
+@pytest.mark.parametrize('text', ['٥', '1_000', '５'])
+def test_numbers_on_the_command_line_are_ascii_digits(capsys, tmp_path, text):
+    """Python's int() reads other scripts' digits and underscores; JSON and Go's strconv do not."""
+    path = _write(tmp_path, {'pipelineInfo': {'name': 'n'}, 'schemaVersion': '2.1.0', 'sdkVersion': 'kfp-2.17.3',
+                             'components': {}, 'deploymentSpec': {'executors': {}},
+                             'root': {'dag': {'tasks': {}}, 'inputDefinitions': {'parameters': {
+                                 'n': {'parameterType': 'NUMBER_INTEGER'}, 'f': {'parameterType': 'NUMBER_DOUBLE'}}}}})
+    line = usage_error(capsys, ['run', path, '--root', str(tmp_path / 'root'), '-p', f'n={text}', '-p', 'f=1'])
+    assert "parameter 'n'" in line and 'NUMBER_INTEGER' in line, line
+    line = usage_error(capsys, ['run', path, '--root', str(tmp_path / 'root'), '-p', 'n=1', '-p', f'f={text}.5'])
+    assert "parameter 'f'" in line and 'NUMBER_DOUBLE' in line, line
+
+
 def test_deeply_nested_values_on_the_command_line(capsys, tmp_path, victim_spec):
     spec = copy.deepcopy(victim_spec)
     spec['root']['inputDefinitions']['parameters']['text']['parameterType'] = 'LIST'

@@ -12,12 +12,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import shutil
 import stat
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 from localrunner.engine.model import Artifact, local_path
+from localrunner.units import DECIMAL_TEXT, INTEGER_TEXT, NOT_FINITE_TEXT
 from localrunner.layout import (PathEscape, check_links, fd_path, is_inside, open_beneath, printable,
                                 read_beneath)
 
@@ -84,7 +84,6 @@ def _as_protojson(value: Any) -> Any:
     return value
 
 
-_INTEGER = re.compile(r'[+-]?[0-9]+')
 # strconv.ParseBool's spellings
 _BOOLEANS = {'1': True, 't': True, 'T': True, 'TRUE': True, 'true': True, 'True': True,
              '0': False, 'f': False, 'F': False, 'FALSE': False, 'false': False, 'False': False}
@@ -99,11 +98,11 @@ def _convert_text(text: str, ptype: str) -> Any:
         return text
     t = text.strip()
     if ptype == 'NUMBER_INTEGER':
-        if not _INTEGER.fullmatch(t):
+        if not INTEGER_TEXT.fullmatch(t):
             raise ValueError(f'not an integer: {text!r}')
         return int(t)
     if ptype == 'NUMBER_DOUBLE':
-        if '_' in t:
+        if not DECIMAL_TEXT.fullmatch(t) and t.lower().lstrip('+-') not in NOT_FINITE_TEXT:
             raise ValueError(f'not a number: {text!r}')
         return float(t)
     if ptype == 'BOOLEAN':

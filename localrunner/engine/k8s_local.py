@@ -62,16 +62,21 @@ class K8sEffect:
 
 def read_key_values(path: str) -> dict[str, str]:
     """A secret/config map from a folder (one file per key), a JSON/YAML mapping, or KEY=VALUE lines."""
+    from localrunner.user_files import read_text
     if os.path.isdir(path):
         out = {}
         for name in sorted(os.listdir(path)):
             full = os.path.join(path, name)
             if os.path.isfile(full):
-                with open(full, encoding='utf-8', errors='replace') as f:
-                    out[name] = f.read()
+                try:
+                    out[name] = read_text(full, errors='replace')     # a key file may be binary
+                except ValueError as e:
+                    raise ValueError(f'{full}: {e}') from None
         return out
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
+    try:
+        text = read_text(path)
+    except ValueError as e:
+        raise ValueError(f'{path}: {e}') from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith('#')]
     if not lines:
         return {}
@@ -86,6 +91,11 @@ def read_key_values(path: str) -> dict[str, str]:
             from None
     if not isinstance(data, dict):
         raise ValueError(f'{path}: neither KEY=VALUE lines nor a JSON/YAML mapping')
+    from localrunner.params import not_json
+    for k, v in data.items():
+        why = not_json(v)
+        if why:
+            raise ValueError(f'{path}: key {k!r}: {why}')
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
 

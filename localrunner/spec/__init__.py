@@ -101,10 +101,12 @@ def load_pipeline(path: str) -> Pipeline:
         raise UsageError(f'{path}: no such file')
     if os.path.isdir(path):
         raise UsageError(f'{path}: is a directory, expected a compiled pipeline YAML/JSON file')
+    from localrunner.user_files import read_text
     try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_text(path)
+    except UnicodeDecodeError:
+        raise UsageError(f'{path}: cannot read: not UTF-8 text') from None
+    except (OSError, ValueError) as e:
         raise UsageError(f'{path}: cannot read: {_one_line(e)}') from None
     docs = _parse_documents(path, text)
     if not docs or not isinstance(docs[0], dict):
@@ -200,7 +202,7 @@ def _validate_with_schema(path: str, spec: dict, text: str) -> None:
     pb2 = _pipeline_spec_pb2()
     try:
         json_format.ParseDict(spec, pb2.PipelineSpec(), ignore_unknown_fields=False)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as e:
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError, OverflowError) as e:
         # protobuf names the field path, e.g. 'Failed to parse root field: ...'
         raise UsageError(f'{path}: invalid pipeline spec: {_one_line(e)}') from None
     if memo is not None:
