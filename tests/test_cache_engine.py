@@ -411,6 +411,47 @@ def test_full_disk_fails_the_task_cleanly(tmp_path):
         subprocess.run(['umount', str(mount)])
 
 
+@dsl.container_component
+def chatty(marker: str):
+    # 3 MB of output into its log on a 1 MB disk (its reader must keep draining it)
+    return dsl.ContainerSpec(image='alpine', command=['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x; '
+                                                      'exec sleep 1', marker])
+
+
+@dsl.pipeline(name='full-log')
+def full_log_pipeline(marker: str):
+    chatty(marker=marker)
+
+
+def test_a_log_that_fills_the_disk_fails_the_task_and_the_run_is_recorded(tmp_path):
+    """The task's log can't be written: the attempt fails saying so (not 'internal error'),
+    the task's process is ended, and the run, whose final record could not be saved either,
+    is left to recovery (recorded CANCELED by the next command), never RUNNING forever."""
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount)]).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here')
+    marker = f'full-log-{os.getpid()}-{time.time_ns()}'
+    try:
+        path = compile_pipeline(full_log_pipeline, tmp_path / 'fl.yaml')
+        proc = run_cli('run', path, '--root', str(mount / 'root'), '-p', f'marker={marker}',
+                       '--result-json', str(tmp_path / 'result.json'))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert 'Traceback' not in proc.stdout + proc.stderr
+        [task] = json.loads((tmp_path / 'result.json').read_text())['tasks']
+        assert task['state'] == 'FAILED' and 'cannot write its log' in task['error'], task
+        assert 'No space left on device' in task['error'], task
+        assert subprocess.run(['pgrep', '-f', marker], capture_output=True).returncode == 1   # none left
+        if "the run's record could not be saved" in proc.stderr:
+            listed = run_cli('runs', 'ls', '--root', str(mount / 'root'))
+            assert 'CANCELED' in listed.stdout and 'RUNNING' not in listed.stdout, listed.stdout
+        else:                      # the final record fitted: it says FAILED
+            assert 'FAILED' in run_cli('runs', 'ls', '--root', str(mount / 'root')).stdout
+    finally:
+        subprocess.run(['pkill', '-f', marker])
+        subprocess.run(['umount', str(mount)])
+
+
 @dsl.component
 def uses_secret() -> str:
     import os

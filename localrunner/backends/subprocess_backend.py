@@ -68,8 +68,10 @@ class _ProcessExecution(Execution):
 
     # ------------------------------------------------------------ output and exit
     def wait(self) -> int:
+        """The exit status, once the task and its group are gone. OSError, then, when its log
+        could not be written (a full disk): the attempt fails with that, never half-told."""
         try:
-            self._pump()
+            log_error = self._pump()
             self._wait_main()            # its output is closed, but it may still be working
             # whatever of the group is left (a background child that closed its output)
             # goes now: the task is over, as when a container's main process ends
@@ -77,11 +79,13 @@ class _ProcessExecution(Execution):
             with self._lock:
                 status = self._proc.wait()
                 self._reaped = True
-            return status
         finally:
             self._reaper.forget(self._proc.pid)
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._reaper.forget_folder(self._tmp)
+        if log_error is not None:
+            raise log_error
+        return status
 
     def _wait_main(self) -> None:
         """Blocks until the main process has exited, without reaping it."""
@@ -90,10 +94,12 @@ class _ProcessExecution(Execution):
         except ChildProcessError:
             pass
 
-    def _pump(self) -> None:
+    def _pump(self) -> Optional[OSError]:
         """Copies the task's output to its log and on_line until EOF -- or, when the main
         process has exited but something (a background child) still holds the pipe, until
-        the reap grace has passed: then the group is killed and reading stops."""
+        the reap grace has passed: then the group is killed and reading stops. A log that
+        can't be written (a full disk) is returned, not raised: the pipe is still drained,
+        so the task never blocks on it, and wait() still ends its group."""
         out = self._proc.stdout
         fd = out.fileno()
         poller = select.poll()
@@ -103,34 +109,48 @@ class _ProcessExecution(Execution):
         pending = ''
         give_up: Optional[float] = None      # when to stop waiting for EOF
         killed_group = False
+        log, failed = None, None
         try:
-            with open_log(self._spec.log_path) as log:      # host-only, never through a link
-                while True:
-                    if poller.poll(_POLL_S * 1000):
-                        chunk = os.read(fd, 65536)
-                        if not chunk:
-                            break
-                        log.write(chunk)
-                        log.flush()
-                        if lines_read:
-                            pending += decoder.decode(chunk)
-                            *lines, pending = pending.split('\n')
-                            for line in lines:
-                                self._line(line)
-                        continue
-                    now = time.monotonic()
-                    if give_up is None and self._main_exited():
-                        give_up = now + (0.0 if self._killed.is_set() else self._reap_grace)
-                    elif give_up is not None and now >= give_up:
-                        if killed_group:
-                            break        # held by a process outside the group: the reaper's job
-                        self._signal_group(signal.SIGKILL)
-                        killed_group, give_up = True, now + 1.0
+            try:
+                log = open_log(self._spec.log_path)      # host-only, never through a link
+            except OSError as e:
+                failed = e
+            while True:
+                if poller.poll(_POLL_S * 1000):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    if failed is None:
+                        try:
+                            log.write(chunk)
+                            log.flush()
+                        except OSError as e:
+                            failed = e
+                    if lines_read:
+                        pending += decoder.decode(chunk)
+                        *lines, pending = pending.split('\n')
+                        for line in lines:
+                            self._line(line)
+                    continue
+                now = time.monotonic()
+                if give_up is None and self._main_exited():
+                    give_up = now + (0.0 if self._killed.is_set() else self._reap_grace)
+                elif give_up is not None and now >= give_up:
+                    if killed_group:
+                        break        # held by a process outside the group: the reaper's job
+                    self._signal_group(signal.SIGKILL)
+                    killed_group, give_up = True, now + 1.0
         finally:
             out.close()
+            if log is not None:
+                try:
+                    log.close()
+                except OSError as e:        # what the last flush could not write
+                    failed = failed or e
         pending += decoder.decode(b'', final=True)
         if pending:
             self._line(pending)
+        return failed
 
     def _line(self, line: str) -> None:
         try:

@@ -65,9 +65,11 @@ class HistoryWriter:
     _ENDINGS = (ev.TaskSucceeded, ev.TaskCached, ev.TaskFailed, ev.TaskSkipped, ev.TaskCanceled)
     event_types = frozenset((ev.RunStarted, ev.RunFinished) + _ENDINGS)     # EventBus.wants
 
-    def __init__(self, path: str, snapshot: Optional[Callable[[], dict]] = None, interval: float = 1.0):
+    def __init__(self, path: str, snapshot: Optional[Callable[[], dict]] = None, interval: float = 1.0,
+                 on_unsaved: Optional[Callable[[str], None]] = None):
         self.path = path
         self.snapshot = snapshot
+        self.on_unsaved = on_unsaved        # told why the final document could not be written
         self.interval = interval
         self.writes = 0
         self._lock = threading.Lock()
@@ -81,7 +83,11 @@ class HistoryWriter:
                 self._final = True
                 if self._timer is not None:
                     self._timer.cancel()
-                self._write(event.result.final_text())
+                try:
+                    self._write(event.result.final_text())
+                except OSError as e:        # a full disk: the RUNNING document stays; say so
+                    if self.on_unsaved is not None:
+                        self.on_unsaved(f'{self.path}: {e.strerror or e}')
         elif self.snapshot is None:
             return
         elif isinstance(event, ev.RunStarted):
@@ -171,7 +177,7 @@ def assemble(pipeline: Union[str, Pipeline], options: RunOptions, *, params: Opt
     for found in recover_root(options.root):      # runs whose runner died, before this one starts
         bus.emit(ev.Warning(message=found.message()))
     if not options.dry_run:
-        bus.subscribe(HistoryWriter(run.run_layout.result, snapshot=run.snapshot))
+        bus.subscribe(HistoryWriter(run.run_layout.result, snapshot=run.snapshot, on_unsaved=run.unsaved.append))
     if owned:
         run.on_close.append(backend.close)
     if scratch:

@@ -90,6 +90,11 @@ def command_of(container: Container, executor_input: dict, ctx: RunContext) -> l
     return resolve_argv(argv_template, executor_input, ctx)
 
 
+def _log_failed(spec: LaunchSpec, e: OSError) -> str:
+    """An attempt whose log could not be written, as its error (not retried: the disk stays full)."""
+    return f'cannot write its log {spec.log_path}: {e.strerror or e}'
+
+
 class ContainerTask:
     def __init__(self, run: 'Run', name: str, task: Task, component: Component, executor: Executor, params: dict,
                  arts: dict[str, list[Artifact]], scope: Optional[task_inputs.Scope] = None,
@@ -468,9 +473,11 @@ class ContainerTask:
         run.track(execution)
         try:
             code = await asyncio.wait_for(run.in_thread(execution.wait), self.timeout_s)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:            # first: it is an OSError too (3.11)
             run.stop(execution)
             return f'timed out after {self.timeout_s:g}s (kubernetes.set_timeout)', True, None
+        except OSError as e:
+            return _log_failed(spec, e), False, None
         except asyncio.CancelledError:          # Ctrl-C: the process must not outlive the run
             run.cancelled = True
             run.stop(execution)
@@ -494,6 +501,8 @@ class ContainerTask:
         run.track(execution)
         try:
             code = execution.wait()
+        except OSError as e:            # its log could not be written (a full disk); the task is gone
+            return _log_failed(spec, e), False, None
         finally:
             run.executions.discard(execution)
         ended = self._ended_by(code)

@@ -157,6 +157,9 @@ class Run:
         self.executions: set[Execution] = set()
         self.cancelled = False
         self.killed = False                    # a second signal: no grace, nothing waits
+        # why the final result.json could not be written (a full disk): the run is then left
+        # to recovery (runner.json stays), which records it, not RUNNING forever
+        self.unsaved: list[str] = []
         self.signal: Optional[int] = None      # the first signal received
         self.started = time.time()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -408,7 +411,7 @@ class Run:
                 return result
             finally:
                 if live is not None:
-                    live.end(finished)
+                    live.end(finished and not self.unsaved)
 
     def _go_live(self):
         """Marks the run as in progress, so a runner that dies is found (engine/recovery.py)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from localrunner.engine.assembly import assemble, write_json_atomic
 from localrunner.engine import interrupts
@@ -94,6 +95,9 @@ def run_once(args, explain: bool = False) -> tuple[int, dict]:
     run = assemble(pipeline, options, params=from_file, cli_params=parse_cli_params(args.param),
                    root_artifacts=root_artifacts, subscribers=(view,))
     result = run.execute()
+    for why in run.unsaved:
+        print(f'localrunner: warning: the run\'s record could not be saved ({why}); the next command '
+              f'records it CANCELED', file=sys.stderr)
     data = result.to_json()
     if args.result_json:
         write_json_atomic(args.result_json, result.final_text())
