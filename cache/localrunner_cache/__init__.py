@@ -4,7 +4,7 @@ store, modelled on Bazel's CAS + action cache. Knows nothing of KFP."""
 from .action_cache import ActionCache, ActionResult
 from .cas import CAS
 from .digest import digest_bytes, digest_file, digest_tree
-from .errors import CacheError, DigestMismatch, LockTimeout, RemoteDamaged, RemoteUnavailable
+from .errors import CacheError, DigestMismatch, LockTimeout, RemoteDamaged, RemoteUnavailable, Stopped
 from .gc import gc, prune, verify
 from .index import Index
 from .leases import Lease, is_live
@@ -14,7 +14,7 @@ from .secret_key import load_or_create_key, secret_digest
 __all__ = [
     "digest_bytes", "digest_file", "digest_tree", "StatMemo", "CAS", "ActionCache",
     "ActionResult", "CacheError", "LockTimeout", "DigestMismatch", "RemoteUnavailable",
-    "RemoteDamaged", "gc", "prune", "verify", "Index", "Lease", "is_live",
+    "RemoteDamaged", "Stopped", "gc", "prune", "verify", "Index", "Lease", "is_live",
     "load_or_create_key", "secret_digest", "RemoteStore",
 ]
 

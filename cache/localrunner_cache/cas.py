@@ -35,7 +35,7 @@ import xxhash
 
 from .digest import (DIGEST_RE, TREE_MAGIC, _buffer, decode_tree, digest_bytes, digest_fileobj,
                      hash_file_uncached, walk_tree)
-from .errors import CacheError, DigestMismatch
+from .errors import CacheError, DigestMismatch, Stopped
 
 _FICLONE = 0x40049409  # ioctl number of FICLONE on Linux (reflink a whole file)
 _STALE_TMP_S = 3600.0
@@ -106,6 +106,11 @@ def _hash_fd(fd: int) -> str:
     with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
         f.seek(0)
         return digest_fileobj(f)
+
+
+def _check(stop, path: str) -> None:
+    if stop is not None and stop():
+        raise Stopped(f"storing {path} stopped: its run was canceled")
 
 
 def _describe(exc: OSError, what: str, root: str) -> str:
@@ -220,11 +225,14 @@ class CAS:
 
         return self._ingest(f"a {len(data)}-byte blob", fill, self._plain_mode)
 
-    def put_file(self, path, memo=None) -> str:
+    def put_file(self, path, memo=None, stop=None) -> str:
         """Copy the file's content in (reflink where possible). The stored object is
         hashed as copied, so it matches its name even if the source changes meanwhile;
-        it is no more readable than the file."""
+        it is no more readable than the file. ``stop()``, asked before each MiB copied:
+        True gives up (Stopped, nothing stored), so a canceled run never waits on a copy
+        of gigabytes."""
         path = os.fspath(path)
+        _check(stop, path)
         if memo is not None:
             digest = memo.digest_file(path)
             try:
@@ -250,6 +258,7 @@ class CAS:
                     return hasher.hexdigest()
                 hasher.update(view[:n])
                 _write_all(fd, view[:n])
+                _check(stop, path)
 
         with src:
             return self._ingest(f"file {path}", fill, mode)
@@ -273,20 +282,21 @@ class CAS:
 
         return self._ingest(f"object {expected or 'stream'}", fill, self._plain_mode)
 
-    def put_tree(self, dirpath, memo=None) -> str:
+    def put_tree(self, dirpath, memo=None, stop=None) -> str:
         """Store every file, symlink target and tree object under ``dirpath``, children
-        before parents; returns the root tree digest (== digest_tree(dirpath))."""
+        before parents; returns the root tree digest (== digest_tree(dirpath)). ``stop``:
+        as put_file's, for each file."""
         dirpath = os.fspath(dirpath)
         if not os.path.isdir(dirpath):
             raise CacheError(f"not a directory: {dirpath}")
-        return walk_tree(dirpath, lambda p: self.put_file(p, memo), self.put_bytes)
+        return walk_tree(dirpath, lambda p: self.put_file(p, memo, stop), self.put_bytes)
 
-    def put_path(self, path, memo=None) -> tuple[str, str]:
+    def put_path(self, path, memo=None, stop=None) -> tuple[str, str]:
         path = os.fspath(path)
         if os.path.isdir(path):
-            return self.put_tree(path, memo), "tree"
+            return self.put_tree(path, memo, stop), "tree"
         if os.path.isfile(path):
-            return self.put_file(path, memo), "file"
+            return self.put_file(path, memo, stop), "file"
         raise CacheError(f"not a file or directory: {path}")
 
     # ---- reading ----------------------------------------------------------------------

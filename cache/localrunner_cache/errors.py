@@ -12,6 +12,10 @@ class LockTimeout(CacheError, TimeoutError):
     """ActionCache.lock() gave up waiting for another holder."""
 
 
+class Stopped(CacheError):
+    """The caller's stop() asked to give up (its run was canceled): nothing was stored."""
+
+
 class DigestMismatch(CacheError):
     """Content read (a download, a stream) does not match the digest it was stored under."""
 

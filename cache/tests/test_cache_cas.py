@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from lrcache_helpers import write_tree
-from localrunner_cache import CacheError, digest_bytes, digest_tree
+from localrunner_cache import CacheError, Stopped, digest_bytes, digest_tree
 
 SPEC = {
     "a.txt": b"alpha",
@@ -78,6 +78,27 @@ def test_put_file_large_streams_and_dedups(cas, tmp_path):
     assert cas.put_file(tmp_path / "a") == cas.put_file(tmp_path / "b") == digest_bytes(data)
     assert len(list(cas.iter_digests())) == 1
     assert cas.total_size() == len(data)
+
+
+def test_a_copy_stops_when_asked_and_stores_nothing(cas, tmp_path):
+    """stop() is asked before each MiB: a run canceled in the middle of storing gigabytes
+    does not wait for the copy; no object, no temp file is left (Stopped is a CacheError)."""
+    (tmp_path / "big").write_bytes(os.urandom(5 * (1 << 20)))
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) > 2               # the start, one MiB, then give up
+    with pytest.raises(Stopped, match="stopped"):
+        cas.put_file(tmp_path / "big", stop=stop)
+    assert len(asked) == 3
+    assert list(cas.iter_digests()) == [] and cas.total_size() == 0
+    assert not os.path.isdir(cas.tmp_dir) or os.listdir(cas.tmp_dir) == []
+    tree = write_tree(tmp_path / "src", SPEC)
+    with pytest.raises(CacheError):
+        cas.put_path(tree, stop=lambda: True)
+    assert list(cas.iter_digests()) == []
+    assert cas.put_file(tmp_path / "big", stop=lambda: False) == digest_bytes((tmp_path / "big").read_bytes())
 
 
 def test_put_file_missing_source_raises_cache_error(cas, tmp_path):

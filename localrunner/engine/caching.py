@@ -455,12 +455,13 @@ class TaskCache:
             return None
 
     # ------------------------------------------------------------------ storing
-    def put_output(self, path: str) -> tuple[Optional[str], Optional[str]]:
-        """Stores what a task left at an output path: (digest, kind), or (None, None) if nothing."""
+    def put_output(self, path: str, stop=None) -> tuple[Optional[str], Optional[str]]:
+        """Stores what a task left at an output path: (digest, kind), or (None, None) if nothing.
+        stop(): True gives up the copy (localrunner_cache.Stopped): the run was canceled."""
         if not os.path.lexists(path):
             return None, None
-        digest, kind = self.cas.put_path(path, memo=None)
-        return self._stored(digest, lambda: self.cas.put_path(path, memo=None)), kind
+        digest, kind = self.cas.put_path(path, memo=None, stop=stop)
+        return self._stored(digest, lambda: self.cas.put_path(path, memo=None, stop=stop)), kind
 
     def digest_input(self, path: str) -> tuple[Optional[str], Optional[str]]:
         """An artifact not produced in this run (importer): digest with the stat memo, store it too."""

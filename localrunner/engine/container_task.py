@@ -577,7 +577,9 @@ class ContainerTask:
             for a in lst:
                 if a.path:
                     with executor_io.readable(a.path, self.collect, f'output artifact {name!r}') as path:
-                        a.digest, a.kind = run.cache.put_output(path) if path else (None, None)
+                        # a canceled run stops the copy (gigabytes take seconds): it never waits on it
+                        a.digest, a.kind = (run.cache.put_output(path, stop=lambda: run.cancelled) if path
+                                            else (None, None))
                     if a.digest:
                         digests.add(a.digest)
         if record:          # caching off (IR, --no-cache, KFP_DISABLE_...): nothing is written
