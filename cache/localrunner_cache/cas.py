@@ -252,13 +252,18 @@ class CAS:
                 return _hash_fd(fd)
             hasher = xxhash.xxh3_128()
             view = _buffer()
-            while True:
-                n = src.readinto(view)
+            # no more than stat says: a file still growing, or one that never ends or blocks
+            # (/proc/kmsg: size 0), must not hold the copy, or the run, forever
+            remaining = os.fstat(src.fileno()).st_size
+            while remaining > 0:
+                n = src.readinto(view[:remaining] if remaining < len(view) else view)
                 if not n:
-                    return hasher.hexdigest()
+                    break
+                remaining -= n
                 hasher.update(view[:n])
                 _write_all(fd, view[:n])
                 _check(stop, path)
+            return hasher.hexdigest()
 
         with src:
             return self._ingest(f"file {path}", fill, mode)

@@ -101,6 +101,14 @@ def test_a_copy_stops_when_asked_and_stores_nothing(cas, tmp_path):
     assert cas.put_file(tmp_path / "big", stop=lambda: False) == digest_bytes((tmp_path / "big").read_bytes())
 
 
+def test_a_copy_reads_no_more_than_stat_says(cas, tmp_path):
+    """A file that never ends or blocks its reader (/proc/kmsg says size 0) is copied as stat
+    saw it: at once, never read past that."""
+    assert cas.put_file("/proc/self/status") == digest_bytes(b"")
+    if os.access("/proc/kmsg", os.R_OK):          # root: a read of it waits for the next kernel message
+        assert cas.put_file("/proc/kmsg") == digest_bytes(b"")
+
+
 def test_put_file_missing_source_raises_cache_error(cas, tmp_path):
     with pytest.raises(CacheError, match="cannot read"):
         cas.put_file(tmp_path / "nope")
