@@ -310,6 +310,30 @@ def test_kill_9_of_the_runner_kills_its_tasks_and_the_next_command_records_it(tm
     assert 'its runner' not in again.stderr
 
 
+@dsl.pipeline(name='lifecycle-sleepers')
+def sleepers_pipeline(marker: str):
+    sleeper(marker=marker, name='a')
+    sleeper(marker=marker, name='b')
+
+
+def test_kill_9_before_any_task_ended_still_lists_the_running_ones(tmp_path, marker):
+    """A task's start is saved as its end is: killed before any task ended, the run's record
+    lists both running tasks, and recovery records each CANCELED (it listed none)."""
+    root = tmp_path / 'root'
+    cli = Cli('run', _compile(sleepers_pipeline, tmp_path), '--root', str(root), '-v', '-p', f'marker={marker}')
+    cli.wait_for('started a')
+    cli.wait_for('started b')
+    _wait_checkpoint(root, {'sleeper': 'RUNNING', 'sleeper-2': 'RUNNING'}, cli)
+    run_id = only_run(root)
+    cli.send(signal.SIGKILL)
+    cli.finish()
+    assert wait_gone(marker) == []
+    listing = run_cli('runs', 'ls', '--root', str(root))
+    assert 'recorded CANCELED (2 task(s) were still running)' in listing.stderr, listing.stderr
+    doc = load(os.path.join(run_dir(root, run_id), 'result.json'))
+    assert doc['state'] == 'CANCELED' and states(doc) == {'sleeper': 'CANCELED', 'sleeper-2': 'CANCELED'}
+
+
 # ---------------------------------------------------------------- background children
 
 @dsl.container_component

@@ -58,12 +58,14 @@ def write_json_atomic(path: str, data: 'dict | str') -> None:
 
 class HistoryWriter:
     """Writes the run's result document into its run folder: state RUNNING when the run
-    starts (with `snapshot`), kept current as tasks end -- at most once per `interval`
-    seconds, and at the latest `interval` after a task ended -- and final when the run ends.
+    starts (with `snapshot`), kept current as tasks start and end -- at most once per
+    `interval` seconds, and at the latest `interval` after a change -- and final when the run ends.
     What a dead runner leaves is then each task's last known state (engine/recovery.py)."""
 
-    _ENDINGS = (ev.TaskSucceeded, ev.TaskCached, ev.TaskFailed, ev.TaskSkipped, ev.TaskCanceled)
-    event_types = frozenset((ev.RunStarted, ev.RunFinished) + _ENDINGS)     # EventBus.wants
+    # a task started is a change too: a runner killed (kill -9) while tasks run leaves them
+    # listed, and recovery records each CANCELED (it found none before the first ended)
+    _CHANGES = (ev.TaskStarted, ev.TaskSucceeded, ev.TaskCached, ev.TaskFailed, ev.TaskSkipped, ev.TaskCanceled)
+    event_types = frozenset((ev.RunStarted, ev.RunFinished) + _CHANGES)     # EventBus.wants
 
     def __init__(self, path: str, snapshot: Optional[Callable[[], dict]] = None, interval: float = 1.0,
                  on_unsaved: Optional[Callable[[str], None]] = None):
@@ -93,7 +95,7 @@ class HistoryWriter:
         elif isinstance(event, ev.RunStarted):
             with self._lock:
                 self._save()
-        elif isinstance(event, self._ENDINGS):
+        elif isinstance(event, self._CHANGES):
             self._changed()
 
     def _changed(self) -> None:
