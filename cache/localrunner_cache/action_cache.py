@@ -22,6 +22,7 @@ from typing import Iterator
 from .digest import DIGEST_RE, digest_bytes
 from .errors import CacheError
 from .index import Index
+from .damage import unlink_planted
 from .locks import file_lock, try_lock
 
 _SCHEMA_VERSION = 1
@@ -111,6 +112,7 @@ class ActionCache:
         self.root = os.path.abspath(os.fspath(root))
         self.locks_dir = os.path.join(self.root, "locks")
         self.warnings = warnings if warnings is not None else []
+        self.warnings.extend(unlink_planted((self.root, self.locks_dir)))    # links out of the store go
         try:
             os.makedirs(self.locks_dir, exist_ok=True)
         except OSError as exc:

@@ -33,8 +33,8 @@ from typing import Iterator
 
 import xxhash
 
-from .digest import (DIGEST_RE, TREE_MAGIC, _buffer, decode_tree, digest_bytes, digest_fileobj,
-                     hash_file_uncached, walk_tree)
+from .damage import unlink_planted
+from .digest import DIGEST_RE, TREE_MAGIC, _buffer, decode_tree, digest_bytes, digest_fileobj, walk_tree
 from .errors import CacheError, DigestMismatch, Stopped
 
 _FICLONE = 0x40049409  # ioctl number of FICLONE on Linux (reflink a whole file)
@@ -120,11 +120,16 @@ def _describe(exc: OSError, what: str, root: str) -> str:
 
 
 class CAS:
-    def __init__(self, root):
+    def __init__(self, root, warnings: list | None = None):
+        """``warnings``: a list the store appends to what it repaired (a planted link removed)."""
         self.root = os.path.abspath(os.fspath(root))
+        self.warnings = warnings if warnings is not None else []
         self.objects_dir = os.path.join(self.root, "objects")
         self.tmp_dir = os.path.join(self.root, "tmp")
         self.quarantine_dir = os.path.join(self.root, "quarantine")
+        # a link planted in place of one of the store's folders would take what is written,
+        # moved or read there out of the store: the link goes (unlink_planted), said here
+        self.warnings.extend(unlink_planted((self.root, self.objects_dir, self.tmp_dir, self.quarantine_dir)))
         for d in (self.objects_dir, self.tmp_dir, self.quarantine_dir):
             os.makedirs(d, exist_ok=True)
         self._umask = _umask()
@@ -141,12 +146,36 @@ class CAS:
         return os.path.join(self.objects_dir, digest[:2], digest[2:])
 
     def has(self, digest: str) -> bool:
-        return os.path.exists(self.path_of(digest))
+        return os.path.lexists(self.path_of(digest))
+
+    def _open(self, digest: str):
+        """The object, opened to read it: a regular file of the store, never through a link
+        (one planted at the object or its shard folder would lead out of the store). Anything
+        else is damage: moved aside, CacheError. FileNotFoundError when absent."""
+        path = self.path_of(digest)
+        shard = os.path.dirname(path)
+        if os.path.islink(shard):
+            self.warnings.extend(unlink_planted([shard]))
+            raise CacheError(f"object {digest}: its folder was a link, not the cache's own")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            fd = None
+        if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd is not None:
+                os.close(fd)
+            self.quarantine(digest)
+            why = f"object {digest} is {'a link' if fd is None else 'no regular file'}, not the cache's own; quarantined"
+            self.warnings.append(why)
+            raise CacheError(why)
+        return os.fdopen(fd, "rb", buffering=0)
 
     def kind(self, digest: str) -> str | None:
         """"tree" for a tree object, "file" for any other blob, None when absent."""
         try:
-            with open(self.path_of(digest), "rb") as f:
+            with self._open(digest) as f:
                 head = f.read(len(TREE_MAGIC))
         except FileNotFoundError:
             return None
@@ -309,7 +338,7 @@ class CAS:
     def read_bytes(self, digest: str) -> bytes:
         """Whole content of a (small) object, verified; quarantines it on mismatch."""
         try:
-            with open(self.path_of(digest), "rb") as f:
+            with self._open(digest) as f:
                 data = f.read()
         except FileNotFoundError:
             raise CacheError(f"object {digest} is missing from the cache at {self.root}") from None
@@ -399,7 +428,7 @@ class CAS:
         written when ``verify``: a clone shares the object's blocks, so a damaged object
         is caught either way. A mismatch quarantines the object and raises CacheError."""
         try:
-            src = open(self.path_of(digest), "rb", buffering=0)
+            src = self._open(digest)
         except FileNotFoundError:
             raise CacheError(f"object {digest} is missing from the cache at {self.root}") from None
         actual = None
@@ -451,9 +480,12 @@ class CAS:
 
     def _check(self, digest: str) -> str:
         try:
-            actual = hash_file_uncached(self.path_of(digest))
+            with self._open(digest) as f:
+                actual = digest_fileobj(f)
         except FileNotFoundError:
             return "missing"
+        except CacheError:           # a link or no regular file: quarantined
+            return "corrupt"
         if actual != digest:
             self.quarantine(digest)
             return "corrupt"
@@ -480,7 +512,7 @@ class CAS:
         except FileNotFoundError:
             return
         for shard in shards:
-            if len(shard.name) != 2 or not shard.is_dir():
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):     # a link leads out
                 continue
             for entry in os.scandir(shard.path):
                 digest = shard.name + entry.name
@@ -489,7 +521,7 @@ class CAS:
 
     def size_of(self, digest: str) -> int:
         try:
-            return os.stat(self.path_of(digest)).st_size
+            return os.lstat(self.path_of(digest)).st_size
         except FileNotFoundError:
             return 0
 

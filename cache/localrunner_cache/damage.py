@@ -143,3 +143,19 @@ def salvage(db_path: str, query: str) -> list[tuple]:
     finally:
         con.close()
     return rows
+
+
+def unlink_planted(paths) -> list[str]:
+    """Each of PATHS (the store's own folders and files) that is a symbolic link is removed --
+    the link, never what it points to -- so nothing is read, written or deleted through it
+    outside the store; the caller makes them anew. One message per link removed."""
+    said = []
+    for path in paths:
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+                os.unlink(path)
+            except OSError:
+                continue
+            said.append(f"{path} was a link (to {target!r}), not the cache's own: removed, made anew")
+    return said

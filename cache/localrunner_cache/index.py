@@ -16,7 +16,7 @@ import threading
 import diskcache
 
 from .damage import (damaged_side_files, inode_of, integrity_problem, is_damage, quarantine,
-                     repair_lock, salvage)
+                     repair_lock, salvage, unlink_planted)
 from .errors import CacheError
 
 _DB_NAME = "cache.db"  # diskcache's file name
@@ -53,6 +53,9 @@ class Index:
         return diskcache.Cache(self.directory, eviction_policy="none", disk_min_file_size=1 << 30)
 
     def _open(self) -> None:
+        # a link in place of its folder, database or side files would lead out of the store
+        self.warnings.extend(unlink_planted([self.directory, self.db_path] +
+                                            [self.db_path + x for x in ("-wal", "-shm", "-journal")]))
         try:
             os.makedirs(self.directory, exist_ok=True)
             bad = damaged_side_files(self.db_path)

@@ -26,6 +26,7 @@ from localrunner.errors import UsageError
 from localrunner.layout import RootLayout
 from localrunner_cache import (CAS, ActionCache, ActionResult, CacheError, Index, Lease, RemoteUnavailable,
                                StatMemo, digest_bytes, is_live, load_or_create_key, secret_digest)
+from localrunner_cache.damage import unlink_planted
 from localrunner_cache.digest import DIGEST_RE
 from localrunner_cache.secret_key import read_key
 
@@ -294,6 +295,10 @@ class TaskCache:
         self.quarantine = layout.quarantine_dir
         self.settings = settings
         self.warnings: list[str] = []
+        # the cache's own folders and files are never links: one planted in their place (by a
+        # task that could write there) would lead reads, writes and gc's deletes out of the root
+        self.warnings.extend(unlink_planted((self.dir, layout.leases_dir, layout.secret_key, layout.last_dir,
+                                             self.quarantine)))
         os.makedirs(self.dir, exist_ok=True)
         key_file = os.environ.get('LOCALRUNNER_CACHE_SECRET_KEY_FILE', '').strip()
         self._secret_key: Optional[bytes] = None
@@ -303,7 +308,7 @@ class TaskCache:
             except CacheError as e:
                 raise UsageError(f'LOCALRUNNER_CACHE_SECRET_KEY_FILE: {e}') from None
         self.remote = open_remote(settings.remote, self.warnings) if settings.remote else None
-        self.cas = CAS(layout.cas_dir)
+        self.cas = CAS(layout.cas_dir, self.warnings)
         self.actions = ActionCache(layout.actions_dir, self.quarantine, self.warnings)
         self.memo = StatMemo(layout.memo_db, self.quarantine, self.warnings)
         self.lease = Lease(layout.leases_dir, run_id or f'anonymous-{uuid.uuid4().hex}')
