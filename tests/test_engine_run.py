@@ -169,6 +169,30 @@ def test_whole_numbers_inside_list_and_dict_inputs_reach_the_component_as_ints(t
     assert rc == 0 and result['outputs']['parameters']['Output'] == 10, proc.stdout + proc.stderr
 
 
+@dsl.component
+def with_nul() -> str:
+    return 'a\x00b'
+
+
+@dsl.container_component
+def echoes(x: str):
+    return dsl.ContainerSpec(image='alpine', command=['echo', x])
+
+
+@dsl.pipeline(name='nul-input')
+def nul_input_pipeline():
+    echoes(x=with_nul().output)
+
+
+def test_an_input_value_with_a_nul_byte_fails_its_task_saying_so(tmp_path):
+    """A NUL can't be in a command line: the consumer FAILS naming it, not 'internal error'."""
+    path = compile_pipeline(nul_input_pipeline, tmp_path / 'p.yaml')
+    rc, result, proc = run_pipeline_file(path, tmp_path / 'root')
+    assert rc == 1 and 'internal error' not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert task(result, 'echoes')['state'] == 'FAILED'
+    assert "command line holds a NUL byte, which no process can be given: 'a\\x00b'" in task(result, 'echoes')['error']
+
+
 # ---------------------------------------------------------------- importer
 @dsl.component
 def read_it(data: Input[Dataset]) -> str:

@@ -31,7 +31,7 @@ from localrunner.engine.resources import resources_of
 from localrunner.engine.slots import GpuShortage
 from localrunner.environments.python_env import lift_prologue
 from localrunner.errors import LaunchError
-from localrunner.layout import PathEscape, ensure_dirs
+from localrunner.layout import PathEscape, ensure_dirs, printable
 from localrunner.spec.views import Component, Container, Executor, Retry, Task
 from localrunner_cache import LockTimeout
 
@@ -70,6 +70,7 @@ def launch_spec(name: str, container: Container, executor_input: dict, ctx: RunC
     (and {{$}} is the whole executor input, serialized)."""
     env = {name: substitute(value, executor_input, ctx) for name, value in container.env.items()}
     env.update(k8s.env)
+    _no_nul(env.values(), 'its environment')
     python_env, _ = lift_prologue(list(container.command), list(container.args))
     mounts = [Mount(a.path, read_only=True) for lst in arts.values() for a in lst if a.path]
     mounts += [Mount(p, read_only=True) for p in extra_mounts]
@@ -87,7 +88,17 @@ def command_of(container: Container, executor_input: dict, ctx: RunContext) -> l
     """The command a task runs: KFP's pip prologue lifted off (environments/python_env.py, it
     becomes the task's environment), the placeholders resolved."""
     _, argv_template = lift_prologue(list(container.command), list(container.args))
-    return resolve_argv(argv_template, executor_input, ctx)
+    return _no_nul(resolve_argv(argv_template, executor_input, ctx), 'its command line')
+
+
+def _no_nul(values, where: str):
+    """VALUES, when none holds a NUL byte (an input value can: an upstream's output); no
+    process can be handed one in an argument or a variable: ValueError saying where."""
+    for value in values:
+        if isinstance(value, str) and '\0' in value:
+            raise ValueError(f'an input value in {where} holds a NUL byte, which no process can be given: '
+                             f"'{printable(value[:60])}'")
+    return values
 
 
 def _log_failed(spec: LaunchSpec, e: OSError) -> str:
