@@ -730,8 +730,8 @@ CAUSES: dict[str, str] = {
         'the last run of the same pipeline used (backends/warm_prestart.py), and since this stop it does so ~50 ms into the process, before anything but the standard library is imported (backends/zygotes.py, '
         'task_environ.py, user_cache.py; before, importing warm.py pulled in the backend, its venvs and the '
         'spec package, and the zygote started ~115 ms in): the first task of a chain waits ~20 ms instead of '
-        '~73. In-run 0.040 s in this run (0.084 s in a slow hour). The imports took '
-        '0.113-0.122 s in this run (0.141-0.227 s in the last run of the previous stop, 0.19-0.26 s in a slow one): ~25 ms of it asyncio\'s ssl and '
+        '~73. In-run 0.037 s in this run (0.084 s in a slow hour). The imports took '
+        '0.104-0.109 s in this run (0.113-0.122 s in the last run of the previous stop, 0.19-0.26 s in a slow hour): ~25 ms of it asyncio\'s ssl and '
         'OpenSSL\'s hashlib start, ~15 ms dataclasses\' inspect, ~25 ms diskcache in a slow hour.'),
     's1.docker.whole': (
         'Cause: the same CLI start-up as the subprocess row, plus the Docker SDK client (`docker.from_env()` + '
@@ -761,7 +761,8 @@ CAUSES: dict[str, str] = {
         'below what an interpreter importing asyncio and SQLite can reach; it needs a resident server '
         'the CLI hands the run to, a process left running between commands, which round 2\'s lifecycle '
         'rule (no process outlives the command) rules out. Not built. In this run the imports alone took '
-        '0.113-0.122 s (row 1\'s floor cell): 5.45x the floor (5.3x and 5.7x in the two runs before).'),
+        '0.104-0.109 s (row 1\'s floor cell): 5.65x the floor (5.45x in the last run of the previous '
+        'stop).'),
     's3.sched1000': 'Cause: as for 10,000 tasks.',
     's3.sched10000': (
         'Cause: the floor is the file system alone: the same tasks\' folders (task/, out/, logs/ and the '
@@ -799,9 +800,9 @@ CAUSES: dict[str, str] = {
         'without one ext4 skips, one by one, every inode freed in the last 60 s (360 s while its table '
         'block is dirty) when it allocates one (recently_deleted(): ~9% of all CPU here). Each row of this '
         'benchmark deletes the previous row\'s root (~9,000 inodes for x1000), so the next rows pay for it: '
-        'the same code took 182 tasks/s without the cache (row 2, earlier in this run) and 132-140 with it '
-        '(row 7; its three runs no longer remove a root between them: in the run before they did, and fell '
-        '156 -> 134 -> 111 in order). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
+        'the same code took 182 tasks/s without the cache (row 2) and 132-140 with it (row 7) in the last run of '
+        'the previous stop, 222 and 160-195 in this one (row 7\'s three runs no longer remove a root between '
+        'them: when they did, they fell 156 -> 134 -> 111 in order). A task makes 9 inodes in the runner (5 folders, the executor input, the log, the '
         'cache\'s lock file; its TMPDIR) and 3 in the task (KFP\'s mktemp -d and the component file, its '
         'output file). With the cache on, the runner spends ~0.4 ms more user and ~0.7-1 ms more kernel CPU a '
         'task (the key\'s lock file, one new inode a task, and the action entry; py-spy --gil: ~0.3 ms a '
@@ -823,21 +824,30 @@ CAUSES: dict[str, str] = {
 
 # Findings that are not a table cell (no kfp.local counterpart or no floor), from the same run.
 NOTES: list[str] = [
-    '**Scheduler alone (row 3)** is linear: 0.69-0.81 ms/task in this run (1.2 in the run before, in a slow '
-    'hour whose floor was 679 µs/task; 0.63-0.64 in the last run of the previous stop; round 1: ~1.9). Its '
-    'floor, the same folders made by a bare loop, was 99-555 µs/task within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). On a RAM disk '
-    '(/dev/shm) 10,000 tasks took 0.64-0.75 ms each in this stop, CPU-bound: ~680 Python calls and one '
+    '**Scheduler alone (row 3)** is linear: 0.58-0.64 ms/task in this run (0.69-0.81 in the last run of the '
+    'previous stop, 1.2 in a slow hour whose floor was 679 µs/task; round 1: ~1.9). Its '
+    'floor, the same folders made by a bare loop, was 84-564 µs/task within this run: this VM\'s disk (see row 7\'s cause: its ext4 has no journal). '
+    'This stop\'s change: a task that does not use the cache (this benchmark runs with caching off, as '
+    '`--no-cache` does) no longer writes its key to the index that explains later misses (py-spy: 20% '
+    'of the busy time went to those rows); 3,000 tasks on /dev/shm, alternated with the code before, '
+    '3 pairs: 470-510 -> 426-436 µs/task. On a RAM disk the rest is '
+    'CPU-bound: ~680 Python calls and one '
     'thread hop a task, the event loop and the worker handing the GIL back and forth (cProfile of the '
     'loop thread: a quarter of its time in epoll waiting for the worker); the previous stop\'s collector '
     'change took 981/835 -> 834/793 µs (2 alternated pairs). '
     'Validation + planning is ~20-60 µs/task.',
-    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.25 s, in-run '
-    '0.117 s) and in every full run since the previous stop (0.26, 0.300 and 0.341 s). The ParallelFor x1000 first run met '
-    'its target in the run before this one (174 tasks/s, 169-191, at c974f69) and not in this one (134, 132-140): '
-    'the same code, this VM\'s hours (row 7\'s cause). The fully cached x1000 re-run is 0.316 ms a task as a '
-    'whole process (0.473 in the last run of the previous stop), of which 0.159 ms is the run itself: '
+    '**Round 2 targets** (table above): the chain of 10 met its target in this run (0.221 s, in-run '
+    '0.092 s) and in every full run since two stops ago (0.25, 0.26, 0.300 and 0.341 s). The ParallelFor x1000 first run met '
+    'its target in this run (176 tasks/s, 160-195) and in one of the previous stop\'s two (174 and 134): '
+    'the same code, this VM\'s hours (row 7\'s cause). The fully cached x1000 re-run is 0.354 ms a task as a '
+    'whole process in this run (0.320-0.560, n=3: one run took 0.56 s; 0.316 in the last run of the previous '
+    'stop); alternated with the previous stop\'s code right after this run, 12 pairs on the same root: '
+    '0.318 vs 0.326 s whole, in-run 0.161 vs 0.1605 s (medians): the same. Of it ~0.16 ms is the run itself: '
     'the rest is the CLI\'s start (~0.11 s) and the interpreter\'s exit (~0.03 s), whatever the tasks. '
-    'This stop\'s two changes (row 8): a hop\'s cache lookups read the action index in one statement '
+    'Tried in this stop and left out: a youngest-generation threshold of 100,000 allocations, not 10,000 '
+    '(gc passes in a cached x1000 re-run 14 -> 2, 7 ms less, 16 pairs), which made the x1000 first run 4% '
+    'slower (196 -> 189 tasks/s on /dev/shm, 7 pairs). '
+    'The previous stop\'s two changes (row 8): a hop\'s cache lookups read the action index in one statement '
     '(TaskCache.reading_ahead; before, one diskcache read each, ~0.1 ms with the GIL hand-offs), and a '
     'turn\'s lookups go out in one hop a core, not one per 32 (each new worker thread cost the loop ~1.2 ms '
     'while it took the GIL: 15 ms a run for 12 threads). Alternated with the code before each: in-run '
@@ -865,8 +875,8 @@ NOTES: list[str] = [
     'opened by worker threads are closed only by a collection, and every library\'s cycles would have '
     'to be known to be safe to leave. What each target needs is in the row causes above.',
     '**ParallelFor x1000 first run (row 7, a round-2 target)**: ' + CAUSES['s7.fan.warm'][len('Cause: '):],
-    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.38-0.72 s '
-    'as a whole process (0.18-0.41 s in-run, the two runs above) against 3.6-5.8 s for its first run with '
+    '**Cache hit (row 4)**: ~2 ms per task in-run; the cached re-run of the example pipeline is 0.39-0.55 s '
+    'as a whole process (0.18-0.33 s in-run, subprocess and docker rows above) against 3.6-4.2 s for its first run with '
     'a warm environment (~8-9x). kfp.local with `enable_caching=True` got 0/4 hits on the same pipeline '
     '(its cache never hits a task with an `Output[Metrics]`, and every downstream task then misses), so '
     'its "cached" re-run is a full run.',
