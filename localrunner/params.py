@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any, Mapping
 
 from localrunner.errors import UsageError
-from localrunner.spec import load_yaml_documents
+from localrunner.spec import load_yaml_documents, unique_keys
 from localrunner.units import DECIMAL_TEXT, INTEGER_TEXT, NOT_FINITE_TEXT
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ def read_params_file(path: str) -> dict:
         raise UsageError(f'{path}: cannot read params file: {e}') from None
     import yaml                         # here, not at import: a run without a params file never needs it
     try:
-        docs = [json.loads(text)] if text.lstrip().startswith('{') else load_yaml_documents(text)
+        docs = ([json.loads(text, object_pairs_hook=unique_keys)] if text.lstrip().startswith('{')
+                else load_yaml_documents(text))
     except (ValueError, yaml.YAMLError) as e:
         raise UsageError(f'{path}: malformed params file: {" ".join(str(e).split())[:200]}') from None
     except RecursionError:

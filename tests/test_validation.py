@@ -468,6 +468,9 @@ def test_yaml_aliases_are_refused_before_they_expand(capsys, tmp_path):
     (b'name: [1, 2024-01-01T10:00:00Z]\n', ["parameter 'name'", 'YAML datetime']),
     (b'name: !!binary aGVsbG8=\n', ["parameter 'name'", 'YAML bytes']),
     (b'name: {1: 2}\n', ["parameter 'name'", 'YAML int key']),
+    # a key written twice: the last would silently win (KFP's Go YAML reader refuses it)
+    (b'name: a\nname: b\n', ['malformed params file', "the key 'name' appears twice"]),
+    (b'{"name": "a", "name": "b"}', ['malformed params file', "the key 'name' appears twice"]),
 ])
 def test_hostile_params_files(capsys, tmp_path, content, words):
     params = tmp_path / 'params.yaml'
@@ -497,6 +500,21 @@ def test_a_pipeline_or_params_file_that_is_no_regular_file(capsys, tmp_path, kin
     line = usage_error(capsys, ['run', HELLO, '--root', root, '--secret', f's={path}'])
     assert f'--secret s={path}' in line and f'{word}, not a regular file' in line, line
     assert not os.path.exists(root)
+
+
+@pytest.mark.parametrize('form', ['yaml', 'json'])
+def test_a_key_written_twice_in_the_ir(capsys, tmp_path, victim_spec, form):
+    """The last of two equal keys would silently win: refused, naming the key (and, in YAML, where)."""
+    path = tmp_path / f'p.{form}'
+    if form == 'yaml':
+        text = yaml.safe_dump(victim_spec) + 'pipelineInfo: {name: second}\n'
+    else:
+        text = json.dumps(victim_spec)[:-1] + ', "pipelineInfo": {"name": "second"}}'
+    path.write_text(text)
+    line = usage_error(capsys, ['run', str(path), '--root', str(tmp_path / 'root')])
+    assert "the key 'pipelineInfo' appears twice" in line, line
+    assert (form != 'yaml') or 'malformed YAML at line' in line, line
+    assert not (tmp_path / 'root').exists()
 
 
 def test_an_integer_too_large_for_a_double_in_the_ir(capsys, tmp_path, victim_spec):

@@ -140,6 +140,17 @@ def _no_alias_loader():
                     None, None, 'a YAML alias (*name) repeats an anchored node; aliases are not accepted',
                     node.start_mark)
             return super().construct_object(node, deep)
+
+        def construct_mapping(self, node, deep=False):
+            # a key written twice: the last would silently win (KFP's Go YAML reader refuses it)
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f'the key {key_node.value!r} appears twice in one mapping', key_node.start_mark)
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
     return NoAliasLoader
 
 
@@ -149,13 +160,25 @@ def load_yaml_documents(text: str) -> list:
     return [d for d in yaml.load_all(text, Loader=_no_alias_loader()) if d is not None]
 
 
+def unique_keys(pairs: list) -> dict:
+    """A JSON object, refused when a key is written twice (the last would silently win)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f'the key {twice!r} appears twice in one object')
+    return out
+
+
 def _parse_documents(path: str, text: str) -> list:
     stripped = text.lstrip()
     if stripped.startswith('{'):
         try:
-            return [json.loads(text)]
+            return [json.loads(text, object_pairs_hook=unique_keys)]
         except json.JSONDecodeError as e:
             raise UsageError(f'{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}') from None
+        except ValueError as e:             # a key twice (unique_keys)
+            raise UsageError(f'{path}: malformed JSON: {e}') from None
         except RecursionError:
             raise UsageError(f'{path}: malformed JSON: nested too deeply') from None
     from localrunner.spec.schema_memo import ParseMemo
