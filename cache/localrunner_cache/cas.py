@@ -108,7 +108,7 @@ def _hash_fd(fd: int) -> str:
         return digest_fileobj(f)
 
 
-def _check(stop, path: str) -> None:
+def _stop_if_asked(stop, path: str) -> None:
     if stop is not None and stop():
         raise Stopped(f"storing {path} stopped: its run was canceled")
 
@@ -261,7 +261,7 @@ class CAS:
         True gives up (Stopped, nothing stored), so a canceled run never waits on a copy
         of gigabytes."""
         path = os.fspath(path)
-        _check(stop, path)
+        _stop_if_asked(stop, path)
         if memo is not None:
             digest = memo.digest_file(path)
             try:
@@ -291,7 +291,7 @@ class CAS:
                 remaining -= n
                 hasher.update(view[:n])
                 _write_all(fd, view[:n])
-                _check(stop, path)
+                _stop_if_asked(stop, path)
             return hasher.hexdigest()
 
         with src:

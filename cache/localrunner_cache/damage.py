@@ -86,7 +86,7 @@ def quarantine(db_path: str, quarantine_dir: str, label: str, only=None) -> str 
     """Move ``db_path`` and its side files (or just the paths in ``only``) into a new
     folder ``quarantine_dir/<label>.<time_ns>/``; returns that folder (None if nothing was
     there to move). Call it under repair_lock()."""
-    paths = list(only) if only is not None else [db_path] + [db_path + s for s in _SIDE_SUFFIXES]
+    paths = list(only) if only is not None else sqlite_files(db_path)
     present = [p for p in paths if os.path.lexists(p)]
     if not present:
         return None
@@ -143,6 +143,11 @@ def salvage(db_path: str, query: str) -> list[tuple]:
     finally:
         con.close()
     return rows
+
+
+def sqlite_files(db_path: str) -> list[str]:
+    """The database file and the side files sqlite may keep beside it."""
+    return [db_path] + [db_path + s for s in _SIDE_SUFFIXES]
 
 
 def unlink_planted(paths) -> list[str]:

@@ -16,7 +16,7 @@ import threading
 import diskcache
 
 from .damage import (damaged_side_files, inode_of, integrity_problem, is_damage, quarantine,
-                     repair_lock, salvage, unlink_planted)
+                     repair_lock, salvage, sqlite_files, unlink_planted)
 from .errors import CacheError
 
 _DB_NAME = "cache.db"  # diskcache's file name
@@ -54,8 +54,7 @@ class Index:
 
     def _open(self) -> None:
         # a link in place of its folder, database or side files would lead out of the store
-        self.warnings.extend(unlink_planted([self.directory, self.db_path] +
-                                            [self.db_path + x for x in ("-wal", "-shm", "-journal")]))
+        self.warnings.extend(unlink_planted([self.directory] + sqlite_files(self.db_path)))
         try:
             os.makedirs(self.directory, exist_ok=True)
             bad = damaged_side_files(self.db_path)

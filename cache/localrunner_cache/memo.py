@@ -18,7 +18,7 @@ import threading
 import time
 
 from .damage import (damaged_side_files, inode_of, integrity_problem, is_damage, quarantine, repair_lock,
-                     unlink_planted)
+                     sqlite_files, unlink_planted)
 from .digest import DIGEST_RE, digest_fileobj
 from .errors import CacheError
 
@@ -57,7 +57,7 @@ class StatMemo:
         self._generation = 0  # bumped by a repair: every thread then reconnects
         self.repairs: list[str] = []  # why this object rebuilt the database, in order
         # sqlite follows a link in the database's place, or its side files': out of the store
-        self.warnings.extend(unlink_planted([self.db_path] + [self.db_path + x for x in ("-wal", "-shm", "-journal")]))
+        self.warnings.extend(unlink_planted(sqlite_files(self.db_path)))
         try:
             os.makedirs(parent, exist_ok=True)
             bad = damaged_side_files(self.db_path)
