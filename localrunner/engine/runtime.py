@@ -273,7 +273,8 @@ class Run:
             self.bus.emit(self._end_event(record, outcome))
         return outcome
 
-    def _end_event(self, record: TaskRecord, outcome: Outcome) -> ev.Event:
+    def _end_event(self, record: TaskRecord, outcome: Outcome, tasks: int = 1) -> ev.Event:
+        """The event of a task's end; TASKS: the leaf tasks a skip or cancel ends (_end_new)."""
         state, name = outcome.state, record.name
         if record.prediction:
             return ev.TaskPredicted(task=name, prediction=record.prediction, why=record.reason or '',
@@ -287,8 +288,8 @@ class Run:
             return ev.TaskFailed(task=name, error=record.error or 'failed', log_tail=tuple(log_tail(log)),
                                  log_path=log, attempts=record.attempts)
         if state == State.SKIPPED:
-            return ev.TaskSkipped(task=name, reason=record.reason or '')
-        return ev.TaskCanceled(task=name)
+            return ev.TaskSkipped(task=name, reason=record.reason or '', tasks=tasks)
+        return ev.TaskCanceled(task=name, tasks=tasks)
 
     def private_dir(self, label: str) -> str:
         """A fresh folder outside the root, this user's only, removed when the run ends (a
@@ -682,8 +683,7 @@ class Run:
             # its tasks never start, so never end: what counts tasks (a loop's progress) hears of them here
             leaves = self.count_leaves(sub, nested_loops=False)
             if leaves:
-                self.bus.emit(ev.TaskSkipped(task=name, reason=record.reason or '', tasks=leaves)
-                              if state == State.SKIPPED else ev.TaskCanceled(task=name, tasks=leaves))
+                self.bus.emit(self._end_event(record, outcome, tasks=leaves))
         return outcome
 
     def task_kind(self, comp_name: str) -> str:
