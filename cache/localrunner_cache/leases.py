@@ -27,6 +27,7 @@ import threading
 import time
 
 from .action_cache import safe_name
+from .damage import unlink_planted
 from .digest import DIGEST_RE
 from .errors import CacheError, LockTimeout
 from .locks import flock_until, same_file, try_lock
@@ -34,6 +35,15 @@ from .locks import flock_until, same_file, try_lock
 LEASE_SUFFIX = ".lease"
 _GC_LOCK = "gc.lock"
 _NEW_PREFIX = ".new-"
+
+
+def _make_dir(leases_dir: str) -> list[str]:
+    """The leases folder made, never through a link planted in its place (the gc lock and
+    the leases would be written, and stale ones deleted, out of the store): such a link is
+    removed, and said in what this returns."""
+    said = unlink_planted([leases_dir])
+    os.makedirs(leases_dir, exist_ok=True)
+    return said
 
 
 def lease_path(leases_dir, run_id: str) -> str:
@@ -100,7 +110,7 @@ class Lease:
         # and one thread's unlock would otherwise end another's shared hold
         self._mutex = threading.Lock()
         try:
-            os.makedirs(self.leases_dir, exist_ok=True)
+            self.repairs = _make_dir(self.leases_dir)
             self._gc_fd = os.open(os.path.join(self.leases_dir, _GC_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise CacheError(f"cannot take a lease in {self.leases_dir}: {exc}") from exc
@@ -206,7 +216,7 @@ def sweeping(leases_dir):
     """For gc: hold the gc lock exclusively (no lease grows meanwhile) and yield
     (digests of every live lease, number of stale files removed)."""
     leases_dir = os.path.abspath(os.fspath(leases_dir))
-    os.makedirs(leases_dir, exist_ok=True)
+    _make_dir(leases_dir)
     fd = os.open(os.path.join(leases_dir, _GC_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -15,7 +15,7 @@ import os
 import secrets
 import tempfile
 
-from .damage import quarantine, repair_lock
+from .damage import quarantine, repair_lock, unlink_planted
 from .errors import CacheError
 
 MIN_KEY_BYTES = 16
@@ -62,6 +62,9 @@ def load_or_create_key(path, quarantine_dir=None, warnings: list | None = None) 
     unreadable as a file) is moved to ``quarantine_dir`` with a warning and replaced:
     only the keys of tasks that read a secret change, and those run again."""
     path = os.path.abspath(os.fspath(path))
+    said = unlink_planted([path])       # the store's own file: a link would read a key from outside
+    if warnings is not None:
+        warnings.extend(said)
     try:
         return read_key(path)
     except CacheError:

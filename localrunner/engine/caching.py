@@ -295,10 +295,10 @@ class TaskCache:
         self.quarantine = layout.quarantine_dir
         self.settings = settings
         self.warnings: list[str] = []
-        # the cache's own folders and files are never links: one planted in their place (by a
-        # task that could write there) would lead reads, writes and gc's deletes out of the root
-        self.warnings.extend(unlink_planted((self.dir, layout.leases_dir, layout.secret_key, layout.last_dir,
-                                             self.quarantine)))
+        # the cache's own folders are never links: one planted in their place (by a task that
+        # could write there) would lead reads, writes and gc's deletes out of the root. Below
+        # cache/, each store checks its own (CAS, ActionCache, Index, StatMemo, Lease, the key)
+        self.warnings.extend(unlink_planted((self.dir, self.quarantine)))
         os.makedirs(self.dir, exist_ok=True)
         key_file = os.environ.get('LOCALRUNNER_CACHE_SECRET_KEY_FILE', '').strip()
         self._secret_key: Optional[bytes] = None
@@ -312,6 +312,7 @@ class TaskCache:
         self.actions = ActionCache(layout.actions_dir, self.quarantine, self.warnings)
         self.memo = StatMemo(layout.memo_db, self.quarantine, self.warnings)
         self.lease = Lease(layout.leases_dir, run_id or f'anonymous-{uuid.uuid4().hex}')
+        self.warnings.extend(self.lease.repairs)
         self._last: Optional[Index] = None
         self._remembered: dict[str, tuple] = {}
         self._ahead = threading.local()       # reading_ahead()'s (keys, entries found), per thread

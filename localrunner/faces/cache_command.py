@@ -48,7 +48,7 @@ def _open(root: str, warnings: list) -> tuple[CAS, ActionCache]:
     layout = RootLayout(root)
     if not os.path.isdir(layout.cache_dir):
         raise UsageError(f'{root}: no cache here (run a pipeline with --root {root} first)')
-    return CAS(layout.cas_dir), ActionCache(layout.actions_dir, layout.quarantine_dir, warnings)
+    return CAS(layout.cas_dir, warnings), ActionCache(layout.actions_dir, layout.quarantine_dir, warnings)
 
 
 def _other_indexes(root: str, warnings: list) -> list[tuple[str, object]]:

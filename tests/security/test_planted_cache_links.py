@@ -78,3 +78,21 @@ def test_a_link_planted_in_the_store_is_removed_not_followed(what, sentinel, roo
             full = os.path.join(base, name)
             if os.path.islink(full):      # only a quarantined one (moved aside, never followed) is left
                 assert os.path.dirname(full).endswith(os.path.join('cas', 'quarantine')), full
+
+
+@pytest.mark.parametrize('command', [('cache', 'gc'), ('cache', 'prune', '--max-size', '0'), ('cache', 'verify')])
+def test_a_cache_command_alone_never_follows_a_planted_link(command, sentinel, root, tmp_path):
+    """Without a run in between: the maintenance commands make the leases folder, the CAS's
+    and the index's their own way, and each removes a link planted in its place first."""
+    path = compile_to(planted_cache_pipeline, tmp_path / 'p.yaml')
+    rc, _, proc = run(path, root)
+    assert rc == 0, proc.stdout + proc.stderr
+    PLANTS['leases'](root, sentinel)
+    PLANTS['tmp'](root, sentinel)
+    PLANTS['locks'](root, sentinel)
+    sentinel.before = sentinel.snapshot()
+    cli(*command, '--root', root)
+    used = [('cas', 'tmp'), ('actions', 'locks')] + ([('leases',)] if command[1] != 'verify' else [])
+    for folder in used:                 # each folder the command works in (the sentinel: nothing outside changed)
+        full = os.path.join(root, 'cache', *folder)
+        assert not os.path.islink(full), full
